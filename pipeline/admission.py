@@ -1,0 +1,144 @@
+"""Admission: whether a ``Log`` call may be written, decided before anything is written.
+
+TRY_LATER is Scribe's backpressure, so every reason to refuse answers it at once instead of
+queueing in memory: the server is stopping, the bytes waiting for the journal are over a limit,
+a configured rate is exceeded, or the disk is (nearly) full.  The empty ``Log([])`` probe runs
+exactly these checks.  Writer failures are per partition and checked by the handler, which knows
+which partitions a call touches.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class AdmissionConfig:
+    """The ``[admission]`` table."""
+
+    # Bytes accepted but not yet durable.  With group commit the queue drains every fsync, so
+    # this only fills when the disk falls behind; 256 MiB is ~1 s of a fast disk and bounds
+    # the server's memory.
+    max_pending_bytes: int = 256 * MiB
+    # Scribe's max_msg_per_second; 0 turns the limit off (the default, as in Scribe).
+    rate_messages_per_s: float = 0.0
+    rate_bytes_per_s: float = 0.0
+    # How much unused rate may be saved up, in seconds of the rate.
+    rate_burst_s: float = 1.0
+    # Refuse before the file system is full, so a full disk never reaches the journal's write.
+    min_free_disk_bytes: int = 256 * MiB
+    # statvfs is cheap but not free; checking once a second is enough to stop in time.
+    disk_check_interval_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_pending_bytes", "min_free_disk_bytes"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+        for name in ("rate_messages_per_s", "rate_bytes_per_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative (0 turns it off)")
+        if self.rate_burst_s <= 0:
+            raise ValueError("rate_burst_s must be positive")
+        if self.disk_check_interval_s <= 0:
+            raise ValueError("disk_check_interval_s must be positive")
+
+
+class Refusal(enum.Enum):
+    """Why a call was answered TRY_LATER; the value is the Scribe counter it feeds."""
+
+    STOPPING = "denied for stopping"
+    QUEUE = "denied for queue size"
+    RATE = "denied for rate"
+    DISK = "denied for disk space"
+    WRITER = "denied for failed writer"
+
+
+class TokenBucket:
+    """A rate limit that may go into debt by one call, so batches larger than the burst pass."""
+
+    def __init__(self, rate: float, burst_s: float, clock: Callable[[], float]) -> None:
+        self.rate = rate
+        self.capacity = rate * burst_s
+        self.tokens = self.capacity
+        self._clock = clock
+        self._last = clock()
+
+    def take(self, amount: float) -> bool:
+        now = self._clock()
+        self.tokens = min(self.capacity, self.tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self.tokens < 0:
+            return False
+        self.tokens -= amount
+        return True
+
+
+def free_disk_bytes(path: Path) -> int:
+    stat = os.statvfs(path)
+    return stat.f_bavail * stat.f_frsize
+
+
+class Admission:
+    """The global admission checks, shared by every connection."""
+
+    def __init__(
+        self,
+        config: AdmissionConfig,
+        *,
+        pending_bytes: Callable[[], int],
+        free_disk: Callable[[], int],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.stopping = False
+        self._pending_bytes = pending_bytes
+        self._free_disk = free_disk
+        self._clock = clock
+        self._disk_checked_at = -float("inf")
+        self._disk_ok = True
+        self.reconfigure(config)
+
+    def reconfigure(self, config: AdmissionConfig) -> None:
+        """Apply new limits (``reinitialize``); rate buckets start full."""
+        self.config = config
+        self._messages = self._bucket(config.rate_messages_per_s)
+        self._bytes = self._bucket(config.rate_bytes_per_s)
+        self._disk_checked_at = -float("inf")
+
+    def _bucket(self, rate: float) -> TokenBucket | None:
+        return TokenBucket(rate, self.config.rate_burst_s, self._clock) if rate else None
+
+    def check(self, count: int, nbytes: int) -> Refusal | None:
+        """None to admit a call of ``count`` messages and ``nbytes`` bytes, else the refusal."""
+        if self.stopping:
+            return Refusal.STOPPING
+        if self._pending_bytes() + nbytes > self.config.max_pending_bytes:
+            return Refusal.QUEUE
+        if not self.disk_ok():
+            return Refusal.DISK
+        if self._messages is not None and not self._messages.take(count):
+            return Refusal.RATE
+        if self._bytes is not None and not self._bytes.take(nbytes):
+            return Refusal.RATE
+        return None
+
+    def disk_ok(self) -> bool:
+        now = self._clock()
+        if now - self._disk_checked_at >= self.config.disk_check_interval_s:
+            self._disk_checked_at = now
+            try:
+                self._disk_ok = self._free_disk() >= self.config.min_free_disk_bytes
+            except OSError:
+                self._disk_ok = False
+        return self._disk_ok
+
+    def note_disk_full(self) -> None:
+        """The journal hit ENOSPC: refuse until the next check finds space again."""
+        self._disk_ok = False
+        self._disk_checked_at = self._clock()

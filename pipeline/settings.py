@@ -1,0 +1,166 @@
+"""Turning TOML tables and environment variables into the components' frozen dataclasses.
+
+Every component owns a frozen, validated dataclass with defaults (``ServerConfig``,
+``JournalConfig``, ...).  This module fills one from a mapping, checking each key against the
+dataclass's field types, so an invalid file fails at start with the key's full dotted name and
+the problem.  Nested dataclass fields are sub-tables.  Environment overrides use
+``PIPELINE_<SECTION>__<KEY>`` (double underscores between levels), values parsed as the field's
+type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pipeline.errors import ConfigError
+
+T = TypeVar("T")
+
+ENV_PREFIX = "PIPELINE_"
+
+
+def build(cls: type[T], data: Mapping[str, Any], key: str) -> T:
+    """Build dataclass ``cls`` from ``data``; ``key`` is the dotted name of the table."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(key, f"expected a table, got {type(data).__name__}")
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"{cls!r} is not a dataclass")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        known = ", ".join(sorted(fields))
+        raise ConfigError(_join(key, unknown[0]), f"unknown key (known: {known})")
+    values = {name: convert(hints[name], value, _join(key, name)) for name, value in data.items()}
+    try:
+        return cls(**values)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(key, str(exc)) from exc
+
+
+def convert(hint: Any, value: Any, key: str) -> Any:
+    """Check and convert one TOML value to the annotated type ``hint``."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        errors = []
+        for option in options:
+            try:
+                return convert(option, value, key)
+            except ConfigError as exc:
+                errors.append(exc.problem)
+        raise ConfigError(key, " or ".join(errors))
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(key, f"expected an array, got {type(value).__name__}")
+        item = args[0]
+        return tuple(convert(item, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict or hint is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(key, f"expected a table, got {type(value).__name__}")
+        return dict(value)
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        return build(hint, value, key)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        try:
+            return hint(value)
+        except ValueError:
+            allowed = ", ".join(repr(m.value) for m in hint)
+            raise ConfigError(key, f"{value!r} is not one of {allowed}") from None
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(key, f"expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(key, f"expected an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(key, f"expected a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(key, f"expected a string, got {value!r}")
+    if hint is Path:
+        if isinstance(value, str):
+            return Path(value)
+        raise ConfigError(key, f"expected a path string, got {value!r}")
+    if hint is bytes:
+        if isinstance(value, str):
+            return value.encode("utf-8", "surrogateescape")
+        raise ConfigError(key, f"expected a string, got {value!r}")
+    if hint is Any:
+        return value
+    if isinstance(hint, type) and isinstance(value, hint):
+        return value
+    raise ConfigError(key, f"unsupported value {value!r}")
+
+
+def parse_env_value(raw: str) -> Any:
+    """Parse an environment value: TOML scalars (numbers, booleans, quoted strings) or text."""
+    import tomllib
+
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Nested tables from ``PIPELINE_SECTION__KEY=value`` variables."""
+    tree: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        if not all(path):
+            continue
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(name, "conflicts with another variable")
+        node[path[-1]] = parse_env_value(raw)
+    return tree
+
+
+def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``override`` into a copy of ``base`` (tables merge, other values replace)."""
+    merged = dict(base)
+    for key, value in override.items():
+        current = merged.get(key)
+        if isinstance(current, Mapping) and isinstance(value, Mapping):
+            merged[key] = merge(current, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def to_table(obj: Any) -> Any:
+    """A dataclass instance as plain TOML-like data (enums by value, paths and bytes as text)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_table(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, bytes):
+        return obj.decode("utf-8", "surrogateescape")
+    if isinstance(obj, tuple | list):
+        return [to_table(v) for v in obj]
+    return obj
+
+
+def _join(key: str, name: str) -> str:
+    return f"{key}.{name}" if key else name
