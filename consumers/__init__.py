@@ -1,0 +1,58 @@
+"""Consumers: the runtime that reads journal partitions into sinks, and group coordination.
+
+Imports ``journal`` and ``scribe_compat``, never ``pipeline``.
+"""
+
+from consumers.backoff import Backoff
+from consumers.config import (
+    FileSinkConfig,
+    ForwardSinkConfig,
+    GroupConfig,
+    LocalCoordinatorConfig,
+    parse_rotate_period,
+)
+from consumers.coordination import (
+    CoordinationError,
+    Coordinator,
+    CoordinatorUnavailable,
+    Fenced,
+    Lease,
+    OwnershipListener,
+    ResetRefused,
+)
+from consumers.local import LocalCoordinator, list_groups
+from consumers.runtime import CategoryMatcher, ConsumerRuntime
+from consumers.sinks import (
+    ORIGINAL_CATEGORY_KEY,
+    FileSink,
+    ForwardSink,
+    Sink,
+    SinkError,
+    original_category,
+)
+
+__all__ = [
+    "ORIGINAL_CATEGORY_KEY",
+    "Backoff",
+    "CategoryMatcher",
+    "ConsumerRuntime",
+    "CoordinationError",
+    "Coordinator",
+    "CoordinatorUnavailable",
+    "Fenced",
+    "FileSink",
+    "FileSinkConfig",
+    "ForwardSink",
+    "ForwardSinkConfig",
+    "GroupConfig",
+    "Lease",
+    "LocalCoordinator",
+    "LocalCoordinatorConfig",
+    "OwnershipListener",
+    "ResetRefused",
+    "Sink",
+    "SinkError",
+    "list_groups",
+    "original_category",
+    "parse_rotate_period",
+]

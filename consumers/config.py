@@ -1,0 +1,204 @@
+"""Configuration of the consumer side: one frozen, validated dataclass per component.
+
+Every invalid value raises ``ValueError`` whose message starts with the field's name, so the
+application's loader can point at the offending key.  Defaults say why they are what they are.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+MiB = 1 << 20
+
+SINK_KINDS = ("files", "forward")
+
+
+def _positive(name: str, value: float) -> None:
+    if isinstance(value, bool) or not value > 0 or not math.isfinite(value):
+        raise ValueError(f"{name} must be positive, got {value!r}")
+
+
+def _not_negative(name: str, value: float) -> None:
+    if isinstance(value, bool) or not value >= 0 or not math.isfinite(value):
+        raise ValueError(f"{name} must not be negative, got {value!r}")
+
+
+def validate_pattern(pattern: str, field: str = "categories") -> None:
+    """A category pattern as routing writes it: exact, ``prefix*``, ``*``/``default`` (all)."""
+    if not pattern:
+        raise ValueError(f"{field}: a pattern must not be empty")
+    star = pattern.find("*")
+    if star not in (-1, len(pattern) - 1):
+        raise ValueError(f"{field}: {pattern!r}: '*' may only end a prefix pattern")
+
+
+@dataclass(frozen=True)
+class GroupConfig:
+    """A consumer group: a name, the categories it consumes, and how it batches and commits."""
+
+    name: str
+    # Patterns: "name" (exact), "prefix*", or "*" / "default" for every category.
+    categories: tuple[str, ...] = ("*",)
+    sink: str = "files"
+    # A batch closes at whichever limit comes first.  1000 messages / 1 MiB is what Scribe's
+    # clients send per Log call; 50 ms of waiting bounds the latency a quiet partition adds.
+    batch_messages: int = 1000
+    batch_bytes: int = 1 * MiB
+    batch_wait_s: float = 0.05
+    # Offsets are committed at most this often per partition (and always on revocation/stop): a
+    # crash redelivers at most this much, and the coordinator sees one write per partition per
+    # second instead of one per batch.
+    commit_interval_s: float = 1.0
+    # How often the journal directory is rescanned for new categories and partitions.
+    discover_interval_s: float = 2.0
+    # A failing sink pauses its partition: first retry after backoff_initial_s, doubling up to
+    # backoff_max_s, each delay jittered down to half so that partitions do not retry in lockstep.
+    backoff_initial_s: float = 0.1
+    backoff_max_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name or self.name in (".", ".."):
+            raise ValueError(f"name must be a non-empty name without '/', got {self.name!r}")
+        if not isinstance(self.categories, tuple) or not self.categories:
+            raise ValueError(
+                f"categories must be a non-empty tuple of patterns, got {self.categories!r}"
+            )
+        for pattern in self.categories:
+            validate_pattern(pattern)
+        if self.sink not in SINK_KINDS:
+            raise ValueError(f"sink must be one of {SINK_KINDS}, got {self.sink!r}")
+        for name in ("batch_messages", "batch_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        _not_negative("batch_wait_s", self.batch_wait_s)
+        _not_negative("commit_interval_s", self.commit_interval_s)
+        _positive("discover_interval_s", self.discover_interval_s)
+        _positive("backoff_initial_s", self.backoff_initial_s)
+        _positive("backoff_max_s", self.backoff_max_s)
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ValueError("backoff_max_s must not be less than backoff_initial_s")
+
+
+_PERIOD = re.compile(r"^(\d+)\s*([smhd]?)$")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_rotate_period(text: str | None) -> int | None:
+    """Scribe's ``rotate_period`` in seconds: ``hourly``, ``daily``, ``N[s|m|h|d]``; None: never."""
+    if text is None or text in ("", "never"):
+        return None
+    if text == "hourly":
+        return 3600
+    if text == "daily":
+        return 86400
+    match = _PERIOD.match(text)
+    if match is None:
+        raise ValueError(
+            f"rotate_period must be hourly, daily, never or N followed by s, m, h or d, "
+            f"got {text!r}"
+        )
+    seconds = int(match.group(1)) * _UNIT_S[match.group(2)]
+    if seconds < 1:
+        raise ValueError(f"rotate_period must be at least one second, got {text!r}")
+    return seconds
+
+
+@dataclass(frozen=True)
+class FileSinkConfig:
+    """Scribe's file store: ``<file_path>/<category>/<category>[-YYYY-MM-DD]_NNNNN``."""
+
+    file_path: Path
+    # Scribe's default max_size: 1 GB.
+    max_size: int = 1_000_000_000
+    # "hourly", "daily", "N[s|m|h|d]", or None/"never".  Files are dated only when set.
+    rotate_period: str | None = None
+    add_newlines: bool = False
+    create_symlink: bool = True
+    # Period boundaries and file dates in local time (as Scribe does) or UTC.
+    timezone: str = "local"
+    # Worker threads doing the blocking writes and fsyncs of this sink.
+    io_threads: int = 4
+    # Open data files kept (one per category written): well under the usual 1024-fd limit.
+    max_open_files: int = 256
+
+    def __post_init__(self) -> None:
+        if self.max_open_files < 1:
+            raise ValueError(f"max_open_files must be positive, got {self.max_open_files!r}")
+        if isinstance(self.max_size, bool) or not isinstance(self.max_size, int):
+            raise ValueError(f"max_size must be an integer, got {self.max_size!r}")
+        if self.max_size < 1:
+            raise ValueError(f"max_size must be positive, got {self.max_size!r}")
+        try:
+            parse_rotate_period(self.rotate_period)
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+        if self.timezone not in ("local", "utc"):
+            raise ValueError(f"timezone must be 'local' or 'utc', got {self.timezone!r}")
+        if self.io_threads < 1:
+            raise ValueError(f"io_threads must be positive, got {self.io_threads!r}")
+
+    @property
+    def rotate_period_s(self) -> int | None:
+        return parse_rotate_period(self.rotate_period)
+
+
+@dataclass(frozen=True)
+class ForwardSinkConfig:
+    """Scribe's network store: forward to any Scribe-compatible server."""
+
+    host: str
+    port: int = 1463
+    # Connect and per-call timeout: a Log call that takes longer is a transport error (reconnect).
+    timeout_s: float = 10.0
+    # Scribe's network store probes with an empty Log before batches larger than this.
+    probe_threshold_bytes: int = 4096
+    # Entries per Log call: Scribe servers commonly accept a few thousand; bigger batches split.
+    max_entries_per_call: int = 1000
+    backoff_initial_s: float = 0.1
+    backoff_max_s: float = 10.0
+    # Give up (raise SinkError, so the runtime pauses the partition) after this many failed
+    # attempts at one call; None retries inside the sink until cancelled.
+    max_attempts: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.host:
+            raise ValueError("host must not be empty")
+        if isinstance(self.port, bool) or not 0 < self.port < 65536:
+            raise ValueError(f"port must be 1..65535, got {self.port!r}")
+        _positive("timeout_s", self.timeout_s)
+        _not_negative("probe_threshold_bytes", self.probe_threshold_bytes)
+        if self.max_entries_per_call < 1:
+            raise ValueError(
+                f"max_entries_per_call must be positive, got {self.max_entries_per_call}"
+            )
+        _positive("backoff_initial_s", self.backoff_initial_s)
+        _positive("backoff_max_s", self.backoff_max_s)
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ValueError("backoff_max_s must not be less than backoff_initial_s")
+        if self.max_attempts is not None and self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be positive or None, got {self.max_attempts}")
+
+
+@dataclass(frozen=True)
+class LocalCoordinatorConfig:
+    """The single-host coordinator: offsets and epochs in files, ownership by file locks."""
+
+    state_dir: Path
+    # How often a member re-reads membership and takes or gives back partitions.  A dead
+    # member's partitions are consumed again within about this long.
+    rescan_interval_s: float = 1.0
+    # How long a graceful revocation may take (the member commits what its sink confirmed);
+    # after that the lock is released anyway: a late commit is then fenced if someone took over.
+    revoke_timeout_s: float = 30.0
+    # Threads for the blocking file operations (flock, fsync), shared by all partitions.
+    io_threads: int = 4
+
+    def __post_init__(self) -> None:
+        _positive("rescan_interval_s", self.rescan_interval_s)
+        _positive("revoke_timeout_s", self.revoke_timeout_s)
+        if self.io_threads < 1:
+            raise ValueError(f"io_threads must be positive, got {self.io_threads!r}")

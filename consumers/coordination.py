@@ -1,0 +1,138 @@
+"""Coordination of a consumer group: who owns which partition, and the committed offsets.
+
+The contract every coordinator keeps (the local one here, ZooKeeper's in production; the suite in
+``tests/consumers/coordinator_contract.py`` checks it against each):
+
+Membership
+    A member is one ``Coordinator`` object, created for a group name and a member id.  It joins
+    when ``run(listener)`` starts and leaves when ``run`` returns: after ``stop()`` (graceful)
+    or when cancelled or its process dies (abrupt).  ``members()`` lists the group's active
+    member ids.  The member tells the coordinator which partitions the group consumes as it
+    discovers them (``set_partitions``); only those are assigned to it.
+
+Ownership
+    Each partition has at most one owner among the active members.  When the coordinator gives a
+    partition to this member it calls ``listener.assigned(Lease(pid, epoch))``.  The epoch is a
+    fencing token: it is bumped, durably, on every takeover, so it is strictly greater than any
+    epoch a previous owner held.  Taking it back happens in one of two ways:
+
+    * ``listener.revoking(lease)`` (graceful: rebalancing, ``stop()``): the member stops writing,
+      commits what its sink confirmed with that lease's epoch, and returns; only then is the
+      partition released.  A coordinator may bound the wait and release anyway.
+    * ``listener.lost(lease)`` (abrupt: session lost or suspended, epoch found bumped, a fenced
+      commit): ownership is already gone or in doubt; the member must stop writing at once.  It is
+      synchronous so that nothing can run in between.  A lost partition may be assigned again
+      later, always with a new ``assigned`` call.
+
+    Assignment changes are delivered one at a time, in order, from the coordinator's own task.
+
+Offsets
+    The committed offset of a partition is the offset of the next message to consume (None: nothing
+    committed; start at the earliest).  ``commit(pid, offset, epoch)`` is atomic: it succeeds only
+    while ``epoch`` is the partition's current epoch, else it raises ``Fenced`` and changes nothing.
+    Committed offsets never go backwards: a commit below the committed offset is accepted and
+    ignored.  Only ``reset(pid, offset, force=...)`` (an operator's command) moves an offset
+    anywhere, also backwards; it is refused with ``ResetRefused`` while the group has active
+    members unless ``force`` is set, and it bumps the epoch, so the current owner (if any) is
+    fenced and takes the partition up again from the new offset.  ``committed``, ``reset`` and
+    ``members`` work without joining (``run`` need not be running).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+import trio
+
+from journal import PartitionId
+
+
+class CoordinationError(Exception):
+    """Base of the coordinators' errors."""
+
+
+class Fenced(CoordinationError):  # noqa: N818 (the contract's name)
+    """A commit (or write) with an epoch that is no longer the partition's current one."""
+
+    def __init__(self, pid: PartitionId, epoch: int, current_epoch: int | None) -> None:
+        super().__init__(f"{pid}: epoch {epoch} is fenced (current epoch {current_epoch})")
+        self.pid = pid
+        self.epoch = epoch
+        self.current_epoch = current_epoch
+
+
+class ResetRefused(CoordinationError):  # noqa: N818 (reads as an outcome)
+    """An offset reset while the group has active members, without ``force``."""
+
+    def __init__(self, group: str, members: list[str]) -> None:
+        super().__init__(
+            f"group {group!r} has active members {members}: stop them or force the reset"
+        )
+        self.group = group
+        self.members = members
+
+
+class CoordinatorUnavailable(CoordinationError):  # noqa: N818 (reads as a state)
+    """The coordination service cannot be reached now (retry later)."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Ownership of one partition by this member, valid while ``epoch`` is current."""
+
+    pid: PartitionId
+    epoch: int
+
+
+class OwnershipListener(Protocol):
+    """What a member does when ownership changes (see the module docstring)."""
+
+    async def assigned(self, lease: Lease) -> None:
+        """The partition is now ours: start consuming from its committed offset."""
+
+    async def revoking(self, lease: Lease) -> None:
+        """Stop writing, commit what the sink confirmed, return; the partition is then released."""
+
+    def lost(self, lease: Lease) -> None:
+        """Ownership is gone or in doubt: stop writing at once (no commit is possible)."""
+
+
+class Coordinator(Protocol):
+    """One member of a consumer group (see the module docstring for the contract)."""
+
+    @property
+    def group(self) -> str: ...
+
+    @property
+    def member_id(self) -> str: ...
+
+    def set_partitions(self, pids: Iterable[PartitionId]) -> None:
+        """The group's partitions as this member sees them; assignment considers these only."""
+
+    def owned(self) -> dict[PartitionId, int]:
+        """The partitions this member owns now, with their epochs."""
+
+    async def run(
+        self,
+        listener: OwnershipListener,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Join the group (``started`` once joined) and keep ownership until ``stop()``."""
+
+    def stop(self) -> None:
+        """Leave gracefully: revoke every partition (listener commits), release, leave."""
+
+    async def commit(self, pid: PartitionId, offset: int, epoch: int) -> None:
+        """Store ``offset`` if ``epoch`` is current (else ``Fenced``); never moves backwards."""
+
+    async def committed(self, pid: PartitionId) -> int | None:
+        """The committed offset (the next to consume), None when nothing was committed."""
+
+    async def reset(self, pid: PartitionId, offset: int, *, force: bool = False) -> None:
+        """Set the offset, in any direction; refused while members are active unless forced."""
+
+    async def members(self) -> list[str]:
+        """The ids of the group's active members, sorted."""

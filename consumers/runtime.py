@@ -1,0 +1,446 @@
+"""The consumer runtime: one member of a consumer group, reading its partitions into a sink.
+
+For each partition the coordinator gives it, a worker task:
+
+1. starts at the committed offset (the earliest offset when nothing is committed);
+2. reads a batch: it waits for a first message, then collects more until ``batch_messages``,
+   ``batch_bytes`` or ``batch_wait_s`` after the first, whichever comes first;
+3. hands the batch to the sink; a ``SinkError`` pauses the partition and retries the same batch
+   with capped, jittered backoff, so nothing is skipped and order is kept;
+4. commits the offset after the last delivered message at most every ``commit_interval_s``
+   (also while idle, so a quiet partition's last batch gets committed), and always on graceful
+   revocation and stop.  A crash therefore redelivers at most the uncommitted tail
+   (at-least-once).
+
+Ownership changes come from the coordinator (the runtime is its ``OwnershipListener``): ``lost``
+cancels the worker at once, so nothing more is written; ``revoking`` cancels it too, waits for it
+to end, and then commits what the sink confirmed.  A ``Fenced`` commit stops the worker the same
+way.  A sink write cancelled half way counts as not written: its batch comes again.
+
+The runtime rescans the journal directory every ``discover_interval_s`` and offers the partitions
+of matching categories to the coordinator, so new categories and partitions are picked up.
+Patterns are routing's: an exact category, ``prefix*``, or ``*`` / ``default`` for all.
+
+Time (batch waits, commit cadence, backoff) is trio's clock, so tests can run it on a
+``trio.testing.MockClock``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from consumers.backoff import Backoff
+from consumers.config import GroupConfig
+from consumers.coordination import CoordinationError, Coordinator, Fenced, Lease
+from consumers.sinks.base import Sink, SinkError
+from journal import (
+    JournalConfig,
+    JournalError,
+    JournalMessage,
+    JournalReader,
+    OffsetOutOfRange,
+    PartitionId,
+    list_partitions,
+    open_reader,
+)
+
+log = logging.getLogger(__name__)
+
+ALL_PATTERNS = frozenset({"*", "default"})
+
+
+class CategoryMatcher:
+    """Routing's pattern language over raw category bytes."""
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        patterns = tuple(patterns)
+        self.all = any(p in ALL_PATTERNS for p in patterns)
+        encoded = [p.encode("utf-8", "surrogateescape") for p in patterns]
+        self._exact = frozenset(p for p in encoded if not p.endswith(b"*"))
+        self._prefixes = tuple(p[:-1] for p in encoded if p.endswith(b"*"))
+
+    def __call__(self, category: bytes) -> bool:
+        return (
+            self.all
+            or category in self._exact
+            or any(category.startswith(prefix) for prefix in self._prefixes)
+        )
+
+
+@dataclass
+class _Worker:
+    lease: Lease
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    done: trio.Event = field(default_factory=trio.Event)
+    reader: JournalReader | None = None
+    position: int | None = None  # the next offset to deliver
+    committed: int | None = None
+    last_commit: float = -math.inf
+    consumed: int = 0
+    paused: bool = False
+    lost: bool = False
+
+
+class ConsumerRuntime:
+    """One member of ``config.name`` reading ``journal_dir`` into ``sink``.
+
+    Start with ``nursery.start(runtime.serve)``; ``stop()`` leaves gracefully (every partition
+    committed and released), after which ``serve`` returns.  The sink belongs to the caller.
+    """
+
+    def __init__(
+        self,
+        journal_dir: Path,
+        config: GroupConfig,
+        coordinator: Coordinator,
+        sink: Sink,
+        *,
+        journal_config: JournalConfig | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if coordinator.group != config.name:
+            raise ValueError(f"coordinator is for group {coordinator.group!r}, not {config.name!r}")
+        self._dir = Path(journal_dir)
+        self._config = config
+        self._coordinator = coordinator
+        self._sink = sink
+        self._journal_config = journal_config
+        self._rng = rng if rng is not None else random.Random()
+        self._matches = CategoryMatcher(config.categories)
+        self._workers: dict[PartitionId, _Worker] = {}
+        self._nursery: trio.Nursery | None = None
+        self._counters = {
+            "messages_consumed": 0,
+            "bytes_consumed": 0,
+            "batches": 0,
+            "commits": 0,
+            "commit_failures": 0,
+            "fenced": 0,
+            "sink_retries": 0,
+            "skipped_messages": 0,
+            "assigned": 0,
+            "revoked": 0,
+            "lost": 0,
+        }
+        self._fields = {"group": config.name, "member": coordinator.member_id}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await self.discover()
+            nursery.start_soon(self._discover_loop)
+            await nursery.start(self._run_coordinator, nursery.cancel_scope)
+            task_status.started()
+
+    async def _run_coordinator(
+        self,
+        scope: trio.CancelScope,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        try:
+            await self._coordinator.run(self, task_status=task_status)
+        finally:
+            scope.cancel()  # left the group: end discovery and any worker still winding down
+
+    def stop(self) -> None:
+        """Leave gracefully: the coordinator revokes every partition; each is committed."""
+        self._coordinator.stop()
+
+    # -- discovery ---------------------------------------------------------------------------
+
+    async def discover(self) -> set[PartitionId]:
+        """Scan the journal once and offer the matching partitions to the coordinator."""
+        try:
+            infos = await trio.to_thread.run_sync(list_partitions, self._dir)
+        except FileNotFoundError:
+            infos = []
+        except (JournalError, OSError) as exc:
+            log.warning("journal scan failed", extra={**self._fields, "error": str(exc)})
+            return set()
+        pids = {
+            PartitionId(info.category, info.partition)
+            for info in infos
+            if self._matches(info.category)
+        }
+        self._coordinator.set_partitions(pids)
+        return pids
+
+    async def _discover_loop(self) -> None:
+        while True:
+            await trio.sleep(self._config.discover_interval_s)
+            await self.discover()
+
+    # -- OwnershipListener -------------------------------------------------------------------
+
+    async def assigned(self, lease: Lease) -> None:
+        assert self._nursery is not None
+        previous = self._workers.get(lease.pid)
+        worker = _Worker(lease)
+        self._workers[lease.pid] = worker
+        self._counters["assigned"] += 1
+        self._nursery.start_soon(self._consume, worker, previous)
+
+    async def revoking(self, lease: Lease) -> None:
+        worker = self._workers.get(lease.pid)
+        if worker is None or worker.lease != lease:
+            return
+        worker.scope.cancel()
+        await worker.done.wait()
+        if not worker.lost:
+            await self._commit(worker)
+        if self._workers.get(lease.pid) is worker:
+            del self._workers[lease.pid]
+        self._counters["revoked"] += 1
+        log.info(
+            "partition revoked",
+            extra={**self._fields, "pid": str(lease.pid), "committed": worker.committed},
+        )
+
+    def lost(self, lease: Lease) -> None:
+        worker = self._workers.get(lease.pid)
+        if worker is None or worker.lease != lease:
+            return
+        worker.lost = True
+        worker.scope.cancel()  # stop writing at once
+        self._counters["lost"] += 1
+
+    # -- the worker --------------------------------------------------------------------------
+
+    async def _consume(self, worker: _Worker, previous: _Worker | None) -> None:
+        pid = worker.lease.pid
+        try:
+            with worker.scope:
+                if previous is not None:
+                    previous.scope.cancel()
+                    await previous.done.wait()  # never two writers of one partition here
+                await self._consume_retrying(worker)
+        finally:
+            if worker.reader is not None:
+                worker.reader.close()
+            worker.done.set()
+            # A revoked worker's entry stays until ``revoking`` has committed it.
+            if worker.lost and self._workers.get(pid) is worker:
+                del self._workers[pid]
+
+    async def _consume_retrying(self, worker: _Worker) -> None:
+        config = self._config
+        backoff = Backoff(config.backoff_initial_s, config.backoff_max_s, self._rng)
+        while True:
+            try:
+                await self._consume_partition(worker)
+            except JournalError as exc:
+                # Damage or a vanished partition: pause this partition, not the whole member.
+                delay = backoff.next_delay()
+                log.error(
+                    "cannot read partition; paused",
+                    extra={
+                        **self._fields,
+                        "pid": str(worker.lease.pid),
+                        "error": str(exc),
+                        "delay_s": round(delay, 3),
+                    },
+                )
+                if worker.reader is not None:
+                    worker.reader.close()
+                    worker.reader = None
+                worker.paused = True
+                await self._commit(worker)
+                await trio.sleep(delay)
+
+    async def _consume_partition(self, worker: _Worker) -> None:
+        pid = worker.lease.pid
+        committed = await self._coordinator.committed(pid)
+        if worker.position is None:
+            start = committed
+            worker.committed = committed
+        else:
+            start = worker.position  # resuming after a read error: what was delivered stays so
+        reader = await trio.to_thread.run_sync(self._open_reader, pid, start)
+        worker.reader = reader
+        worker.position = reader.position
+        log.info(
+            "partition started",
+            extra={
+                **self._fields,
+                "pid": str(pid),
+                "epoch": worker.lease.epoch,
+                "committed": committed,
+                "position": reader.position,
+            },
+        )
+        config = self._config
+        while True:
+            batch = await self._next_batch(worker, reader)
+            await self._deliver(worker, batch)
+            worker.position = batch[-1].offset + 1
+            nbytes = sum(len(m.message) for m in batch)
+            worker.consumed += len(batch)
+            self._counters["messages_consumed"] += len(batch)
+            self._counters["bytes_consumed"] += nbytes
+            self._counters["batches"] += 1
+            if trio.current_time() - worker.last_commit >= config.commit_interval_s:
+                await self._commit(worker)
+
+    def _open_reader(self, pid: PartitionId, committed: int | None) -> JournalReader:
+        start = 0 if committed is None else committed
+        try:
+            return open_reader(self._dir, pid, start, self._journal_config, skip_gaps=True)
+        except OffsetOutOfRange as exc:
+            if committed is not None and committed < exc.earliest:
+                self._counters["skipped_messages"] += exc.earliest - committed
+                log.error(
+                    "journal data gone before it was consumed",
+                    extra={
+                        **self._fields,
+                        "pid": str(pid),
+                        "start": committed,
+                        "end": exc.earliest,
+                    },
+                )
+            elif committed is not None:
+                # Committed past the end: the journal was replaced.  Redeliver rather than skip.
+                log.error(
+                    "committed offset beyond the journal; starting at its earliest offset",
+                    extra={
+                        **self._fields,
+                        "pid": str(pid),
+                        "committed": committed,
+                        "high_water_mark": exc.high_water_mark,
+                    },
+                )
+            return open_reader(self._dir, pid, exc.earliest, self._journal_config, skip_gaps=True)
+
+    async def _next_batch(self, worker: _Worker, reader: JournalReader) -> list[JournalMessage]:
+        config = self._config
+        batch: list[JournalMessage] = []
+        while not batch:
+            pending = worker.position != worker.committed
+            due = worker.last_commit + config.commit_interval_s if pending else math.inf
+            with trio.move_on_at(due):
+                batch = await reader.read_wait(config.batch_messages, config.batch_bytes)
+            self._note_skips(worker, reader)
+            if not batch:
+                await self._commit(worker)  # idle with an uncommitted tail: commit it now
+        size = sum(len(m.message) for m in batch)
+        deadline = trio.current_time() + config.batch_wait_s
+        while len(batch) < config.batch_messages and size < config.batch_bytes:
+            more = reader.read(config.batch_messages - len(batch), config.batch_bytes - size)
+            if not more:
+                if trio.current_time() >= deadline:
+                    break
+                with trio.move_on_at(deadline):
+                    more = await reader.read_wait(
+                        config.batch_messages - len(batch), config.batch_bytes - size
+                    )
+                if not more:
+                    break
+            batch.extend(more)
+            size += sum(len(m.message) for m in more)
+        self._note_skips(worker, reader)
+        return batch
+
+    def _note_skips(self, worker: _Worker, reader: JournalReader) -> None:
+        while reader.skipped:
+            start, end = reader.skipped.pop(0)
+            self._counters["skipped_messages"] += end - start
+            log.error(
+                "journal data gone before it was consumed",
+                extra={**self._fields, "pid": str(worker.lease.pid), "start": start, "end": end},
+            )
+
+    async def _deliver(self, worker: _Worker, batch: list[JournalMessage]) -> None:
+        config = self._config
+        backoff = Backoff(config.backoff_initial_s, config.backoff_max_s, self._rng)
+        while True:
+            try:
+                await self._sink.write(worker.lease.pid, batch)
+            except SinkError as exc:
+                worker.paused = True
+                self._counters["sink_retries"] += 1
+                delay = backoff.next_delay()
+                log.warning(
+                    "sink failed; partition paused",
+                    extra={
+                        **self._fields,
+                        "pid": str(worker.lease.pid),
+                        "offset": batch[0].offset,
+                        "attempt": backoff.attempts,
+                        "delay_s": round(delay, 3),
+                        "error": str(exc),
+                    },
+                )
+                await trio.sleep(delay)
+            else:
+                worker.paused = False
+                return
+
+    async def _commit(self, worker: _Worker) -> None:
+        position = worker.position
+        if position is None or position == worker.committed:
+            worker.last_commit = trio.current_time()
+            return
+        pid = worker.lease.pid
+        try:
+            await self._coordinator.commit(pid, position, worker.lease.epoch)
+        except Fenced as exc:
+            self._counters["fenced"] += 1
+            worker.lost = True
+            worker.scope.cancel()  # someone else owns it now: stop writing at once
+            log.warning(
+                "commit fenced; partition dropped",
+                extra={
+                    **self._fields,
+                    "pid": str(pid),
+                    "epoch": exc.epoch,
+                    "current_epoch": exc.current_epoch,
+                },
+            )
+            return
+        except (CoordinationError, OSError) as exc:
+            self._counters["commit_failures"] += 1
+            worker.last_commit = trio.current_time()  # try again after the interval
+            log.warning("commit failed", extra={**self._fields, "pid": str(pid), "error": str(exc)})
+            return
+        worker.committed = position
+        worker.last_commit = trio.current_time()
+        self._counters["commits"] += 1
+
+    # -- observability -----------------------------------------------------------------------
+
+    def metrics(self) -> dict[str, Any]:
+        partitions: dict[str, dict[str, Any]] = {}
+        for pid, worker in sorted(
+            self._workers.items(), key=lambda item: (item[0].category, item[0].partition)
+        ):
+            lag: int | None = None
+            if worker.reader is not None and worker.position is not None:
+                try:
+                    lag = max(0, worker.reader.high_water_mark() - worker.position)
+                except (JournalError, OSError):
+                    lag = None
+            partitions[str(pid)] = {
+                "epoch": worker.lease.epoch,
+                "position": worker.position,
+                "committed": worker.committed,
+                "consumed": worker.consumed,
+                "lag": lag,
+                "paused": worker.paused,
+            }
+        return {
+            **self._fields,
+            **self._counters,
+            "partitions_owned": len(self._coordinator.owned()),
+            "partitions": partitions,
+            "sink": self._sink.metrics(),
+        }

@@ -1,0 +1,148 @@
+"""The forwarding sink: Scribe's network store toward any Scribe-compatible upstream.
+
+* One connection, framed transport, non-strict binary (what Scribe's own network store speaks);
+  calls on it are serialized, so batches of one partition reach the upstream in offset order.
+* Before a call over ``probe_threshold_bytes`` (4096, as Scribe) an empty ``Log([])`` asks
+  whether the upstream has room; TRY_LATER to the probe counts as TRY_LATER to the batch.
+* OK: delivered (counter ``sent``).  TRY_LATER: keep the batch, wait (capped, jittered
+  backoff) and send it again (counter ``retries``).  A transport error, timeout or bad reply:
+  close the connection, back off, reconnect, send again (``retries`` and ``reconnects``).
+* Each entry goes with its original category: the metadata key ``scribe_category`` (where the
+  catch-all route keeps it) overrides the partition's category and is not forwarded itself.
+* A call cancelled half way closes the connection (a reply may still be in flight).  After a
+  transport error the upstream may have stored the batch: the resend is a duplicate, never a gap.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+
+import trio
+
+from consumers.backoff import Backoff
+from consumers.config import ForwardSinkConfig
+from consumers.sinks.base import ORIGINAL_CATEGORY_KEY, SinkError, original_category
+from journal import JournalMessage, PartitionId
+from scribe_compat import AsyncScribeClient, ClientError, LogEntry, ResultCode
+
+log = logging.getLogger(__name__)
+
+
+class _TryLater(Exception):  # noqa: N818 (internal control flow, never escapes)
+    pass
+
+
+def _entry(pid: PartitionId, message: JournalMessage) -> LogEntry:
+    metadata = message.metadata
+    if metadata and ORIGINAL_CATEGORY_KEY in metadata:
+        metadata = {k: v for k, v in metadata.items() if k != ORIGINAL_CATEGORY_KEY} or None
+    return LogEntry(
+        category=original_category(pid, message), message=message.message, metadata=metadata
+    )
+
+
+class ForwardSink:
+    """Forwards batches to ``config.host:config.port``; see the module docstring."""
+
+    def __init__(self, config: ForwardSinkConfig, *, rng: random.Random | None = None) -> None:
+        self._config = config
+        self._rng = rng if rng is not None else random.Random()
+        self._lock = trio.Lock()
+        self._client: AsyncScribeClient | None = None
+        self._closed = False
+        self._counters = {
+            "sent": 0,
+            "retries": 0,
+            "try_later": 0,
+            "reconnects": 0,
+            "probes": 0,
+            "calls": 0,
+        }
+
+    def metrics(self) -> dict[str, int]:
+        return dict(self._counters)
+
+    async def write(self, pid: PartitionId, messages: Sequence[JournalMessage]) -> None:
+        entries = [_entry(pid, m) for m in messages]
+        step = self._config.max_entries_per_call
+        for start in range(0, len(entries), step):
+            await self._send(pid, entries[start : start + step])
+
+    async def aclose(self) -> None:
+        self._closed = True
+        async with self._lock:
+            await self._disconnect()
+
+    async def _connect(self) -> AsyncScribeClient:
+        if self._client is None:
+            config = self._config
+            self._client = await AsyncScribeClient.connect(
+                config.host, config.port, config.timeout_s, framed=True, strict=False
+            )
+            self._counters["reconnects"] += 1
+        return self._client
+
+    async def _disconnect(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with trio.CancelScope(shield=True):
+                await client.aclose()
+
+    async def _call(self, entries: list[LogEntry], size: int) -> None:
+        client = await self._connect()
+        done = False
+        try:
+            if size > self._config.probe_threshold_bytes:
+                self._counters["probes"] += 1
+                if await client.log([]) is not ResultCode.OK:
+                    done = True
+                    raise _TryLater
+            self._counters["calls"] += 1
+            code = await client.log(entries)
+            done = True
+            if code is not ResultCode.OK:
+                raise _TryLater
+        finally:
+            if not done:
+                # Failed or cancelled mid-call: the connection's state is unknown.
+                await self._disconnect()
+
+    async def _send(self, pid: PartitionId, entries: list[LogEntry]) -> None:
+        size = sum(len(e.category) + len(e.message) for e in entries)
+        backoff = Backoff(self._config.backoff_initial_s, self._config.backoff_max_s, self._rng)
+        peer = f"{self._config.host}:{self._config.port}"
+        async with self._lock:
+            while True:
+                if self._closed:
+                    raise SinkError("forward", pid, "sink is closed")
+                try:
+                    await self._call(entries, size)
+                except _TryLater:
+                    self._counters["try_later"] += 1
+                    reason = "upstream answered TRY_LATER"
+                except ClientError as exc:
+                    reason = f"upstream failed: {exc}"
+                else:
+                    self._counters["sent"] += len(entries)
+                    return
+                self._counters["retries"] += 1
+                if (
+                    self._config.max_attempts is not None
+                    and backoff.attempts + 1 >= self._config.max_attempts
+                ):
+                    raise SinkError("forward", pid, reason)
+                delay = backoff.next_delay()
+                log.warning(
+                    "forward retry",
+                    extra={
+                        "peer": peer,
+                        "pid": str(pid),
+                        "entries": len(entries),
+                        "reason": reason,
+                        "attempt": backoff.attempts,
+                        "delay_s": round(delay, 3),
+                    },
+                )
+                await trio.sleep(delay)

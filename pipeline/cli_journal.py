@@ -1,0 +1,277 @@
+"""``pipeline journal ...``: list, dump, verify, tail and repair journals on this host.
+
+These read the journal directory directly, so they work beside a running server (readers never
+see past the durable high-water mark) and without one.  Output for machines is JSON lines.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import dataclasses
+import json
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import click
+import trio
+
+from journal import (
+    JournalError,
+    JournalMessage,
+    JournalReader,
+    PartitionId,
+    PartitionInfo,
+    list_partitions,
+    open_reader,
+    repair,
+    verify,
+)
+
+journal_dir_option = click.option(
+    "--journal-dir",
+    "journal_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("var/journal"),
+    show_default=True,
+    envvar="PIPELINE_JOURNAL__DIR",
+    help="The journal directory.",
+)
+category_option = click.option("--category", "-c", help="Only this category (exact, as text).")
+partition_option = click.option("--partition", "-p", type=int, help="Only this partition.")
+
+
+def message_record(pid: PartitionId, message: JournalMessage) -> dict[str, Any]:
+    """One journal message as a JSON-ready dict; non-UTF-8 bytes go out as base64."""
+    record: dict[str, Any] = {
+        "category": _text(pid.category),
+        "partition": pid.partition,
+        "offset": message.offset,
+        "timestamp": message.timestamp_ms,
+    }
+    try:
+        record["message"] = message.message.decode("utf-8")
+    except UnicodeDecodeError:
+        record["message"] = base64.b64encode(message.message).decode("ascii")
+        record["encoding"] = "base64"
+    if message.metadata:
+        record["metadata"] = {_text(k): _text(v) for k, v in message.metadata.items()}
+    return record
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def _category_bytes(category: str) -> bytes:
+    return category.encode("utf-8", "surrogateescape")
+
+
+def _select(journal_dir: Path, category: str | None, partition: int | None) -> list[PartitionInfo]:
+    if not journal_dir.is_dir():
+        raise click.ClickException(f"no journal at {journal_dir}")
+    infos = list_partitions(journal_dir)
+    if category is not None:
+        wanted = _category_bytes(category)
+        infos = [i for i in infos if i.pid.category == wanted]
+    if partition is not None:
+        infos = [i for i in infos if i.pid.partition == partition]
+    return infos
+
+
+@click.group("journal")
+def journal_group() -> None:
+    """Inspect, verify and repair the write-ahead journal."""
+
+
+@journal_group.command("ls")
+@journal_dir_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per partition.")
+def ls_command(journal_dir: Path, as_json: bool) -> None:
+    """List partitions with their offsets, sizes and segments."""
+    infos = _select(journal_dir, None, None)
+    if as_json:
+        for info in infos:
+            click.echo(json.dumps(_info_record(info)))
+        return
+    click.echo(
+        f"{'CATEGORY':32} {'PART':>4} {'EARLIEST':>12} {'NEXT':>12} {'SEGS':>5} {'BYTES':>14}"
+    )
+    for info in infos:
+        r = _info_record(info)
+        click.echo(
+            f"{r['category'][:32]:32} {r['partition']:>4} {r['earliest_offset']:>12} "
+            f"{r['high_water_mark']:>12} {r['segments']:>5} {r['bytes']:>14}"
+        )
+
+
+def _info_record(info: PartitionInfo) -> dict[str, Any]:
+    return {
+        "category": _text(info.pid.category),
+        "partition": info.pid.partition,
+        "earliest_offset": info.earliest_offset,
+        "high_water_mark": info.high_water_mark,
+        "segments": info.segments,
+        "bytes": info.bytes,
+        "last_timestamp": info.last_timestamp_ms,
+    }
+
+
+@journal_group.command("dump")
+@journal_dir_option
+@category_option
+@partition_option
+@click.option("--from-offset", type=int, help="Start at this offset (default: the earliest).")
+@click.option("--from-time", type=int, help="Start at this time, in ms since the epoch.")
+@click.option("--limit", type=int, help="Stop after this many messages per partition.")
+def dump_command(
+    journal_dir: Path,
+    category: str | None,
+    partition: int | None,
+    from_offset: int | None,
+    from_time: int | None,
+    limit: int | None,
+) -> None:
+    """Print messages as JSON lines (category, partition, offset, timestamp, message)."""
+    out = sys.stdout
+    for info in _select(journal_dir, category, partition):
+        reader = _open(journal_dir, info, from_offset, from_time)
+        try:
+            _write_records(out, info.pid, _drain(reader, limit))
+        finally:
+            reader.close()
+
+
+def _open(
+    journal_dir: Path, info: PartitionInfo, from_offset: int | None, from_time: int | None
+) -> JournalReader:
+    start = info.earliest_offset if from_offset is None else from_offset
+    try:
+        reader = open_reader(journal_dir, info.pid, start)
+        if from_time is not None:
+            reader.seek_time(from_time)
+    except JournalError as exc:
+        raise click.ClickException(str(exc)) from exc
+    return reader
+
+
+def _drain(reader: JournalReader, limit: int | None) -> Iterable[JournalMessage]:
+    remaining = limit
+    while remaining is None or remaining > 0:
+        batch = reader.read(max_messages=1000 if remaining is None else min(remaining, 1000))
+        if not batch:
+            return
+        yield from batch
+        if remaining is not None:
+            remaining -= len(batch)
+
+
+def _write_records(out: Any, pid: PartitionId, messages: Iterable[JournalMessage]) -> None:
+    for message in messages:
+        out.write(json.dumps(message_record(pid, message)))
+        out.write("\n")
+    out.flush()
+
+
+@journal_group.command("tail")
+@journal_dir_option
+@category_option
+@partition_option
+@click.option("--from-beginning", is_flag=True, help="Start at the earliest offset, not the end.")
+@click.option("--count", type=int, help="Exit after printing this many messages.")
+def tail_command(
+    journal_dir: Path,
+    category: str | None,
+    partition: int | None,
+    from_beginning: bool,
+    count: int | None,
+) -> None:
+    """Follow partitions and print new messages as JSON lines (Ctrl-C stops)."""
+    infos = _select(journal_dir, category, partition)
+    if not infos:
+        raise click.ClickException("no matching partitions (yet)")
+    with contextlib.suppress(KeyboardInterrupt):
+        trio.run(_tail, journal_dir, infos, from_beginning, count)
+
+
+async def _tail(
+    journal_dir: Path, infos: list[PartitionInfo], from_beginning: bool, count: int | None
+) -> None:
+    printed = 0
+    async with trio.open_nursery() as nursery:
+
+        async def follow(info: PartitionInfo) -> None:
+            nonlocal printed
+            start = info.earliest_offset if from_beginning else info.high_water_mark
+            reader = open_reader(journal_dir, info.pid, start)
+            try:
+                while True:
+                    batch = await reader.read_wait()
+                    if count is not None:
+                        batch = batch[: count - printed]
+                    _write_records(sys.stdout, info.pid, batch)
+                    printed += len(batch)
+                    if count is not None and printed >= count:
+                        nursery.cancel_scope.cancel()
+                        return
+            finally:
+                reader.close()
+
+        for info in infos:
+            nursery.start_soon(follow, info)
+
+
+@journal_group.command("verify")
+@journal_dir_option
+@category_option
+@partition_option
+def verify_command(journal_dir: Path, category: str | None, partition: int | None) -> None:
+    """Check every batch's checksum and offsets; exit 1 when any problem is found."""
+    infos = _select(journal_dir, category, partition)
+    problems = 0
+    with click.progressbar(infos, label="verifying", file=sys.stderr) as bar:
+        for info in bar:
+            for problem in verify(journal_dir, info.pid):
+                problems += 1
+                click.echo(json.dumps(_problem_record(problem)))
+    click.echo(f"{len(infos)} partitions verified, {problems} problems", err=True)
+    if problems:
+        sys.exit(1)
+
+
+def _problem_record(problem: Any) -> dict[str, Any]:
+    return {
+        "category": _text(problem.pid.category),
+        "partition": problem.pid.partition,
+        "file": str(problem.file),
+        "position": problem.position,
+        "reason": problem.reason,
+    }
+
+
+@journal_group.command("repair")
+@journal_dir_option
+@click.option("--category", "-c", required=True, help="The category (exact, as text).")
+@click.option("--partition", "-p", type=int, required=True, help="The partition.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def repair_command(journal_dir: Path, category: str, partition: int, yes: bool) -> None:
+    """Cut a damaged partition at its first invalid batch (the cut bytes are kept aside).
+
+    Stop the server first: repair rewrites the partition's last good segment.
+    """
+    pid = PartitionId(_category_bytes(category), partition)
+    if not yes:
+        click.confirm(f"cut {category}/{partition} at its first damage?", abort=True)
+    try:
+        result = repair(journal_dir, pid)
+    except JournalError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps({"category": category, "partition": partition, **_as_dict(result)}))
+
+
+def _as_dict(result: Any) -> dict[str, Any]:
+    return {
+        k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(result).items()
+    }

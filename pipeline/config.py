@@ -1,0 +1,144 @@
+"""The pipeline's configuration: one TOML file, ``PIPELINE_...`` environment overrides, flags.
+
+Precedence: command-line flags > environment > file > defaults.  Each component keeps its own
+frozen dataclass (``scribe_compat.ServerConfig``, ``journal.JournalConfig``, ...); this module
+only assembles them, so ``conf/pipeline.toml`` documents exactly the code's defaults (a test
+checks that).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from journal import JournalConfig
+from pipeline import settings
+from pipeline.admission import AdmissionConfig
+from pipeline.errors import ConfigError
+from pipeline.routing import RoutingConfig
+from pipeline.services.config import ServicesConfig, services_config_from_mapping
+from scribe_compat import ServerConfig
+
+
+@dataclass(frozen=True)
+class JournalSection:
+    """The ``[journal]`` table: where the journal lives, and the journal's own settings."""
+
+    dir: Path = Path("var/journal")
+    # How often retention runs; it deletes whole segments only, so once a minute is plenty.
+    retention_check_interval_s: float = 60.0
+    # Never delete what a registered consumer group has not committed (operators may turn off).
+    retention_respects_consumers: bool = True
+    settings: JournalConfig = field(default_factory=JournalConfig)
+
+    def __post_init__(self) -> None:
+        if self.retention_check_interval_s <= 0:
+            raise ValueError("retention_check_interval_s must be positive")
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """The ``[log]`` table."""
+
+    level: str = "info"
+    format: str = "logfmt"
+
+    def __post_init__(self) -> None:
+        if self.level.lower() not in ("debug", "info", "warning", "error"):
+            raise ValueError(f"level {self.level!r} is not debug, info, warning or error")
+        if self.format not in ("logfmt", "json"):
+            raise ValueError(f"format {self.format!r} is not logfmt or json")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    name: str = "scribe-pipeline"
+    server: ServerConfig = field(default_factory=ServerConfig)
+    journal: JournalSection = field(default_factory=JournalSection)
+    admission: AdmissionConfig = field(default_factory=AdmissionConfig)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    services: ServicesConfig = field(default_factory=ServicesConfig)
+    # Where the file came from, so relative paths and reloads resolve against it.
+    source: Path | None = None
+
+
+_JOURNAL_OWN_KEYS = {f.name for f in dataclasses.fields(JournalSection) if f.name != "settings"}
+
+
+def from_mapping(data: Mapping[str, Any], source: Path | None = None) -> PipelineConfig:
+    """Build and validate the whole configuration from TOML-shaped data."""
+    data = dict(data)
+    known = {f.name for f in dataclasses.fields(PipelineConfig) if f.name != "source"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(unknown[0], f"unknown section (known: {', '.join(sorted(known))})")
+    parts: dict[str, Any] = {}
+    if "name" in data:
+        parts["name"] = settings.convert(str, data["name"], "name")
+    for key, cls in (
+        ("server", ServerConfig),
+        ("admission", AdmissionConfig),
+        ("routing", RoutingConfig),
+        ("log", LogConfig),
+    ):
+        if key in data:
+            parts[key] = settings.build(cls, data[key], key)
+    if "journal" in data:
+        parts["journal"] = _journal_section(data["journal"])
+    if "services" in data:
+        parts["services"] = services_config_from_mapping(data["services"])
+    return PipelineConfig(source=source, **parts)
+
+
+def _journal_section(table: Any) -> JournalSection:
+    if not isinstance(table, Mapping):
+        raise ConfigError("journal", "expected a table")
+    own = {k: v for k, v in table.items() if k in _JOURNAL_OWN_KEYS}
+    rest = {k: v for k, v in table.items() if k not in _JOURNAL_OWN_KEYS}
+    section = settings.build(JournalSection, own, "journal")
+    journal_settings = settings.build(JournalConfig, rest, "journal")
+    return dataclasses.replace(section, settings=journal_settings)
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(str(path), "file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), f"invalid TOML: {exc}") from None
+
+
+def load(
+    path: Path | None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> PipelineConfig:
+    """File, then environment, then ``overrides`` (the command line's flags, as nested tables)."""
+    data: dict[str, Any] = read_file(path) if path is not None else {}
+    data = settings.merge(data, settings.env_overrides(os.environ if environ is None else environ))
+    if overrides:
+        data = settings.merge(data, overrides)
+    return from_mapping(data, source=path)
+
+
+def flag_overrides(**flags: Any) -> dict[str, Any]:
+    """Nested tables from ``section__key=value`` flags whose value is not None."""
+    tree: dict[str, Any] = {}
+    for name, value in flags.items():
+        if value is None:
+            continue
+        node = tree
+        *sections, key = name.split("__")
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[key] = str(value) if isinstance(value, Path) else value
+    return tree

@@ -1,0 +1,187 @@
+"""The log server daemon: journal, Scribe service and housekeeping under one root nursery.
+
+Shutdown: the first SIGTERM or SIGINT (or fb303 ``shutdown``) drains — ``Log`` answers TRY_LATER,
+every call in progress finishes, the journal flushes and closes; a second signal cancels
+everything at once (the journal is still consistent: recovery cuts what was not durable).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from journal import Journal, JournalError, PartitionId, RetentionPolicy, open_journal
+from pipeline import config as config_module
+from pipeline.admission import Admission, free_disk_bytes
+from pipeline.config import PipelineConfig
+from pipeline.errors import StartupError
+from pipeline.log_service import LogService
+from pipeline.routing import Router
+from scribe_compat import ScribeServer, serve_scribe
+
+log = logging.getLogger(__name__)
+
+ConsumerFloor = Callable[[PartitionId], int | None]
+
+
+class Daemon:
+    """Handles to the running server, for ``pipeline run`` and tests."""
+
+    def __init__(self, service: LogService, server: ScribeServer, stop: trio.Event) -> None:
+        self.service = service
+        self.server = server
+        self._stop = stop
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self.server.address
+        return host, port
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+
+async def serve_pipeline(
+    config: PipelineConfig,
+    *,
+    consumer_floor: ConsumerFloor | None = None,
+    task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the log server until a stop is requested, then drain and close."""
+    journal_dir = config.journal.dir
+    try:
+        journal_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StartupError(f"cannot create journal directory {journal_dir}: {exc}") from exc
+    stop = trio.Event()
+    try:
+        journal_cm = open_journal(journal_dir, config.journal.settings)
+        async with journal_cm as journal:
+            await _serve(config, journal, stop, consumer_floor, task_status)
+    except JournalError as exc:
+        raise StartupError(f"journal {journal_dir}: {exc}") from exc
+
+
+async def _serve(
+    config: PipelineConfig,
+    journal: Journal,
+    stop: trio.Event,
+    consumer_floor: ConsumerFloor | None,
+    task_status: trio.TaskStatus[Daemon],
+) -> None:
+    current = config
+
+    async def reload() -> None:
+        nonlocal current
+        if current.source is None:
+            log.info("reload requested without a configuration file: nothing to reload")
+            return
+        new = config_module.load(current.source)
+        service.router = Router(new.routing)
+        service.admission.reconfigure(new.admission)
+        current = new
+        log.info("configuration reloaded", extra={"file": str(current.source)})
+
+    admission = Admission(
+        config.admission,
+        pending_bytes=lambda: journal.pending_bytes,
+        free_disk=lambda: free_disk_bytes(config.journal.dir),
+    )
+    service = LogService(
+        name=config.name,
+        journal=journal,
+        router=Router(config.routing),
+        admission=admission,
+        reload=reload,
+        request_stop=stop.set,
+    )
+
+    async with trio.open_nursery() as nursery:
+        try:
+            server: ScribeServer = await nursery.start(serve_scribe, service, config.server)
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}"
+            ) from exc
+        nursery.start_soon(
+            _every,
+            config.journal.retention_check_interval_s,
+            lambda: _apply_retention(journal, service, current, consumer_floor),
+        )
+        service.mark_ready()
+        host, port = server.address
+        log.info(
+            "listening",
+            extra={
+                "host": host,
+                "port": port,
+                "journal": str(config.journal.dir),
+                "durability": config.journal.settings.durability.value,
+            },
+        )
+        task_status.started(Daemon(service, server, stop))
+        await stop.wait()
+        log.info("draining", extra={"connections": server.connection_count})
+        service.begin_stopping()
+        await server.drain()
+        nursery.cancel_scope.cancel()
+    log.info("stopped")
+
+
+async def _every(interval_s: float, job: Callable[[], Awaitable[None]]) -> None:
+    while True:
+        await trio.sleep(interval_s)
+        await job()
+
+
+async def _apply_retention(
+    journal: Journal,
+    service: LogService,
+    config: PipelineConfig,
+    consumer_floor: ConsumerFloor | None,
+) -> None:
+    router = service.router
+
+    def policy_for(category: bytes) -> RetentionPolicy:
+        route = router.retention_for(category)
+        if route is None:
+            return RetentionPolicy(max_age_s=None, max_bytes=None)
+        return RetentionPolicy(max_age_s=route.retention_age_s, max_bytes=route.retention_bytes)
+
+    def floor(pid: PartitionId) -> int | None:
+        if consumer_floor is None or not config.journal.retention_respects_consumers:
+            return None
+        return consumer_floor(pid)
+
+    try:
+        await trio.to_thread.run_sync(journal.apply_retention, policy_for, floor)
+    except (OSError, JournalError):
+        log.exception("retention failed; will try again")
+
+
+async def run_until_signalled(
+    config: PipelineConfig, *, on_started: Callable[[Daemon], None] | None = None
+) -> None:
+    """``pipeline serve``: the daemon plus signal handling (first signal drains, second forces)."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def serve_then_stop(task_status: trio.TaskStatus[Daemon]) -> None:
+                await serve_pipeline(config, task_status=task_status)
+                nursery.cancel_scope.cancel()  # served and drained: stop watching signals
+
+            daemon: Daemon = await nursery.start(serve_then_stop)
+            if on_started is not None:
+                on_started(daemon)
+            count = 0
+            async for signum in signals:
+                count += 1
+                if count == 1:
+                    log.info("signal received: draining", extra={"signal": signum})
+                    daemon.request_stop()
+                else:
+                    log.warning("second signal: stopping now", extra={"signal": signum})
+                    nursery.cancel_scope.cancel()

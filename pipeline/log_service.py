@@ -1,0 +1,221 @@
+"""The Scribe service: ``Log`` calls routed into the journal, and the fb303 methods.
+
+``Log`` answers OK only once every event of the call is durable under the journal's mode; the
+call is admitted or refused as a whole before anything is written.  A call that fails after
+admission (the disk filled up, a writer failed) answers TRY_LATER: the client resends the whole
+batch, so partitions that were written get those events again (at-least-once, never lost).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+import trio
+
+from journal import Journal, JournalClosed, JournalError, JournalFull, PartitionId
+from pipeline import __version__
+from pipeline.admission import Admission, Refusal
+from pipeline.logs import RateLimitedLog
+from pipeline.routing import AppendGroup, LogEntryLike, Plan, Router
+from scribe_compat import FbStatus, ResultCode, ScribeCounters
+
+log = logging.getLogger(__name__)
+
+RECEIVED_GOOD = "received good"
+RECEIVED_BAD = "received bad"
+RECEIVED_BLANK = "received blank category"
+
+
+class LogService:
+    """Implements ``scribe_compat.ScribeHandler`` on top of a router and a journal."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        journal: Journal,
+        router: Router,
+        admission: Admission,
+        reload: Callable[[], Awaitable[None]] | None = None,
+        request_stop: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.name = name
+        self.journal = journal
+        self.router = router
+        self.admission = admission
+        self.counters = ScribeCounters()
+        self.options: dict[str, str] = {}
+        self._reload = reload
+        self._request_stop = request_stop
+        self._started_at = int(clock())
+        self._ready = False
+        self._warn = RateLimitedLog(log)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def mark_ready(self) -> None:
+        self._ready = True
+
+    def begin_stopping(self) -> None:
+        self.admission.stopping = True
+
+    # -- Log ----------------------------------------------------------------------------------
+
+    async def log(self, entries: Sequence[LogEntryLike]) -> ResultCode:
+        if not entries:
+            # The capacity probe: only the admission checks run.
+            refusal = self.admission.check(0, 0)
+            return ResultCode.OK if refusal is None else ResultCode.TRY_LATER
+        plan = self.router.plan(entries)
+        refusal = self.admission.check(len(entries), plan.nbytes) or self._writer_refusal(plan)
+        if refusal is not None:
+            self._count_refusal(plan, refusal)
+            return ResultCode.TRY_LATER
+        if not await self._write(plan):
+            self._count_refusal(plan, Refusal.WRITER)
+            return ResultCode.TRY_LATER
+        self._count_accepted(plan)
+        return ResultCode.OK
+
+    def _writer_refusal(self, plan: Plan) -> Refusal | None:
+        failures = self.journal.failures()
+        if not failures:
+            return None
+        failed = {(f.pid.category, f.pid.partition) for f in failures}
+        return Refusal.WRITER if any(key in failed for key in plan.appends) else None
+
+    async def _write(self, plan: Plan) -> bool:
+        """Append every group; True when all are durable."""
+        items = list(plan.appends.items())
+        if len(items) == 1:
+            return await self._append(*items[0])
+        results: list[bool] = []
+
+        async def append_one(key: tuple[bytes, int], group: AppendGroup) -> None:
+            results.append(await self._append(key, group))
+
+        async with trio.open_nursery() as nursery:
+            for key, group in items:
+                nursery.start_soon(append_one, key, group)
+        return all(results)
+
+    async def _append(self, key: tuple[bytes, int], group: AppendGroup) -> bool:
+        category, partition = key
+        try:
+            await self.journal.append(category, partition, group.messages, group.metadata)
+        except JournalFull:
+            self.admission.note_disk_full()
+            self._warn.warning("journal full", "journal full: answering TRY_LATER")
+            return False
+        except JournalClosed:
+            return False
+        except JournalError as exc:
+            self._warn.warning(
+                f"journal error {category!r}/{partition}",
+                "journal append failed: answering TRY_LATER",
+                category=category.decode("utf-8", "backslashreplace"),
+                partition=partition,
+                error=str(exc),
+            )
+            return False
+        return True
+
+    def _count_refusal(self, plan: Plan, refusal: Refusal) -> None:
+        counters = self.counters
+        for category, count in plan.good.items():
+            counters.incr(category, refusal.value, count)
+
+    def _count_accepted(self, plan: Plan) -> None:
+        counters = self.counters
+        for category, count in plan.good.items():
+            counters.incr(category, RECEIVED_GOOD, count)
+        for category, count in plan.bad.items():
+            counters.incr(category, RECEIVED_BAD, count)
+            self._warn.warning(
+                "unroutable",
+                "no route for category",
+                category=category.decode("utf-8", "backslashreplace"),
+                messages=count,
+                policy=self.router.config.unroutable.value,
+            )
+        if plan.blank:
+            counters.incr_overall(RECEIVED_BLANK, plan.blank)
+            self._warn.warning(
+                "blank",
+                "blank category",
+                messages=plan.blank,
+                policy=self.router.config.unroutable.value,
+            )
+
+    # -- fb303 --------------------------------------------------------------------------------
+
+    def get_name(self) -> str:
+        return self.name
+
+    def get_version(self) -> str:
+        return __version__
+
+    def get_status(self) -> FbStatus:
+        if not self._ready:
+            return FbStatus.STARTING
+        if self.admission.stopping:
+            return FbStatus.STOPPING
+        if self.journal.failures() or not self.admission.disk_ok():
+            return FbStatus.WARNING
+        return FbStatus.ALIVE
+
+    def get_status_details(self) -> str:
+        problems = [
+            f"journal writer failed: {_pid_text(f.pid)}: {f.error}" for f in self.journal.failures()
+        ]
+        if not self.admission.disk_ok():
+            problems.append("disk space below admission.min_free_disk_bytes")
+        if self.admission.stopping:
+            problems.append("stopping")
+        return "; ".join(problems)
+
+    def get_counters(self) -> dict[str, int]:
+        counters = self.counters.snapshot()
+        counters["journal:pending bytes"] = self.journal.pending_bytes
+        counters["journal:failed writers"] = len(self.journal.failures())
+        counters["journal:partitions"] = len(self.journal.partitions())
+        return counters
+
+    def get_counter(self, key: str) -> int:
+        return self.get_counters().get(key, 0)
+
+    def set_option(self, key: str, value: str) -> None:
+        self.options[key] = value
+
+    def get_option(self, key: str) -> str:
+        return self.options.get(key, "")
+
+    def get_options(self) -> dict[str, str]:
+        return dict(self.options)
+
+    def get_cpu_profile(self, seconds: int) -> str:
+        # fb303 leaves profiling to the implementation; use py-spy against the pid instead.
+        return ""
+
+    def alive_since(self) -> int:
+        return self._started_at
+
+    async def reinitialize(self) -> None:
+        if self._reload is None:
+            return
+        try:
+            await self._reload()
+        except Exception:
+            log.exception("reload failed: keeping the running configuration")
+
+    async def shutdown(self) -> None:
+        log.info("shutdown requested over fb303")
+        if self._request_stop is not None:
+            self._request_stop()
+
+
+def _pid_text(pid: PartitionId) -> str:
+    return f"{pid.category.decode('utf-8', 'backslashreplace')}/{pid.partition}"

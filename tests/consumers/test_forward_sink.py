@@ -1,0 +1,235 @@
+"""The forwarding sink against an in-test Scribe server (scribe_compat's own trio server)."""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+import pytest
+import trio
+from coordinator_contract import wait_until
+
+from consumers import (
+    ConsumerRuntime,
+    ForwardSink,
+    ForwardSinkConfig,
+    GroupConfig,
+    LocalCoordinator,
+    LocalCoordinatorConfig,
+    SinkError,
+)
+from journal import JournalConfig, JournalMessage, PartitionId, open_journal
+from scribe_compat import FbStatus, LogEntry, ResultCode, ServerConfig, serve_scribe
+
+PID = PartitionId(b"web", 0)
+
+
+class Upstream:
+    """A Scribe server's handler: records calls, answers TRY_LATER to the first ``busy`` calls."""
+
+    def __init__(self, busy: int = 0) -> None:
+        self.busy = busy
+        self.calls: list[list[LogEntry]] = []
+        self.stored: list[LogEntry] = []
+
+    async def log(self, entries: list[LogEntry]) -> ResultCode:
+        self.calls.append(entries)
+        if self.busy:
+            self.busy -= 1
+            return ResultCode.TRY_LATER
+        self.stored.extend(entries)
+        return ResultCode.OK
+
+    def messages(self) -> list[bytes]:
+        return [e.message for e in self.stored]
+
+    def get_name(self) -> str:
+        return "upstream"
+
+    def get_version(self) -> str:
+        return "0"
+
+    def get_status(self) -> FbStatus:
+        return FbStatus.ALIVE
+
+    def get_status_details(self) -> str:
+        return ""
+
+    def get_counters(self) -> dict[str, int]:
+        return {}
+
+    def get_counter(self, key: str) -> int:
+        return 0
+
+    def set_option(self, key: str, value: str) -> None:
+        pass
+
+    def get_option(self, key: str) -> str:
+        return ""
+
+    def get_options(self) -> dict[str, str]:
+        return {}
+
+    def get_cpu_profile(self, seconds: int) -> str:
+        return ""
+
+    def alive_since(self) -> int:
+        return int(time.time())
+
+    async def reinitialize(self) -> None:
+        pass
+
+    async def shutdown(self) -> None:
+        pass
+
+
+def msgs(
+    *payloads: bytes, start: int = 0, metadata: dict[bytes, bytes] | None = None
+) -> list[JournalMessage]:
+    return [JournalMessage(start + i, 0, p, metadata) for i, p in enumerate(payloads)]
+
+
+def forward_config(port: int, **overrides: object) -> ForwardSinkConfig:
+    settings: dict[str, object] = {
+        "host": "127.0.0.1",
+        "port": port,
+        "timeout_s": 5.0,
+        "backoff_initial_s": 0.005,
+        "backoff_max_s": 0.02,
+    }
+    settings.update(overrides)
+    return ForwardSinkConfig(**settings)  # type: ignore[arg-type]
+
+
+async def test_try_later_keeps_the_batch_and_retries_in_order(nursery: trio.Nursery) -> None:
+    upstream = Upstream(busy=3)
+    server = await nursery.start(serve_scribe, upstream, ServerConfig(port=0))
+    sink = ForwardSink(forward_config(server.address[1]), rng=random.Random(1))
+    await sink.write(PID, msgs(b"a", b"b"))
+    await sink.write(PID, msgs(b"c", start=2))
+    assert upstream.messages() == [b"a", b"b", b"c"]
+    assert all(e.category == b"web" for e in upstream.stored)
+    metrics = sink.metrics()
+    assert metrics["sent"] == 3
+    assert metrics["retries"] == 3
+    assert metrics["try_later"] == 3
+    assert metrics["reconnects"] == 1  # TRY_LATER keeps the connection
+    assert len(upstream.calls) == 5
+    await sink.aclose()
+
+
+async def test_probe_before_batches_over_4096_bytes(nursery: trio.Nursery) -> None:
+    upstream = Upstream()
+    server = await nursery.start(serve_scribe, upstream, ServerConfig(port=0))
+    sink = ForwardSink(forward_config(server.address[1]))
+    await sink.write(PID, msgs(b"x" * 4000))  # 4003 bytes with the category: no probe
+    await sink.write(PID, msgs(b"y" * 2100, b"z" * 2100))
+    assert [len(call) for call in upstream.calls] == [1, 0, 2]
+    assert sink.metrics()["probes"] == 1
+    await sink.aclose()
+
+
+async def test_try_later_to_the_probe_holds_the_batch(nursery: trio.Nursery) -> None:
+    upstream = Upstream(busy=2)
+    server = await nursery.start(serve_scribe, upstream, ServerConfig(port=0))
+    sink = ForwardSink(forward_config(server.address[1]))
+    await sink.write(PID, msgs(b"y" * 5000))
+    assert [len(call) for call in upstream.calls] == [0, 0, 0, 1]
+    assert upstream.messages() == [b"y" * 5000]
+    assert sink.metrics()["retries"] == 2
+    await sink.aclose()
+
+
+async def test_original_category_from_metadata(nursery: trio.Nursery) -> None:
+    upstream = Upstream()
+    server = await nursery.start(serve_scribe, upstream, ServerConfig(port=0))
+    sink = ForwardSink(forward_config(server.address[1]))
+    catch_all = PartitionId(b"scribe_unroutable", 0)
+    await sink.write(catch_all, msgs(b"m", metadata={b"scribe_category": b"orig", b"k": b"v"}))
+    await sink.write(catch_all, msgs(b"n", metadata={b"scribe_category": b"orig2"}))
+    assert [(e.category, e.message) for e in upstream.stored] == [(b"orig", b"m"), (b"orig2", b"n")]
+    assert upstream.stored[0].metadata == {b"k": b"v"}
+    assert not upstream.stored[1].metadata
+    await sink.aclose()
+
+
+async def test_large_batches_split_by_entries_per_call(nursery: trio.Nursery) -> None:
+    upstream = Upstream()
+    server = await nursery.start(serve_scribe, upstream, ServerConfig(port=0))
+    sink = ForwardSink(forward_config(server.address[1], max_entries_per_call=4))
+    await sink.write(PID, msgs(*(str(i).encode() for i in range(10))))
+    assert [len(call) for call in upstream.calls] == [4, 4, 2]
+    assert upstream.messages() == [str(i).encode() for i in range(10)]
+    await sink.aclose()
+
+
+async def test_max_attempts_raises_sink_error(nursery: trio.Nursery) -> None:
+    upstream = Upstream(busy=100)
+    server = await nursery.start(serve_scribe, upstream, ServerConfig(port=0))
+    sink = ForwardSink(forward_config(server.address[1], max_attempts=3))
+    with pytest.raises(SinkError, match="TRY_LATER"):
+        await sink.write(PID, msgs(b"a"))
+    assert len(upstream.calls) == 3
+    await sink.aclose()
+
+
+async def test_reconnects_after_the_upstream_restarts() -> None:
+    upstream = Upstream()
+    async with trio.open_nursery() as nursery:
+        with trio.CancelScope() as first_life:
+            server = await nursery.start(serve_scribe, upstream, ServerConfig(port=0))
+        port = server.address[1]
+        sink = ForwardSink(forward_config(port))
+        await sink.write(PID, msgs(b"before"))
+        await server.drain()
+        first_life.cancel()
+
+        done = trio.Event()
+
+        async def write_while_down() -> None:
+            await sink.write(PID, msgs(b"during", start=1))
+            done.set()
+
+        nursery.start_soon(write_while_down)
+        await wait_until(lambda: sink.metrics()["retries"] >= 3, 5, "failed attempts")
+        assert not done.is_set()
+        second = await nursery.start(serve_scribe, upstream, ServerConfig(port=port))
+        with trio.fail_after(5):
+            await done.wait()
+        await sink.write(PID, msgs(b"after", start=2))
+        assert upstream.messages() == [b"before", b"during", b"after"]
+        assert sink.metrics()["reconnects"] >= 2
+        await sink.aclose()
+        await second.drain()
+
+
+async def test_runtime_forwards_a_journal_with_a_busy_upstream(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    upstream = Upstream(busy=5)
+    server = await nursery.start(serve_scribe, upstream, ServerConfig(port=0))
+    sink = ForwardSink(forward_config(server.address[1]))
+    group = GroupConfig(
+        name="fwd", categories=("web",), sink="forward", batch_wait_s=0.01, commit_interval_s=0.05
+    )
+    coordinator = LocalCoordinator(
+        LocalCoordinatorConfig(state_dir=tmp_path / "state", rescan_interval_s=0.05), "fwd", "m"
+    )
+    expected: dict[int, list[bytes]] = {}
+    async with open_journal(tmp_path / "journal", JournalConfig()) as journal:
+        for partition in range(3):
+            batch = [f"{partition}-{n}".encode() for n in range(200)]
+            expected[partition] = batch
+            await journal.append(b"web", partition, batch)
+        runtime = ConsumerRuntime(tmp_path / "journal", group, coordinator, sink)
+        async with trio.open_nursery() as inner:
+            await inner.start(runtime.serve)
+            await wait_until(lambda: sink.metrics()["sent"] == 600, 10, "all forwarded")
+            runtime.stop()
+    for partition, batch in expected.items():
+        got = [m for m in upstream.messages() if m.startswith(f"{partition}-".encode())]
+        assert got == batch
+    assert sink.metrics()["retries"] == 5
+    assert await coordinator.committed(PartitionId(b"web", 2)) == 200
+    await sink.aclose()
