@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import dataclasses
 import json
 import sys
 from collections.abc import Iterable
@@ -24,6 +23,7 @@ from journal import (
     JournalReader,
     PartitionId,
     PartitionInfo,
+    VerifyProblem,
     list_partitions,
     open_reader,
     repair,
@@ -114,7 +114,7 @@ def _info_record(info: PartitionInfo) -> dict[str, Any]:
         "earliest_offset": info.earliest_offset,
         "high_water_mark": info.high_water_mark,
         "segments": info.segments,
-        "bytes": info.bytes,
+        "bytes": info.size_bytes,
         "last_timestamp": info.last_timestamp_ms,
     }
 
@@ -204,8 +204,9 @@ async def _tail(
 
         async def follow(info: PartitionInfo) -> None:
             nonlocal printed
-            start = info.earliest_offset if from_beginning else info.high_water_mark
-            reader = open_reader(journal_dir, info.pid, start)
+            reader = open_reader(journal_dir, info.pid, info.earliest_offset)
+            if not from_beginning:
+                reader.seek(reader.high_water_mark())
             try:
                 while True:
                     batch = await reader.read_wait()
@@ -241,13 +242,14 @@ def verify_command(journal_dir: Path, category: str | None, partition: int | Non
         sys.exit(1)
 
 
-def _problem_record(problem: Any) -> dict[str, Any]:
+def _problem_record(problem: VerifyProblem) -> dict[str, Any]:
     return {
         "category": _text(problem.pid.category),
         "partition": problem.pid.partition,
         "file": str(problem.file),
         "position": problem.position,
         "reason": problem.reason,
+        "fatal": problem.fatal,
     }
 
 
@@ -268,10 +270,14 @@ def repair_command(journal_dir: Path, category: str, partition: int, yes: bool) 
         result = repair(journal_dir, pid)
     except JournalError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(json.dumps({"category": category, "partition": partition, **_as_dict(result)}))
-
-
-def _as_dict(result: Any) -> dict[str, Any]:
-    return {
-        k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(result).items()
+    record = {
+        "category": category,
+        "partition": partition,
+        "cut_file": None if result.cut_file is None else str(result.cut_file),
+        "cut_position": result.cut_position,
+        "side_files": [str(p) for p in result.side_files],
+        "bytes_removed": result.bytes_removed,
+        "next_offset": result.next_offset,
+        "indexes_rebuilt": result.indexes_rebuilt,
     }
+    click.echo(json.dumps(record))

@@ -1,0 +1,81 @@
+"""The journal's configuration: one frozen, validated dataclass."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+MiB = 1 << 20
+
+
+class Durability(enum.Enum):
+    """When an append is acknowledged.
+
+    ``FSYNC``: after an fdatasync covering the batch (group commit: one fdatasync covers every
+    batch queued meanwhile).  ``INTERVAL``: after the write; the data is fdatasynced every
+    ``fsync_interval_ms``.  A process crash loses nothing (the page cache survives it), but a power
+    loss or kernel crash can lose up to that interval of acknowledged messages.  ``NONE``: after the
+    write; fdatasync only when a segment is sealed and on close.
+    """
+
+    FSYNC = "fsync"
+    INTERVAL = "interval"
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class JournalConfig:
+    """Settings of one journal directory (all partitions share them)."""
+
+    # Segments are the unit of retention: 128 MiB is a few seconds of full-rate ingest, small
+    # enough that retention frees space in fine steps, large enough that a partition has few files.
+    segment_bytes: int = 128 * MiB
+    # A quiet partition still rolls hourly, so age-based retention can delete its old data.
+    segment_age_s: float = 3600.0
+    # One index entry per 4 KiB of log (Kafka's default): a seek reads at most that much extra.
+    index_interval_bytes: int = 4096
+    durability: Durability = Durability.FSYNC
+    fsync_interval_ms: int = 50
+    # Scribe clients send at most a few thousand entries per Log call; 100,000 bounds the per-
+    # batch work and leaves room for large replays.  The format allows up to 2**32 - 1.
+    max_batch_messages: int = 100_000
+    # Bounds the memory a reader or recovery allocates from one length field read from disk
+    # (a garbage length is rejected instead of allocated).  64 MiB is four times Scribe's usual
+    # 16 MiB frame limit, and under the format's 4 GiB.
+    max_record_bytes: int = 64 * MiB
+    # Readers in other processes poll the high-water-mark file (in-process readers are woken by
+    # the writer).  50 ms keeps tail latency low at ~20 tiny reads per second per reader.
+    tail_poll_interval_s: float = 0.05
+    # The checkpoint (high-water-mark file) is rewritten after every commit but fdatasynced at
+    # most this often: recovery after a power loss scans at most about this much of the tail.
+    checkpoint_fsync_interval_s: float = 1.0
+    # Worker threads doing the blocking writes and fsyncs, shared by all partitions.  Each
+    # partition has one write in flight at a time, so this bounds disk concurrency.
+    io_threads: int = 8
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.durability, Durability):
+            raise ValueError(f"durability must be one of {[d.value for d in Durability]}")
+        positive = (
+            "segment_bytes",
+            "segment_age_s",
+            "index_interval_bytes",
+            "fsync_interval_ms",
+            "max_batch_messages",
+            "max_record_bytes",
+            "tail_poll_interval_s",
+            "checkpoint_fsync_interval_s",
+            "io_threads",
+        )
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ValueError(f"{name} must be a positive number, not {value!r}")
+        for name in ("segment_bytes", "index_interval_bytes", "fsync_interval_ms",
+                     "max_batch_messages", "max_record_bytes", "io_threads"):  # fmt: skip
+            if not isinstance(getattr(self, name), int):
+                raise ValueError(f"{name} must be an integer")
+        if self.max_batch_messages > 0xFFFF_FFFF:
+            raise ValueError("max_batch_messages must fit the format's u32 count (< 2**32)")
+        if self.max_record_bytes > 0xFFFF_FFFF - 64:
+            raise ValueError("max_record_bytes must fit the format's u32 length (< 4 GiB)")

@@ -1,0 +1,381 @@
+"""The journal's on-disk format, byte by byte.  Everything that writes or parses a journal file
+goes through this module; it does no I/O.
+
+Directory layout
+================
+::
+
+    <journal-dir>/.lock                          flock held by the process that writes
+    <journal-dir>/<category-dir>/category        the raw category bytes (see journal.layout)
+    <journal-dir>/<category-dir>/<partition>/    partition: decimal, 0 .. 2**31 - 1
+        hwm                                      high-water mark and recovery checkpoint
+        <first offset, 20 digits>.log            segment: batches, nothing else
+        <first offset, 20 digits>.index          sparse index of that segment (a hint)
+        <segment>.log.torn-<n>                   bytes recovery cut from a torn tail
+        <segment>.log.cut-<n>                    bytes ``repair`` cut at damage
+
+A segment's name is the offset of its first message.  Segments of a partition are contiguous:
+each starts where the previous one ends, except after ``repair`` or a lost INTERVAL-mode tail,
+which continue at a higher offset rather than reuse an offset a reader may have seen (a gap).
+
+Batch (a record; all integers little-endian)
+============================================
+::
+
+    offset size  field
+         0    4  length       u32  bytes after this field: 36 + len(payload)
+         4    4  crc          u32  zlib.crc32 of bytes 8 .. 4 + length (the rest of the batch)
+         8    1  version      u8   1
+         9    1  flags        u8   bit 0 (FLAG_METADATA): entries carry metadata; others zero
+        10    2  reserved     u16  0
+        12    8  base_offset  u64  offset of the first message (offsets stay below 2**63)
+        20    4  count        u32  number of messages, at least 1
+        24    8  first_ts_ms  i64  timestamp of the first message, ms since the Unix epoch
+        32    8  max_ts_ms    i64  largest timestamp in the batch
+        40    n  payload           msgpack array of ``count`` entries
+
+Each payload entry is a msgpack ``bin`` (the message), or with FLAG_METADATA an array
+``[bin, map of bin to bin | nil]``.  Readers also accept the ``str`` family for bytes.  The
+writer stamps every message of a batch with the time it writes the batch, never earlier than the
+previous batch's, so timestamps never decrease along a partition (``seek_time`` relies on this).
+
+A batch is valid when its length fits the file, its crc matches, and its version is known.  A
+batch with a matching crc but an unknown version was written by newer code: it is never cut as
+garbage (``UnsupportedFormat``).
+
+Index entry (``.index``: entries only, no header)
+=================================================
+::
+
+    offset size  field
+         0    8  offset       u64  base offset of an indexed batch
+         8    8  position     u64  byte position of that batch in the segment (> 0)
+        16    8  max_ts_ms    i64  the batch's max timestamp
+        24    4  crc          u32  zlib.crc32 of bytes 0 .. 24
+
+An entry is written for the first batch starting at least ``index_interval_bytes`` after the
+previous entry (the segment start counts as an entry).  Entries strictly increase in offset and
+position.  The index is a hint: every entry used is checked against the batch header it points to,
+and an index that is missing or fails a check is rebuilt from the log.
+
+High-water-mark file (``hwm``: rewritten in place, 68 bytes)
+============================================================
+::
+
+    offset size  field
+         0    4  magic          b"SJHW"
+         4    1  version        u8   1
+         5    1  flags          u8   bit 0 (HWM_CLEAN): written by a clean close
+         6    2  reserved       u16  0
+         8    8  hwm            u64  next offset after the data readers may see
+        16    8  hwm_ts_ms      i64  max timestamp of the batch before ``hwm`` (-1: none)
+        24    8  cp_segment     u64  checkpoint: first offset of the segment holding the end
+                                     of the fdatasynced data
+        32    8  cp_position    u64  end of the fdatasynced data in that segment
+        40    8  cp_offset      u64  next offset after the fdatasynced data
+        48    8  cp_last_batch  u64  position of the last fdatasynced batch in that segment,
+                                     2**64 - 1 when the segment has none
+        56    8  cp_ts_ms       i64  max timestamp of that batch (-1: none)
+        64    4  crc            u32  zlib.crc32 of bytes 0 .. 64
+
+The checkpoint never claims more than has been fdatasynced.  Under FSYNC ``hwm == cp_offset``;
+under INTERVAL and NONE ``hwm`` may be ahead (acknowledged, written, not yet synced).  The file is
+rewritten after every commit and fdatasynced when a segment is created, on close, and at most every
+``checkpoint_fsync_interval_s`` otherwise, so after a power loss it may be older than the log but
+never ahead of it.  68 bytes lie within one disk sector, so a write is never torn on disk; a
+reader in another process that races a rewrite sees a crc mismatch and reads again.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import msgpack  # type: ignore[import-untyped]  # untyped; used only in this module
+
+FORMAT_VERSION: Final = 1
+FLAG_METADATA: Final = 0x01
+_KNOWN_FLAGS: Final = FLAG_METADATA
+
+# ---- batch ----
+_LENGTH_CRC = struct.Struct("<II")
+_HEADER_REST = struct.Struct("<BBHQIqq")
+HEADER = struct.Struct("<IIBBHQIqq")
+HEADER_SIZE: Final = HEADER.size
+assert _LENGTH_CRC.size == 8
+assert _HEADER_REST.size == 32
+assert HEADER_SIZE == 40
+# ``length`` counts the crc and the rest of the header plus the payload.
+LENGTH_OVERHEAD: Final = HEADER_SIZE - 4
+MAX_OFFSET: Final = (1 << 63) - 1
+
+# ---- index ----
+INDEX_ENTRY = struct.Struct("<QQqI")
+INDEX_ENTRY_SIZE: Final = INDEX_ENTRY.size
+assert INDEX_ENTRY_SIZE == 28
+_INDEX_BODY = struct.Struct("<QQq")
+assert _INDEX_BODY.size == 24
+
+# ---- high-water-mark file ----
+HWM_MAGIC: Final = b"SJHW"
+HWM_VERSION: Final = 1
+HWM_CLEAN: Final = 0x01
+NO_BATCH: Final = (1 << 64) - 1
+_HWM_BODY = struct.Struct("<4sBBHQqQQQQq")
+assert _HWM_BODY.size == 64
+HWM_SIZE: Final = _HWM_BODY.size + 4
+assert HWM_SIZE == 68
+
+SEGMENT_SUFFIX: Final = ".log"
+INDEX_SUFFIX: Final = ".index"
+HWM_FILE: Final = "hwm"
+CATEGORY_FILE: Final = "category"
+LOCK_FILE: Final = ".lock"
+TORN_INFIX: Final = ".torn-"
+CUT_INFIX: Final = ".cut-"
+
+
+class FormatError(Exception):
+    """Bytes that are not a valid record; callers turn it into ``JournalCorrupt`` with the file.
+
+    ``truncated``: the bytes end inside the record (a torn write looks like this).
+    ``version``: set when the crc matched but the version is unknown (never cut as garbage).
+    """
+
+    def __init__(self, reason: str, *, truncated: bool = False, version: int | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.truncated = truncated
+        self.version = version
+
+
+@dataclass(frozen=True, slots=True)
+class BatchHeader:
+    """The fixed 40 bytes in front of a batch's payload."""
+
+    length: int
+    crc: int
+    version: int
+    flags: int
+    base_offset: int
+    count: int
+    first_timestamp_ms: int
+    max_timestamp_ms: int
+
+    @property
+    def size(self) -> int:
+        """Bytes of the whole batch on disk."""
+        return 4 + self.length
+
+    @property
+    def payload_size(self) -> int:
+        return self.length - LENGTH_OVERHEAD
+
+    @property
+    def end_offset(self) -> int:
+        return self.base_offset + self.count
+
+
+def segment_name(base_offset: int) -> str:
+    return f"{base_offset:020d}{SEGMENT_SUFFIX}"
+
+
+def index_name(base_offset: int) -> str:
+    return f"{base_offset:020d}{INDEX_SUFFIX}"
+
+
+def parse_segment_name(name: str) -> int | None:
+    """The first offset a segment file name encodes, or None for any other file."""
+    stem, dot, suffix = name.partition(".")
+    if dot and "." + suffix == SEGMENT_SUFFIX and len(stem) == 20 and stem.isascii():
+        return int(stem) if stem.isdigit() else None
+    return None
+
+
+# ---- payload ----
+
+
+def encode_payload(
+    messages: Sequence[bytes], metadata: Sequence[dict[bytes, bytes] | None] | None
+) -> tuple[bytes, int]:
+    """The msgpack payload and flags for a batch: one ``packb`` call for plain messages."""
+    if metadata is None:
+        payload: bytes = msgpack.packb(messages, use_bin_type=True)
+        return payload, 0
+    payload = msgpack.packb(list(zip(messages, metadata, strict=True)), use_bin_type=True)
+    return payload, FLAG_METADATA
+
+
+def decode_payload(
+    header: BatchHeader, payload: bytes
+) -> tuple[list[bytes], list[dict[bytes, bytes] | None] | None]:
+    """Messages (and metadata when flagged) of a checksummed batch; raises FormatError."""
+    try:
+        entries: object = msgpack.unpackb(payload, raw=True, strict_map_key=False, use_list=True)
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        raise FormatError(f"payload is not valid msgpack: {exc}") from None
+    if not isinstance(entries, list) or len(entries) != header.count:
+        raise FormatError(f"payload does not hold {header.count} entries")
+    if not header.flags & FLAG_METADATA:
+        if not all(type(m) is bytes for m in entries):
+            raise FormatError("payload entry is not bytes")
+        return entries, None
+    messages: list[bytes] = []
+    metadata: list[dict[bytes, bytes] | None] = []
+    for entry in entries:
+        if not (isinstance(entry, list) and len(entry) == 2 and type(entry[0]) is bytes):
+            raise FormatError("payload entry is not [bytes, metadata]")
+        meta = entry[1]
+        if meta is not None and not (
+            isinstance(meta, dict)
+            and all(type(k) is bytes and type(v) is bytes for k, v in meta.items())
+        ):
+            raise FormatError("payload metadata is not a map of bytes to bytes")
+        messages.append(entry[0])
+        metadata.append(meta)
+    return messages, metadata
+
+
+# ---- batch header ----
+
+
+def encode_header(
+    payload: bytes, flags: int, base_offset: int, count: int, first_ts_ms: int, max_ts_ms: int
+) -> bytes:
+    """The 40-byte header for ``payload``, crc included."""
+    rest = _HEADER_REST.pack(FORMAT_VERSION, flags, 0, base_offset, count, first_ts_ms, max_ts_ms)
+    crc = zlib.crc32(payload, zlib.crc32(rest))
+    return _LENGTH_CRC.pack(LENGTH_OVERHEAD + len(payload), crc) + rest
+
+
+def encode_batch(
+    messages: Sequence[bytes],
+    metadata: Sequence[dict[bytes, bytes] | None] | None,
+    base_offset: int,
+    timestamp_ms: int,
+) -> bytes:
+    """A whole batch (tests and tools; the writer builds header and payload separately)."""
+    payload, flags = encode_payload(messages, metadata)
+    header = encode_header(payload, flags, base_offset, len(messages), timestamp_ms, timestamp_ms)
+    return header + payload
+
+
+def parse_header(data: bytes, available: int, max_record_bytes: int) -> BatchHeader:
+    """Parse the header in ``data`` (40 bytes) of a batch with ``available`` bytes left in the
+    file from its start.  Checks what the header alone can show; the crc needs the payload."""
+    if len(data) < HEADER_SIZE:
+        raise FormatError(f"file ends inside a batch header ({len(data)} bytes)", truncated=True)
+    length, crc, version, flags, _reserved, base, count, first_ts, max_ts = HEADER.unpack_from(data)
+    if length < LENGTH_OVERHEAD or length - LENGTH_OVERHEAD > max_record_bytes:
+        raise FormatError(f"implausible batch length {length}")
+    if 4 + length > available:
+        raise FormatError(
+            f"file ends inside a batch ({available} of {4 + length} bytes)", truncated=True
+        )
+    return BatchHeader(length, crc, version, flags, base, count, first_ts, max_ts)
+
+
+def check_batch(header: BatchHeader, header_bytes: bytes, payload: bytes) -> None:
+    """Verify the crc, then the fields only trusted once the crc matches."""
+    if zlib.crc32(payload, zlib.crc32(header_bytes[8:HEADER_SIZE])) != header.crc:
+        raise FormatError("crc mismatch")
+    if header.version != FORMAT_VERSION:
+        raise FormatError(f"unknown format version {header.version}", version=header.version)
+    if header.flags & ~_KNOWN_FLAGS:
+        raise FormatError(f"unknown flags {header.flags:#x}")
+    if header_bytes[10:12] != b"\0\0":
+        raise FormatError("reserved bytes are not zero")
+    if header.count < 1:
+        raise FormatError("empty batch")
+    if header.base_offset + header.count > MAX_OFFSET:
+        raise FormatError("offset beyond 2**63")
+    if header.max_timestamp_ms < header.first_timestamp_ms:
+        raise FormatError("max timestamp before first timestamp")
+
+
+# ---- index ----
+
+
+def encode_index_entry(offset: int, position: int, max_ts_ms: int) -> bytes:
+    body = _INDEX_BODY.pack(offset, position, max_ts_ms)
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def decode_index(data: bytes, base_offset: int, log_size: int) -> tuple[list[IndexEntry], bool]:
+    """The valid prefix of an index file's entries, and whether anything after it was invalid.
+
+    "Valid" is what the index alone shows: crc, strictly increasing offsets and positions
+    inside the log.  Callers still check each entry they use against the log.
+    """
+    entries: list[IndexEntry] = []
+    prev_offset, prev_position = base_offset, 0
+    whole = len(data) - len(data) % INDEX_ENTRY_SIZE
+    for start in range(0, whole, INDEX_ENTRY_SIZE):
+        offset, position, ts, crc = INDEX_ENTRY.unpack_from(data, start)
+        if zlib.crc32(data[start : start + 24]) != crc:
+            return entries, True
+        if offset <= prev_offset or position <= prev_position or position >= log_size:
+            return entries, True
+        entries.append(IndexEntry(offset, position, ts))
+        prev_offset, prev_position = offset, position
+    return entries, whole != len(data)
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    offset: int
+    position: int
+    max_timestamp_ms: int
+
+
+# ---- high-water-mark file ----
+
+
+@dataclass(frozen=True, slots=True)
+class HighWaterMark:
+    """The decoded ``hwm`` file (see the module docstring)."""
+
+    hwm: int
+    hwm_timestamp_ms: int
+    cp_segment: int
+    cp_position: int
+    cp_offset: int
+    cp_last_batch: int
+    cp_timestamp_ms: int
+    clean: bool = False
+
+    def encode(self) -> bytes:
+        body = _HWM_BODY.pack(
+            HWM_MAGIC,
+            HWM_VERSION,
+            HWM_CLEAN if self.clean else 0,
+            0,
+            self.hwm,
+            self.hwm_timestamp_ms,
+            self.cp_segment,
+            self.cp_position,
+            self.cp_offset,
+            self.cp_last_batch,
+            self.cp_timestamp_ms,
+        )
+        return body + struct.pack("<I", zlib.crc32(body))
+
+
+def decode_hwm(data: bytes) -> HighWaterMark:
+    """Parse the ``hwm`` file; raises FormatError when it is short, foreign or damaged."""
+    if len(data) < HWM_SIZE:
+        raise FormatError(f"high-water-mark file has {len(data)} of {HWM_SIZE} bytes")
+    (crc,) = struct.unpack_from("<I", data, _HWM_BODY.size)
+    if zlib.crc32(data[: _HWM_BODY.size]) != crc:
+        raise FormatError("high-water-mark file crc mismatch")
+    magic, version, flags, _, hwm, hwm_ts, seg, pos, off, last, ts = _HWM_BODY.unpack_from(data)
+    if magic != HWM_MAGIC:
+        raise FormatError("not a high-water-mark file (bad magic)")
+    if version != HWM_VERSION:
+        raise FormatError(f"unknown high-water-mark file version {version}", version=version)
+    if not (seg <= off <= hwm and (last == NO_BATCH or last < pos)):
+        raise FormatError("high-water-mark file fields are inconsistent")
+    return HighWaterMark(hwm, hwm_ts, seg, pos, off, last, ts, clean=bool(flags & HWM_CLEAN))

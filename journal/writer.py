@@ -1,0 +1,465 @@
+"""One partition's writer: group commit in a trio task, blocking I/O in a worker thread.
+
+``append`` enqueues a packed batch and waits.  The writer task takes *everything* queued, assigns
+offsets, and hands the group to one worker-thread call (``trio.to_thread.run_sync`` with the
+journal's ``CapacityLimiter``; never abandoned on cancellation, so a write is never half-done
+behind our back) that writes it with as few ``pwritev`` calls as segments it spans, and under
+FSYNC fdatasyncs once.  Then the high-water mark advances, in memory and in the ``hwm`` file, and
+the waiters and in-process readers wake.  Batches that arrive during that fdatasync form the
+next group: one fdatasync covers them all.
+
+Invariants (the worker thread owns the files and the ``_state``; the trio side owns the queue,
+``hwm`` and the events; they meet only at the thread call's arguments and result):
+
+* offsets are assigned in the worker thread at write time, from ``_state.next_offset``, which
+  advances only after a successful write; ENOSPC/EDQUOT truncates the file back to where the
+  failed write began, so nothing of those batches remains and their offsets are reused by the
+  next batches (no reader could have seen them: they were never below the high-water mark);
+* a failed fdatasync (or any other I/O error) fails the writer for good: it never acknowledges
+  again, because after a failed fsync the kernel may have dropped the dirty pages and a retry can
+  "succeed" without the data (the PostgreSQL fsync lesson);
+* the checkpoint in the ``hwm`` file only ever names fdatasynced data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
+
+from journal.config import Durability, JournalConfig
+from journal.errors import JournalClosed, JournalFull, WriterFailed
+from journal.fileio import FileIO, write_all
+from journal.format import HEADER_SIZE, HWM_FILE, INDEX_ENTRY_SIZE, NO_BATCH, IndexEntry
+from journal.format import encode_header as _encode_header
+from journal.format import encode_index_entry as _encode_index_entry
+from journal.recovery import PartitionState, checkpoint_of
+from journal.segments import index_path, segment_path
+from journal.types import AppendResult, PartitionId
+
+log = logging.getLogger(__name__)
+
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+class PendingBytes:
+    """Bytes accepted by ``append`` and not yet resolved, across all partitions."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+
+class _Pending:
+    """One queued append (one per batch, never per message)."""
+
+    __slots__ = ("base_offset", "count", "done", "error", "flags", "payload")
+
+    def __init__(self, payload: bytes, count: int, flags: int) -> None:
+        self.payload = payload
+        self.count = count
+        self.flags = flags
+        self.done = trio.Event()
+        self.base_offset = -1
+        self.error: BaseException | None = None
+
+
+class _Full(Exception):  # noqa: N818 (internal signal, never escapes)
+    def __init__(self, code: int) -> None:
+        super().__init__(os.strerror(code))
+        self.code = code
+
+
+@dataclass
+class _Outcome:
+    done: int  # the first ``done`` items of the group are written (durable under the mode)
+    hwm: int
+    full_errno: int | None = None
+    fatal: BaseException | None = None
+
+
+class PartitionWriter:
+    """Owns a partition's files while the journal is open."""
+
+    def __init__(
+        self,
+        state: PartitionState,
+        config: JournalConfig,
+        io: FileIO,
+        clock: Callable[[], float],
+        limiter: trio.CapacityLimiter,
+        pending: PendingBytes,
+    ) -> None:
+        self.pid: PartitionId = state.pid
+        self.path = state.path
+        self._config = config
+        self._io = io
+        self._clock = clock
+        self._limiter = limiter
+        self._pending = pending
+        # trio side
+        self.hwm = state.next_offset
+        self.cause: BaseException | None = None
+        self._queue: list[_Pending] = []
+        self._inflight: list[_Pending] = []
+        self._wake = trio.Event()
+        self._advanced = trio.Event()
+        self._closing = False
+        self.finished = trio.Event()
+        self._sync_due: float | None = None
+        self._last_ts = state.last_timestamp_ms
+        # worker-thread side
+        self._state = state
+        self._checkpoint = checkpoint_of(state)
+        self._hwm_ts = state.last_timestamp_ms
+        self._hwm_synced_at = time.monotonic()
+        self._last_index_position = state.index_entries[-1].position if state.index_entries else 0
+        self._fd = -1
+        self._index_fd = -1
+        self._hwm_fd = -1
+        try:
+            self._fd = os.open(segment_path(self.path, state.segment_base), os.O_WRONLY)
+            self._index_fd = os.open(
+                index_path(self.path, state.segment_base), os.O_WRONLY | os.O_CREAT, 0o644
+            )
+            self._hwm_fd = os.open(self.path / HWM_FILE, os.O_WRONLY)
+        except BaseException:
+            self._close_fds()
+            raise
+        self._index_size = len(state.index_entries) * INDEX_ENTRY_SIZE
+
+    # ---------------------------------------------------------------- trio side
+
+    @property
+    def active_segment(self) -> int:
+        """First offset of the segment being written (retention never deletes it)."""
+        return self._state.segment_base
+
+    @property
+    def failed(self) -> bool:
+        return self.cause is not None
+
+    def enqueue(self, payload: bytes, count: int, flags: int) -> _Pending:
+        if self.cause is not None:
+            raise WriterFailed(self.pid, self.cause)
+        if self._closing:
+            raise JournalClosed("the journal is closing")
+        item = _Pending(payload, count, flags)
+        self._queue.append(item)
+        self._pending.value += len(payload)
+        self._wake.set()
+        return item
+
+    async def wait(self, item: _Pending) -> AppendResult:
+        await item.done.wait()
+        if item.error is not None:
+            raise item.error
+        return AppendResult(item.base_offset, item.count)
+
+    async def wait_beyond(self, offset: int) -> None:
+        """Return once the high-water mark is above ``offset``."""
+        while self.hwm <= offset:
+            if self.cause is not None:
+                raise WriterFailed(self.pid, self.cause)
+            if self._closing:
+                raise JournalClosed("the journal is closing")
+            await self._advanced.wait()
+
+    def close(self) -> None:
+        """Drain the queue, sync, write the clean checkpoint, close the files (in ``run``)."""
+        self._closing = True
+        self._wake.set()
+        self._advanced.set()
+
+    async def run(self) -> None:
+        try:
+            await self._loop()
+        finally:
+            leftovers = self._inflight + self._queue
+            self._inflight, self._queue = [], []
+            for item in leftovers:
+                if not item.done.is_set():
+                    self._resolve(item, JournalClosed("the journal closed before the write"))
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self._close_sync, limiter=self._limiter)
+            self._advanced.set()
+            self.finished.set()
+
+    async def _loop(self) -> None:
+        interval = self._config.durability is Durability.INTERVAL
+        while True:
+            if self._sync_due is not None and trio.current_time() >= self._sync_due:
+                self._sync_due = None
+                await self._run_in_thread(self._sync_sync)
+                continue
+            if self._queue:
+                group, self._queue = self._queue, []
+                if self.cause is not None:
+                    for item in group:
+                        self._resolve(item, WriterFailed(self.pid, self.cause))
+                    continue
+                await self._commit(group)
+                if interval and self._sync_due is None and self.cause is None:
+                    self._sync_due = trio.current_time() + self._config.fsync_interval_ms / 1000
+                continue
+            if self._closing:
+                return
+            self._wake = trio.Event()
+            if self._sync_due is not None:
+                with trio.move_on_at(self._sync_due):
+                    await self._wake.wait()
+            else:
+                await self._wake.wait()
+
+    async def _run_in_thread(self, fn: Callable[[], _Outcome]) -> None:
+        if self.cause is not None:
+            return
+        outcome = await trio.to_thread.run_sync(fn, limiter=self._limiter)
+        self._advance(outcome.hwm)
+        if outcome.fatal is not None:
+            self._fail(outcome.fatal)
+
+    async def _commit(self, group: list[_Pending]) -> None:
+        # Timestamps never decrease along a partition, whatever the wall clock does.
+        ts = max(int(self._clock() * 1000), self._last_ts)
+        self._inflight = group
+        outcome = await trio.to_thread.run_sync(self._write_group, group, ts, limiter=self._limiter)
+        self._inflight = []
+        if outcome.done:
+            self._last_ts = ts
+        for i, item in enumerate(group):
+            if i < outcome.done:
+                self._resolve(item, None)
+            elif outcome.fatal is not None:
+                self._resolve(item, WriterFailed(self.pid, outcome.fatal))
+            else:
+                assert outcome.full_errno is not None
+                self._resolve(item, JournalFull(self.pid, outcome.full_errno))
+        self._advance(outcome.hwm)
+        if outcome.fatal is not None:
+            self._fail(outcome.fatal)
+
+    def _resolve(self, item: _Pending, error: BaseException | None) -> None:
+        item.error = error
+        self._pending.value -= len(item.payload)
+        item.done.set()
+
+    def _advance(self, hwm: int) -> None:
+        if hwm > self.hwm:
+            self.hwm = hwm
+            self._advanced.set()
+            self._advanced = trio.Event()
+
+    def _fail(self, cause: BaseException) -> None:
+        if self.cause is not None:
+            return
+        self.cause = cause
+        log.error(
+            "journal writer failed; the partition no longer acknowledges appends",
+            extra={"partition": str(self.pid), "error": repr(cause)},
+        )
+        for item in self._queue:
+            self._resolve(item, WriterFailed(self.pid, cause))
+        self._queue = []
+        self._advanced.set()
+
+    # ---------------------------------------------------------------- worker thread
+
+    def _write_group(self, group: list[_Pending], ts: int) -> _Outcome:
+        st = self._state
+        cfg = self._config
+        age_ms = cfg.segment_age_s * 1000
+        done = 0
+        chunk: list[bytes] = []
+        marks: list[IndexEntry] = []
+        position, offset, last_batch = st.segment_size, st.next_offset, st.last_batch
+        first_ts = st.segment_first_timestamp_ms
+        last_index = self._last_index_position
+        in_chunk = 0
+        try:
+            for item in group:
+                size = HEADER_SIZE + len(item.payload)
+                if position > 0 and (
+                    position + size > cfg.segment_bytes
+                    or (first_ts is not None and ts - first_ts >= age_ms)
+                ):
+                    self._commit_chunk(chunk, marks, position, offset, last_batch, first_ts, ts)
+                    done += in_chunk
+                    chunk, marks, in_chunk = [], [], 0
+                    self._roll(offset)
+                    position, last_batch, first_ts, last_index = 0, NO_BATCH, None, 0
+                item.base_offset = offset
+                if position - last_index >= cfg.index_interval_bytes:
+                    marks.append(IndexEntry(offset, position, ts))
+                    last_index = position
+                chunk.append(_encode_header(item.payload, item.flags, offset, item.count, ts, ts))
+                chunk.append(item.payload)
+                in_chunk += 1
+                last_batch = position
+                position += size
+                offset += item.count
+                if first_ts is None:
+                    first_ts = ts
+            self._commit_chunk(chunk, marks, position, offset, last_batch, first_ts, ts)
+            done += in_chunk
+            if cfg.durability is Durability.FSYNC:
+                self._io.fdatasync(self._fd)
+                self._checkpoint = checkpoint_of(st)
+        except _Full as exc:
+            # Batches of earlier chunks were sealed (fdatasynced) by a roll: they stand.
+            full: int | None = exc.code
+        except OSError as exc:
+            # Acknowledge nothing of the group: what was written may not be durable.
+            return _Outcome(0, self.hwm, fatal=exc)
+        else:
+            full = None
+        try:
+            return _Outcome(done, self._publish(), full_errno=full)
+        except OSError as exc:
+            return _Outcome(0, self.hwm, fatal=exc)
+
+    def _visible(self) -> int:
+        if self._config.durability is Durability.FSYNC:
+            return self._checkpoint.cp_offset
+        return self._state.next_offset
+
+    def _publish(self, *, sync: bool = False) -> int:
+        """Rewrite the ``hwm`` file; fdatasync it when asked or when it is time to."""
+        hwm = self._visible()
+        self._hwm_ts = self._state.last_timestamp_ms
+        record = self._checkpoint
+        data = type(record)(
+            hwm,
+            self._hwm_ts,
+            record.cp_segment,
+            record.cp_position,
+            record.cp_offset,
+            record.cp_last_batch,
+            record.cp_timestamp_ms,
+            clean=record.clean,
+        ).encode()
+        os.pwrite(self._hwm_fd, data, 0)
+        now = time.monotonic()
+        if sync or now - self._hwm_synced_at >= self._config.checkpoint_fsync_interval_s:
+            self._io.fdatasync(self._hwm_fd)
+            self._hwm_synced_at = now
+        return hwm
+
+    def _commit_chunk(
+        self,
+        chunk: list[bytes],
+        marks: list[IndexEntry],
+        position: int,
+        offset: int,
+        last_batch: int,
+        first_ts: int | None,
+        ts: int,
+    ) -> None:
+        if not chunk:
+            return
+        st = self._state
+        start = st.segment_size
+        try:
+            write_all(self._io, self._fd, chunk, start)
+        except OSError as exc:
+            # Take back whatever part of the chunk reached the file; if that fails too the
+            # file's end is unknown and the writer must stop.
+            os.ftruncate(self._fd, start)
+            if exc.errno in _FULL_ERRNOS:
+                raise _Full(exc.errno) from exc
+            raise
+        st.segment_size = position
+        st.next_offset = offset
+        st.last_batch = last_batch
+        st.last_timestamp_ms = ts
+        st.segment_first_timestamp_ms = first_ts
+        if marks:
+            self._append_index(marks)
+
+    def _append_index(self, marks: list[IndexEntry]) -> None:
+        data = b"".join(
+            _encode_index_entry(m.offset, m.position, m.max_timestamp_ms) for m in marks
+        )
+        try:
+            os.pwrite(self._index_fd, data, self._index_size)
+        except OSError as exc:
+            # The index is a hint: a reader scans further, and verify/repair rebuild it.
+            log.warning(
+                "journal index write failed",
+                extra={"partition": str(self.pid), "error": repr(exc)},
+            )
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._index_fd, self._index_size)
+            return
+        self._index_size += len(data)
+        self._state.index_entries.extend(marks)
+        self._last_index_position = marks[-1].position
+
+    def _roll(self, new_base: int) -> None:
+        """Seal the active segment (fdatasync) and start one at ``new_base``."""
+        st = self._state
+        self._io.fdatasync(self._fd)
+        self._checkpoint = checkpoint_of(st)
+        path = segment_path(self.path, new_base)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except OSError as exc:
+            if exc.errno in _FULL_ERRNOS:
+                raise _Full(exc.errno) from exc
+            raise
+        try:
+            index_fd = os.open(
+                index_path(self.path, new_base), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644
+            )
+        except OSError:
+            os.close(fd)
+            raise
+        os.close(self._fd)
+        os.close(self._index_fd)
+        self._fd, self._index_fd, self._index_size = fd, index_fd, 0
+        self._io.fsync_dir(self.path)
+        st.segment_base, st.segment_size, st.last_batch = new_base, 0, NO_BATCH
+        st.segment_first_timestamp_ms = None
+        st.index_entries = []
+        self._last_index_position = 0
+        self._checkpoint = checkpoint_of(st)
+        self._publish(sync=True)
+        log.info(
+            "journal segment rolled", extra={"partition": str(self.pid), "base_offset": new_base}
+        )
+
+    def _sync_sync(self) -> _Outcome:
+        """INTERVAL mode's periodic fdatasync."""
+        try:
+            self._io.fdatasync(self._fd)
+            self._checkpoint = checkpoint_of(self._state)
+            return _Outcome(0, self._publish())
+        except OSError as exc:
+            return _Outcome(0, self.hwm, fatal=exc)
+
+    def _close_sync(self) -> None:
+        try:
+            if self.cause is None and self._fd >= 0:
+                self._io.fdatasync(self._fd)
+                self._checkpoint = checkpoint_of(self._state, clean=True)
+                self._publish(sync=True)
+        except OSError as exc:
+            log.error(
+                "journal close failed to sync",
+                extra={"partition": str(self.pid), "error": repr(exc)},
+            )
+        finally:
+            self._close_fds()
+
+    def _close_fds(self) -> None:
+        for fd in (self._fd, self._index_fd, self._hwm_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._fd = self._index_fd = self._hwm_fd = -1

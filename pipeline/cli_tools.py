@@ -1,0 +1,106 @@
+"""``pipeline cat`` and ``pipeline ctl``: scribe_cat and scribe_ctrl, with their output and codes.
+
+``cat`` sends stdin as one message (or one per line with ``--lines``), framed and non-strict as
+scribe_cat does, and exits 84 on TRY_LATER.  ``ctl`` speaks fb303 framed with strict writes and
+keeps scribe_ctrl's exit codes: ``status`` exits 2 when ALIVE and 3 otherwise (also when the
+server cannot be reached); other commands exit 0, or 1 on failure.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from scribe_compat import ClientError, FbStatus, LogEntry, ResultCode, ScribeClient
+
+DEFAULT_PORT = 1463
+EXIT_TRY_LATER = 84
+EXIT_ALIVE = 2
+EXIT_NOT_ALIVE = 3
+
+
+def parse_host_port(value: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
+    """``host``, ``host:port`` or ``[v6]:port`` into a pair."""
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port = rest.removeprefix(":")
+    elif value.count(":") == 1:
+        host, port = value.split(":")
+    else:
+        host, port = value, ""
+    if not port:
+        return host, default_port
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.BadParameter(f"invalid port in {value!r}")
+    return host, int(port)
+
+
+@click.command("cat")
+@click.option(
+    "-h",
+    "--host",
+    "target",
+    default="127.0.0.1",
+    show_default=True,
+    help="Server as host[:port] (port 1463 by default).",
+)
+@click.option("--lines", is_flag=True, help="Send each line of stdin as its own message.")
+@click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds per call.")
+@click.argument("category")
+def cat_command(target: str, lines: bool, timeout: float, category: str) -> None:
+    """Send standard input to CATEGORY (like scribe_cat); exit 84 on TRY_LATER."""
+    host, port = parse_host_port(target)
+    data = sys.stdin.buffer.read()
+    raw_category = category.encode("utf-8", "surrogateescape")
+    messages = data.splitlines() if lines else [data]
+    entries = [LogEntry(category=raw_category, message=m) for m in messages]
+    try:
+        with ScribeClient.connect(host, port, timeout, framed=True, strict=False) as client:
+            result = client.log(entries)
+    except ClientError as exc:
+        raise click.ClickException(f"{host}:{port}: {exc}") from exc
+    if result == ResultCode.TRY_LATER:
+        click.echo("TRY_LATER: the server asked to retry later", err=True)
+        sys.exit(EXIT_TRY_LATER)
+
+
+CTL_COMMANDS = ("status", "counters", "version", "name", "alive", "stop", "reload")
+
+
+@click.command("ctl")
+@click.argument("command", type=click.Choice(CTL_COMMANDS))
+@click.argument("port", type=int, default=DEFAULT_PORT, required=False)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Server address.")
+@click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds per call.")
+def ctl_command(command: str, port: int, host: str, timeout: float) -> None:
+    """Manage a running server over fb303 (like scribe_ctrl): COMMAND [PORT]."""
+    try:
+        with ScribeClient.connect(host, port, timeout, framed=True, strict=True) as client:
+            code = _run_ctl(client, command)
+    except ClientError as exc:
+        click.echo(f"{command} failed: {host}:{port}: {exc}", err=True)
+        sys.exit(EXIT_NOT_ALIVE if command == "status" else 1)
+    sys.exit(code)
+
+
+def _run_ctl(client: ScribeClient, command: str) -> int:
+    if command == "status":
+        status = client.get_status()
+        details = client.get_status_details()
+        click.echo(status.name + (f" - {details}" if details else ""))
+        return EXIT_ALIVE if status == FbStatus.ALIVE else EXIT_NOT_ALIVE
+    if command == "counters":
+        for key, value in sorted(client.get_counters().items()):
+            click.echo(f"{key}: {value}")
+    elif command == "version":
+        click.echo(client.get_version())
+    elif command == "name":
+        click.echo(client.get_name())
+    elif command == "alive":
+        click.echo(client.alive_since())
+    elif command == "stop":
+        client.shutdown()
+    elif command == "reload":
+        client.reinitialize()
+    return 0

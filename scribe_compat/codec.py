@@ -1,0 +1,549 @@
+"""The Scribe/fb303 Thrift codec, without I/O: bytes in, events out; replies out as bytes.
+
+Contract: ``ServerConnection`` and ``ClientConnection`` raise only this package's
+``ProtocolError`` (and, on the client side, ``RemoteApplicationError`` for an exception reply)
+for whatever bytes they are given.  Any other exception coming out of the codec is our bug.
+
+Server side, per connection::
+
+    conn = ServerConnection(limits)
+    conn.receive_data(chunk)              # b"" means the peer closed its side
+    while (event := conn.next_event()) is not NEED_DATA and event is not CLOSED:
+        ...                               # a Call or a RejectedCall, in the order sent
+        sock.send(conn.reply(call, value))
+
+State rules (the invariants the server relies on):
+
+* The framing is decided once, from the connection's first bytes (``framing.detect_framing``).
+* An event is produced only for a complete message that has been walked and proved well formed
+  (``scanner``) and then decoded by thriftpy2's Cython binary protocol; nothing half-decoded
+  ever leaves the codec.
+* A ``ProtocolError`` from ``next_event`` is fatal: the connection stays broken (the same
+  error is raised again) and must be closed.  Unknown methods and bad arguments are not fatal:
+  they come out as ``RejectedCall`` events, answered by ``reply_rejected``.
+* ``reinitialize`` and ``shutdown`` are oneway by name, whatever the message type said; their
+  replies are always empty.
+* Buffered bytes without a complete message are bounded by ``max_unparsed_bytes``; framed
+  messages by ``max_frame_bytes`` (checked on the 4-byte header, before buffering the frame).
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from thriftpy2.protocol.cybin.cybin import TCyBinaryProtocol
+from thriftpy2.thrift import TApplicationException
+from thriftpy2.transport.memory.cymemory import TCyMemoryBuffer
+
+from scribe_compat.errors import (
+    BadArguments,
+    CallRejected,
+    MalformedMessage,
+    ProtocolError,
+    RemoteApplicationError,
+    TooManyEntries,
+    UnknownMethod,
+    UnparsedBytesExceeded,
+)
+from scribe_compat.framing import Framing, detect_framing, frame_length
+from scribe_compat.idl import METHODS, AppErrorType, LogEntry, MessageType, Method
+from scribe_compat.scanner import (
+    T_LIST,
+    T_MAP,
+    T_SET,
+    T_STRING,
+    Header,
+    MessageScanner,
+    ScanLimits,
+    fast_log_body_end,
+    parse_header,
+)
+
+MiB = 1024 * 1024
+_U32 = struct.Struct(">I")
+_T_BINARY = 18  # thriftpy2's spec type for `binary`; STRING on the wire
+
+
+@dataclass(frozen=True)
+class CodecLimits:
+    """Bounds on what one peer can make us buffer or decode."""
+
+    # Apache Thrift's default TConfiguration max frame size is 16,384,000 bytes; 16 MiB keeps
+    # that precedent and fits ~80,000 200-byte messages, far above any Scribe client's batch.
+    max_frame_bytes: int = 16 * MiB
+    # An unframed message may be as large as a frame: the same call must not be refused
+    # depending on the transport the client picked.
+    max_message_bytes: int = 16 * MiB
+    # Each decoded entry costs ~300 bytes of Python objects before the journal sees it: 100,000
+    # bounds a call at ~30 MB of memory.  Scribe's forwarders send a few thousand per call.
+    max_entries_per_call: int = 100_000
+    # One message being assembled plus one receive of pipelined data behind it.
+    max_unparsed_bytes: int = 16 * MiB + 256 * 1024
+    # No container in the interface needs more than max_entries_per_call elements; metadata
+    # maps are tiny.  Refusing a larger declared size early is cheaper than walking it.
+    max_container_size: int = 100_000
+    # The deepest value in the interface is 4 levels (args > list > LogEntry > map); 16 leaves
+    # room for unknown fields from newer clients, far below thriftpy2's own guard of 64.
+    max_depth: int = 16
+    # The longest method name is 19 bytes (getSelectedCounters); Apache's clients never send
+    # more than a few dozen.
+    max_name_bytes: int = 256
+
+    def __post_init__(self) -> None:
+        for name, value in self.__dict__.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.max_unparsed_bytes < self.max_message_bytes:
+            raise ValueError("max_unparsed_bytes must be at least max_message_bytes")
+        if self.max_depth < 4:
+            raise ValueError("max_depth must be at least 4 (the Log call needs 4 levels)")
+
+    def scan_limits(self) -> ScanLimits:
+        return ScanLimits(
+            max_message_bytes=self.max_message_bytes,
+            max_container_size=self.max_container_size,
+            max_depth=self.max_depth,
+            max_name_bytes=self.max_name_bytes,
+        )
+
+
+class Sentinel(enum.Enum):
+    NEED_DATA = "NEED_DATA"
+    CLOSED = "CLOSED"
+
+
+NEED_DATA: Literal[Sentinel.NEED_DATA] = Sentinel.NEED_DATA
+CLOSED: Literal[Sentinel.CLOSED] = Sentinel.CLOSED
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One decoded call; ``args`` is thriftpy2's args struct, fields checked and defaulted."""
+
+    name: str
+    seqid: int
+    strict: bool
+    oneway: bool
+    framed: bool
+    args: Any
+    method: Method = field(repr=False)
+
+    @property
+    def entries(self) -> list[LogEntry]:
+        """The entries of a ``Log`` call (each with bytes category and message)."""
+        entries: list[LogEntry] = self.args.messages
+        return entries
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedCall:
+    """A well-formed call we answer with a TApplicationException (unless it is oneway)."""
+
+    name: bytes
+    seqid: int
+    strict: bool
+    oneway: bool
+    framed: bool
+    error: CallRejected
+
+
+ServerEvent = Call | RejectedCall | Literal[Sentinel.NEED_DATA, Sentinel.CLOSED]
+
+
+def _new_protocol(trans: Any, *, strict_write: bool = False, decode_response: bool = False) -> Any:
+    return TCyBinaryProtocol(
+        trans, strict_read=False, strict_write=strict_write, decode_response=decode_response
+    )
+
+
+def encode_message(
+    name: bytes, mtype: int, seqid: int, obj: Any, *, strict: bool, framed: bool
+) -> bytes:
+    """One binary-protocol message holding struct ``obj``, framed or not."""
+    trans = TCyMemoryBuffer()
+    proto = _new_protocol(trans, strict_write=strict)
+    proto.write_message_begin(name, mtype, seqid)
+    proto.write_struct(obj)
+    data: bytes = trans.getvalue()
+    return _U32.pack(len(data)) + data if framed else data
+
+
+def _decode_struct(payload: bytes, offset: int, obj: Any, *, decode_response: bool) -> Any:
+    # Only ever called on bytes the scanner (or fast_log_body_end) has proved well formed.
+    trans = TCyMemoryBuffer(payload)
+    if offset:
+        trans.read(offset)
+    _new_protocol(trans, decode_response=decode_response).read_struct(obj)
+    return obj
+
+
+def _copy(buf: bytearray, start: int, end: int) -> bytes:
+    # One copy (a bytearray slice would make two); the view is released before buf resizes.
+    with memoryview(buf) as view:
+        return bytes(view[start:end])
+
+
+class _Reader:
+    """Turns buffered bytes into complete, validated messages (the part both sides share)."""
+
+    def __init__(self, limits: CodecLimits, framing: Framing | None) -> None:
+        self.limits = limits
+        self.framing = framing
+        self._scan_limits = limits.scan_limits()
+        self._buf = bytearray()
+        self._pos = 0
+        self._eof = False
+        self._scanner = MessageScanner(self._scan_limits)
+        self._error: ProtocolError | None = None
+
+    def feed(self, data: bytes | bytearray) -> None:
+        if self._eof and data:
+            raise RuntimeError("receive_data after end of data")
+        if not data:
+            self._eof = True
+            return
+        if self._pos:
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += data
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf) - self._pos
+
+    def next_message(self) -> tuple[bytes, Header, bool] | Sentinel:
+        """(payload, header, validated) or a sentinel; ``validated`` covers the body too."""
+        if self._error is not None:
+            raise self._error
+        try:
+            return self._next_message()
+        except ProtocolError as exc:
+            self._error = exc
+            raise
+
+    def _next_message(self) -> tuple[bytes, Header, bool] | Sentinel:
+        buf = self._buf
+        pos = self._pos
+        if self.framing is None:
+            self.framing = detect_framing(buf[pos : pos + 4 + self.limits.max_name_bytes])
+            if self.framing is None:
+                return self._incomplete()
+        if self.framing is Framing.FRAMED:
+            n = frame_length(buf, pos, self.limits.max_frame_bytes)
+            if n is None or len(buf) - pos < 4 + n:
+                return self._incomplete()
+            payload = _copy(buf, pos + 4, pos + 4 + n)
+            self._pos = pos + 4 + n
+            header = parse_header(payload, 0, len(payload), self._scan_limits)
+            if header is None:
+                raise MalformedMessage(f"frame of {n} bytes ends inside the message header")
+            return payload, header, False
+        scanner = self._scanner
+        total = scanner.scan(buf, pos, len(buf))
+        if total is None:
+            return self._incomplete()
+        header = scanner.header
+        assert header is not None
+        scanner.reset()
+        self._pos = pos + total
+        return _copy(buf, pos, pos + total), header, True
+
+    def _incomplete(self) -> Sentinel:
+        buffered = self.buffered
+        if self._eof:
+            if buffered:
+                raise MalformedMessage(
+                    f"peer closed the connection inside a message ({buffered} bytes buffered)"
+                )
+            return CLOSED
+        if buffered > self.limits.max_unparsed_bytes:
+            raise UnparsedBytesExceeded(buffered, self.limits.max_unparsed_bytes)
+        return NEED_DATA
+
+    def validate_body(self, payload: bytes, header: Header) -> dict[int, tuple[int, int, int]]:
+        """Walk the body of a framed message; returns the top-level fields' wire types."""
+        scanner = MessageScanner(self._scan_limits)
+        total = scanner.scan(payload, 0, len(payload))
+        if total is None:
+            raise MalformedMessage(f"frame of {len(payload)} bytes ends inside the message")
+        if total != len(payload):
+            raise MalformedMessage(
+                f"{len(payload) - total} trailing bytes after the message in its frame"
+            )
+        return scanner.top_fields
+
+
+class ServerConnection:
+    """The server side of one connection: see the module docstring."""
+
+    def __init__(self, limits: CodecLimits | None = None) -> None:
+        self.limits = limits or CodecLimits()
+        self._reader = _Reader(self.limits, None)
+
+    @property
+    def framing(self) -> Framing | None:
+        return self._reader.framing
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet turned into events."""
+        return self._reader.buffered
+
+    def receive_data(self, data: bytes | bytearray) -> None:
+        """Add bytes from the peer; ``b""`` means it closed its side."""
+        self._reader.feed(data)
+
+    def next_event(self) -> ServerEvent:
+        """The next call, ``NEED_DATA``, or ``CLOSED``; raises ``ProtocolError`` (fatal)."""
+        item = self._reader.next_message()
+        if isinstance(item, Sentinel):
+            return item
+        payload, header, validated = item
+        framed = not validated
+        name_bytes = header.name
+        name = name_bytes.decode("utf-8", "backslashreplace")
+        if header.mtype not in (MessageType.CALL, MessageType.ONEWAY):
+            self._reader._error = MalformedMessage(
+                f"message type {header.mtype} is not CALL or ONEWAY (method {name!r})"
+            )
+            raise self._reader._error
+        method = METHODS.get(name)
+        oneway = header.mtype == MessageType.ONEWAY or name in ("reinitialize", "shutdown")
+        if method is None:
+            return RejectedCall(
+                name_bytes, header.seqid, header.strict, oneway, framed, UnknownMethod(name)
+            )
+        try:
+            args = self._decode_args(payload, header, method, validated)
+        except CallRejected as exc:
+            return RejectedCall(name_bytes, header.seqid, header.strict, oneway, framed, exc)
+        except ProtocolError as exc:
+            self._reader._error = exc
+            raise
+        # A call sent as ONEWAY gets no reply whatever the method; two methods never get one.
+        return Call(name, header.seqid, header.strict, oneway, framed, args, method)
+
+    def _decode_args(self, payload: bytes, header: Header, method: Method, validated: bool) -> Any:
+        limits = self.limits
+        top_fields: dict[int, tuple[int, int, int]] | None = None
+        fast = False
+        if not validated:
+            if method.name == "Log":
+                end = fast_log_body_end(payload, header.body, limits.max_entries_per_call)
+                fast = end == len(payload)
+            if not fast:
+                top_fields = self._reader.validate_body(payload, header)
+        else:
+            top_fields = self._reader._scanner.last_top_fields
+        args = _decode_struct(payload, header.body, method.args(), decode_response=False)
+        if not fast:
+            assert top_fields is not None
+            _check_arg_types(method, top_fields)
+            _fill_defaults(args)
+        if method.name == "Log":
+            entries = args.messages
+            if len(entries) > limits.max_entries_per_call:
+                raise TooManyEntries(len(entries), limits.max_entries_per_call)
+            if not fast:
+                _check_entries(entries)
+        return args
+
+    def reply(self, call: Call, value: object = None) -> bytes:
+        """The reply to ``call`` carrying ``value`` (None for void methods); b"" if oneway."""
+        if call.oneway:
+            return b""
+        result = call.method.result()
+        if 0 in result.thrift_spec:
+            result.success = value
+        return encode_message(
+            call.name.encode(),
+            MessageType.REPLY,
+            call.seqid,
+            result,
+            strict=call.strict,
+            framed=call.framed,
+        )
+
+    def reply_exception(self, call: Call | RejectedCall, type: AppErrorType, message: str) -> bytes:
+        """A TApplicationException reply to ``call``, in its form; b"" if the call is oneway."""
+        if call.oneway:
+            return b""
+        name = call.name.encode() if isinstance(call.name, str) else call.name
+        exc = TApplicationException(type=int(type), message=message)
+        return encode_message(
+            name, MessageType.EXCEPTION, call.seqid, exc, strict=call.strict, framed=call.framed
+        )
+
+    def reply_rejected(self, rejected: RejectedCall) -> bytes:
+        """The exception reply a ``RejectedCall`` deserves (b"" if oneway)."""
+        error = rejected.error
+        return self.reply_exception(rejected, AppErrorType(error.app_error_type), error.reason)
+
+
+_WIRE_NAMES = {
+    2: "bool",
+    3: "byte",
+    4: "double",
+    6: "i16",
+    8: "i32",
+    10: "i64",
+    11: "string",
+    12: "struct",
+    13: "map",
+    14: "set",
+    15: "list",
+}
+
+
+def _wire_type(spec_type: int) -> int:
+    return T_STRING if spec_type == _T_BINARY else spec_type
+
+
+def _spec_type(spec: Any) -> int:
+    return int(spec if isinstance(spec, int) else spec[0])
+
+
+def _check_arg_types(method: Method, top_fields: dict[int, tuple[int, int, int]]) -> None:
+    """Arguments present on the wire with another type than declared are refused, not skipped."""
+    specs = method.args.thrift_spec
+    for fid, (wire, t1, t2) in top_fields.items():
+        spec = specs.get(fid)
+        if spec is None:
+            continue  # unknown fields from newer clients are skipped
+        declared = _wire_type(spec[0])
+        ok = wire == declared
+        if ok and declared in (T_LIST, T_SET):
+            ok = t1 == _wire_type(_spec_type(spec[2]))
+        elif ok and declared == T_MAP:
+            key, value = spec[2]
+            ok = (t1, t2) == (_wire_type(_spec_type(key)), _wire_type(_spec_type(value)))
+        if not ok:
+            raise BadArguments(
+                f"{method.name}: argument {spec[1]!r} sent as {_WIRE_NAMES.get(wire, wire)}",
+                method.name,
+            )
+
+
+_DEFAULTS: dict[int, Any] = {
+    T_STRING: b"",
+    _T_BINARY: b"",
+    8: 0,
+    10: 0,
+    T_LIST: list,
+    T_MAP: dict,
+}
+
+
+def _fill_defaults(args: Any) -> None:
+    """Missing arguments take their type's empty value (as Scribe's C++ server does)."""
+    for spec in args.thrift_spec.values():
+        if getattr(args, spec[1]) is None:
+            default = _DEFAULTS.get(spec[0])
+            setattr(args, spec[1], default() if callable(default) else default)
+
+
+def _check_entries(entries: list[Any]) -> None:
+    for i, entry in enumerate(entries):
+        if entry.category is None or entry.message is None:
+            raise BadArguments(f"Log: entry {i} lacks a string category or message", "Log")
+
+
+# -- client side --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A decoded reply: ``value`` is the result (None for void methods)."""
+
+    name: str
+    seqid: int
+    value: Any
+
+
+class ClientConnection:
+    """The client side of one connection, without I/O.
+
+    ``call`` encodes a request and remembers that a reply is due; ``next_event`` yields replies
+    in order, raising ``RemoteApplicationError`` for an exception reply and ``ProtocolError``
+    for a reply that is not valid (or answers another call).
+    """
+
+    def __init__(
+        self,
+        *,
+        framed: bool = True,
+        strict: bool = False,
+        limits: CodecLimits | None = None,
+    ) -> None:
+        self.framed = framed
+        self.strict = strict
+        self.limits = limits or CodecLimits()
+        self._reader = _Reader(self.limits, Framing.FRAMED if framed else Framing.UNFRAMED)
+        self._pending: deque[tuple[str, int]] = deque()
+        self._seqid = 0
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def call(self, name: str, **args: Any) -> bytes:
+        """The request bytes for ``name(**args)``; oneway calls expect no reply."""
+        method = METHODS.get(name)
+        if method is None:
+            raise ValueError(f"unknown method {name!r}")
+        self._seqid = (self._seqid + 1) & 0x7FFFFFFF
+        data = encode_call(
+            name, method.args(**args), seqid=self._seqid, framed=self.framed, strict=self.strict
+        )
+        if not method.oneway:
+            self.expect(name, self._seqid)
+        return data
+
+    def expect(self, name: str, seqid: int) -> None:
+        """Expect a reply to a request sent as pre-encoded bytes."""
+        self._pending.append((name, seqid))
+
+    def receive_data(self, data: bytes | bytearray) -> None:
+        self._reader.feed(data)
+
+    def next_event(self) -> Reply | Literal[Sentinel.NEED_DATA, Sentinel.CLOSED]:
+        item = self._reader.next_message()
+        if isinstance(item, Sentinel):
+            return item
+        payload, header, validated = item
+        if not validated:
+            self._reader.validate_body(payload, header)
+        if not self._pending:
+            raise MalformedMessage("a reply arrived with no call outstanding")
+        name, seqid = self._pending.popleft()
+        got_name = header.name.decode("utf-8", "backslashreplace")
+        if got_name != name or header.seqid != seqid:
+            raise MalformedMessage(
+                f"reply {got_name!r} seqid {header.seqid} does not answer {name!r} seqid {seqid}"
+            )
+        if header.mtype == MessageType.EXCEPTION:
+            exc = _decode_struct(
+                payload, header.body, TApplicationException(), decode_response=True
+            )
+            message = exc.message
+            if isinstance(message, bytes):
+                message = message.decode("utf-8", "backslashreplace")
+            raise RemoteApplicationError(name, int(exc.type or 0), str(message or ""))
+        if header.mtype != MessageType.REPLY:
+            raise MalformedMessage(f"message type {header.mtype} in a reply to {name!r}")
+        result = _decode_struct(payload, header.body, METHODS[name].result(), decode_response=True)
+        if 0 in result.thrift_spec:
+            if result.success is None:
+                raise MalformedMessage(f"the reply to {name!r} carries no result")
+            return Reply(name, seqid, result.success)
+        return Reply(name, seqid, None)
+
+
+def encode_call(name: str, args: Any, *, seqid: int, framed: bool, strict: bool) -> bytes:
+    """A request message for method ``name`` with thriftpy2 args struct ``args``."""
+    mtype = MessageType.ONEWAY if name in ("reinitialize", "shutdown") else MessageType.CALL
+    return encode_message(name.encode(), mtype, seqid, args, strict=strict, framed=framed)

@@ -1,0 +1,141 @@
+"""The one exception tree of ``scribe_compat``.
+
+::
+
+    ScribeCompatError
+    ├── ProtocolError                 bytes that are not acceptable Scribe/fb303 Thrift
+    │   ├── LimitExceeded             a configured limit was broken (limit, value, maximum)
+    │   │   ├── FrameTooLarge           frame length over max_frame_bytes
+    │   │   ├── MessageTooLarge         unframed message over max_message_bytes
+    │   │   ├── TooManyEntries          a Log call over max_entries_per_call
+    │   │   ├── UnparsedBytesExceeded   too many buffered bytes without a complete message
+    │   │   ├── ContainerTooLarge       a list/set/map declares more than max_container_size
+    │   │   └── NestingTooDeep          structs/containers nested over max_depth
+    │   ├── MalformedMessage          bad framing, header, type byte, length, trailing bytes
+    │   └── CallRejected              a well-formed message we answer with an exception reply
+    │       ├── UnknownMethod           (TApplicationException UNKNOWN_METHOD)
+    │       └── BadArguments            wrong-typed or missing arguments (PROTOCOL_ERROR)
+    └── ClientError                   what ScribeClient / AsyncScribeClient raise
+        ├── TransportError            connect/read/write failed, or the peer closed
+        │   └── ClientTimeoutError      no answer within the timeout
+        ├── BadReplyError             the server's reply is not valid Thrift or answers another call
+        └── RemoteApplicationError    the server answered with a TApplicationException
+
+A ``ProtocolError`` raised by ``ServerConnection.next_event`` is fatal for the connection: close
+it.  ``CallRejected`` errors are never raised there; they arrive inside a ``RejectedCall`` event,
+and the connection goes on after the exception reply.
+"""
+
+from __future__ import annotations
+
+
+class ScribeCompatError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class ProtocolError(ScribeCompatError):
+    """The peer sent bytes we cannot accept; ``reason`` says why in a log-friendly sentence."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class LimitExceeded(ProtocolError):  # noqa: N818
+    """A configured limit was broken: ``limit`` names the ``CodecLimits`` field."""
+
+    limit = "limit"
+
+    def __init__(self, value: int, maximum: int, what: str = "") -> None:
+        detail = f" ({what})" if what else ""
+        super().__init__(f"{self.limit} exceeded: {value} > {maximum}{detail}")
+        self.value = value
+        self.maximum = maximum
+
+
+class FrameTooLarge(LimitExceeded):
+    limit = "max_frame_bytes"
+
+
+class MessageTooLarge(LimitExceeded):
+    limit = "max_message_bytes"
+
+
+class TooManyEntries(LimitExceeded):
+    limit = "max_entries_per_call"
+
+
+class UnparsedBytesExceeded(LimitExceeded):
+    limit = "max_unparsed_bytes"
+
+
+class ContainerTooLarge(LimitExceeded):
+    limit = "max_container_size"
+
+
+class NestingTooDeep(LimitExceeded):
+    limit = "max_depth"
+
+
+class MalformedMessage(ProtocolError):  # noqa: N818
+    """Not the binary protocol: ``offset`` is the position in the message, when known."""
+
+    def __init__(self, reason: str, offset: int | None = None) -> None:
+        super().__init__(reason if offset is None else f"{reason} at offset {offset}")
+        self.offset = offset
+
+
+class CallRejected(ProtocolError):  # noqa: N818
+    """A well-formed call we refuse with a TApplicationException reply (``app_error_type``)."""
+
+    app_error_type = 0
+
+    def __init__(self, reason: str, method: str) -> None:
+        super().__init__(reason)
+        self.method = method
+
+
+class UnknownMethod(CallRejected):
+    app_error_type = 1  # TApplicationException.UNKNOWN_METHOD
+
+    def __init__(self, method: str) -> None:
+        super().__init__(f"unknown method {method!r}", method)
+
+
+class BadArguments(CallRejected):
+    app_error_type = 7  # TApplicationException.PROTOCOL_ERROR
+
+
+class ClientError(ScribeCompatError):
+    """Base of the errors the clients raise."""
+
+
+class TransportError(ClientError):
+    """The connection failed; ``peer`` is ``host:port``."""
+
+    def __init__(self, reason: str, peer: str = "") -> None:
+        super().__init__(f"{peer}: {reason}" if peer else reason)
+        self.reason = reason
+        self.peer = peer
+
+
+class ClientTimeoutError(TransportError):
+    pass
+
+
+class BadReplyError(ClientError):
+    """The server's reply could not be decoded (or did not match the call)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class RemoteApplicationError(ClientError):
+    """A TApplicationException from the server: ``type`` is its numeric type."""
+
+    def __init__(self, method: str, type: int, message: str) -> None:
+        super().__init__(f"{method}: TApplicationException type={type}: {message}")
+        self.method = method
+        self.type = type
+        self.message = message

@@ -1,0 +1,393 @@
+"""The trio Scribe server: a thin loop around ``codec.ServerConnection``.
+
+One task per connection reads, feeds the codec, hands each complete call to the handler and
+writes the reply, one call at a time, so replies leave in the order the calls came.  The codec
+decides everything about bytes; this module only adds time (read, idle and drain timeouts),
+the connection limit and logging.  Log lines are ``event key=value ...``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import socket
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import trio
+
+from scribe_compat.codec import (
+    CLOSED,
+    NEED_DATA,
+    Call,
+    CodecLimits,
+    RejectedCall,
+    ServerConnection,
+)
+from scribe_compat.errors import ProtocolError
+from scribe_compat.idl import AppErrorType, FbStatus, LogEntry, ResultCode
+
+log = logging.getLogger(__name__)
+
+
+class ScribeHandler(Protocol):
+    """What the application implements; ``log`` must answer TRY_LATER rather than wait long."""
+
+    async def log(self, entries: list[LogEntry]) -> ResultCode: ...
+    def get_name(self) -> str: ...
+    def get_version(self) -> str: ...
+    def get_status(self) -> FbStatus: ...
+    def get_status_details(self) -> str: ...
+    def get_counters(self) -> dict[str, int]: ...
+    def get_counter(self, key: str) -> int: ...
+    def set_option(self, key: str, value: str) -> None: ...
+    def get_option(self, key: str) -> str: ...
+    def get_options(self) -> dict[str, str]: ...
+    def get_cpu_profile(self, seconds: int) -> str: ...
+    def alive_since(self) -> int: ...
+    async def reinitialize(self) -> None: ...
+    async def shutdown(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The ``[server]`` settings."""
+
+    # Loopback unless told otherwise: the server has no authentication of its own.
+    host: str = "127.0.0.1"
+    # Scribe's conventional port.
+    port: int = 1463
+    # Each connection costs a task and up to max_unparsed_bytes of buffer: 1024 bounds the
+    # worst case near 16 GiB only if every client sends maximal messages at once; real fleets
+    # hold a few hundred persistent forwarder connections.
+    max_connections: int = 1024
+    limits: CodecLimits = field(default_factory=CodecLimits)
+    # A started message must be complete within this time, however slowly it drips in: a
+    # 16 MiB call needs under a second on any LAN, 30 s leaves room for slow WAN links.
+    read_timeout_s: float = 30.0
+    # Forwarders keep connections open between batches; an hour of silence means the peer is
+    # gone (or stuck) and its slot is better given to someone else.
+    idle_timeout_s: float = 3600.0
+    # On stop, calls in progress get this long to finish before their connections are cut.
+    drain_timeout_s: float = 10.0
+    # Bytes asked of the socket per read: enough for a 300-entry batch in one go.
+    receive_size: int = 65536
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port {self.port} is not in 0..65535")
+        if self.max_connections <= 0:
+            raise ValueError("max_connections must be positive")
+        if self.receive_size <= 0:
+            raise ValueError("receive_size must be positive")
+        for name in ("read_timeout_s", "idle_timeout_s", "drain_timeout_s"):
+            value = getattr(self, name)
+            if not value > 0 or math.isnan(value):
+                raise ValueError(f"{name} must be positive")
+
+
+def _kv(**fields: object) -> str:
+    parts = []
+    for key, value in fields.items():
+        text = str(value)
+        if not text or any(c in text for c in ' "=\n\\'):
+            text = '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+        parts.append(f"{key}={text}")
+    return " ".join(parts)
+
+
+def _peer_of(stream: trio.SocketStream) -> str:
+    try:
+        addr = stream.socket.getpeername()
+    except OSError:
+        return "?"
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        return f"{addr[0]}:{addr[1]}"
+    return str(addr)
+
+
+class _Connection:
+    def __init__(self, peer: str) -> None:
+        self.peer = peer
+        self.scope = trio.CancelScope()
+        self.idle = False
+
+
+class ScribeServer:
+    """Handle to a running server: its bound address, open connections, and ``drain``."""
+
+    def __init__(
+        self, handler: ScribeHandler, config: ServerConfig, listeners: list[trio.SocketListener]
+    ) -> None:
+        self.handler = handler
+        self.config = config
+        self._listeners = listeners
+        sockname = listeners[0].socket.getsockname()
+        self.address: tuple[str, int] = (sockname[0], sockname[1])
+        self._connections: set[_Connection] = set()
+        self._accept_scope = trio.CancelScope()
+        self._draining = False
+        self._all_closed = trio.Event()
+        self._drained = trio.Event()
+        self.rejected_connections = 0
+        self._last_reject_log = -math.inf
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    async def drain(self) -> None:
+        """Stop accepting; let calls in progress finish (up to drain_timeout_s); close all."""
+        if not self._draining:
+            self._draining = True
+            self._accept_scope.cancel()
+            for conn in list(self._connections):
+                if conn.idle:
+                    conn.scope.cancel()
+            self._check_all_closed()
+            with trio.move_on_after(self.config.drain_timeout_s):
+                await self._all_closed.wait()
+            for conn in list(self._connections):
+                log.warning(
+                    "drain timeout: closing connection %s",
+                    _kv(peer=conn.peer, drain_timeout_s=self.config.drain_timeout_s),
+                )
+                conn.scope.cancel()
+            await self._all_closed.wait()
+            self._drained.set()
+        await self._drained.wait()
+
+    def _check_all_closed(self) -> None:
+        if self._draining and not self._connections:
+            self._all_closed.set()
+
+    async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        try:
+            await self._accept_connections(listener, nursery)
+        finally:
+            await listener.aclose()  # closes the socket first, then checkpoints
+
+    async def _accept_connections(
+        self, listener: trio.SocketListener, nursery: trio.Nursery
+    ) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except trio.ClosedResourceError:
+                return
+            except OSError as exc:
+                # Out of file descriptors and the like: say so, back off, keep serving.
+                log.error("accept failed %s", _kv(error=exc))
+                await trio.sleep(0.1)
+                continue
+            if len(self._connections) >= self.config.max_connections:
+                self._reject(stream)
+                await stream.aclose()
+                continue
+            conn = _Connection(_peer_of(stream))
+            self._connections.add(conn)  # counted now, so a burst cannot overshoot the limit
+            nursery.start_soon(self._serve_connection, stream, conn)
+
+    def _reject(self, stream: trio.SocketStream) -> None:
+        self.rejected_connections += 1
+        now = trio.current_time()
+        if now - self._last_reject_log >= 1.0:  # at most one line a second under a flood
+            self._last_reject_log = now
+            log.warning(
+                "connection refused: too many connections %s",
+                _kv(
+                    peer=_peer_of(stream),
+                    max_connections=self.config.max_connections,
+                    refused_total=self.rejected_connections,
+                ),
+            )
+
+    async def _serve_connection(self, stream: trio.SocketStream, conn: _Connection) -> None:
+        log.debug("connection opened %s", _kv(peer=conn.peer))
+        reason = "closed by peer"
+        try:
+            with conn.scope:
+                reason = await self._connection_loop(stream, conn)
+            if conn.scope.cancelled_caught:
+                reason = "server draining"
+        except ProtocolError as exc:
+            reason = exc.reason
+            log.warning(
+                "protocol error: closing connection %s",
+                _kv(peer=conn.peer, error=type(exc).__name__, reason=exc.reason),
+            )
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            reason = f"transport: {exc}"
+        except Exception as exc:
+            # A bug of ours (the codec's contract is ProtocolError only): lose this connection,
+            # never the server.
+            reason = f"internal error: {type(exc).__name__}"
+            log.exception("internal error: closing connection %s", _kv(peer=conn.peer))
+        finally:
+            self._connections.discard(conn)
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(stream)
+            log.debug("connection closed %s", _kv(peer=conn.peer, reason=reason))
+            self._check_all_closed()
+
+    async def _connection_loop(self, stream: trio.SocketStream, conn: _Connection) -> str:
+        config = self.config
+        codec = ServerConnection(config.limits)
+        deadline = math.inf  # when the partially received message must be complete
+        while True:
+            event = codec.next_event()
+            if event is NEED_DATA:
+                buffered = codec.buffered
+                if not buffered:
+                    if self._draining:
+                        return "server draining"
+                    deadline = math.inf
+                    timeout = config.idle_timeout_s
+                else:
+                    if deadline == math.inf:
+                        deadline = trio.current_time() + config.read_timeout_s
+                    timeout = deadline - trio.current_time()
+                conn.idle = not buffered
+                with trio.move_on_after(timeout):
+                    data = await stream.receive_some(config.receive_size)
+                    conn.idle = False
+                    codec.receive_data(data)
+                    continue
+                conn.idle = False
+                if buffered:
+                    log.warning(
+                        "read timeout: closing connection %s",
+                        _kv(
+                            peer=conn.peer,
+                            buffered_bytes=buffered,
+                            read_timeout_s=config.read_timeout_s,
+                        ),
+                    )
+                    return "read timeout"
+                log.info(
+                    "idle timeout: closing connection %s",
+                    _kv(peer=conn.peer, idle_timeout_s=config.idle_timeout_s),
+                )
+                return "idle timeout"
+            if event is CLOSED:
+                return "closed by peer"
+            deadline = math.inf
+            reply = await self._dispatch(codec, event, conn.peer)
+            if reply:
+                await stream.send_all(reply)
+            if self._draining:  # the call in progress is finished: that is all a drain waits for
+                return "server draining"
+
+    async def _dispatch(
+        self, codec: ServerConnection, event: Call | RejectedCall, peer: str
+    ) -> bytes:
+        if isinstance(event, RejectedCall):
+            log.warning(
+                "call rejected %s",
+                _kv(
+                    peer=peer,
+                    method=event.name.decode("utf-8", "backslashreplace"),
+                    reason=event.error.reason,
+                ),
+            )
+            return codec.reply_rejected(event)
+        try:
+            value = await self._call_handler(event)
+        except Exception as exc:
+            log.exception(
+                "handler failed %s", _kv(peer=peer, method=event.name, error=type(exc).__name__)
+            )
+            return codec.reply_exception(
+                event, AppErrorType.INTERNAL_ERROR, f"internal error in {event.name}"
+            )
+        try:
+            return codec.reply(event, value)
+        except Exception as exc:
+            log.exception(
+                "cannot encode result %s",
+                _kv(peer=peer, method=event.name, error=type(exc).__name__),
+            )
+            return codec.reply_exception(
+                event, AppErrorType.INTERNAL_ERROR, f"internal error in {event.name}"
+            )
+
+    async def _call_handler(self, call: Call) -> object:
+        handler = self.handler
+        name = call.name
+        args = call.args
+        if name == "Log":
+            result = await handler.log(call.entries)
+            return int(ResultCode(result))
+        if name == "getName":
+            return handler.get_name()
+        if name == "getVersion":
+            return handler.get_version()
+        if name == "getStatus":
+            return int(FbStatus(handler.get_status()))
+        if name == "getStatusDetails":
+            return handler.get_status_details()
+        if name == "getCounters":
+            return handler.get_counters()
+        if name == "getCounter":
+            return handler.get_counter(_text(args.key))
+        if name == "getSelectedCounters":
+            counters = handler.get_counters()
+            keys = [_text(k) for k in args.keys]
+            return {k: counters[k] for k in keys if k in counters}
+        if name == "setOption":
+            handler.set_option(_text(args.key), _text(args.value))
+            return None
+        if name == "getOption":
+            return handler.get_option(_text(args.key))
+        if name == "getOptions":
+            return handler.get_options()
+        if name == "getCpuProfile":
+            return handler.get_cpu_profile(int(args.profileDurationInSec))
+        if name == "aliveSince":
+            return handler.alive_since()
+        if name == "reinitialize":
+            await handler.reinitialize()
+            return None
+        if name == "shutdown":
+            await handler.shutdown()
+            return None
+        raise AssertionError(f"no dispatch for {name!r}")  # METHODS and this table disagree
+
+
+def _text(value: bytes | str) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    return value
+
+
+async def serve_scribe(
+    handler: ScribeHandler,
+    config: ServerConfig | None = None,
+    *,
+    task_status: trio.TaskStatus[ScribeServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve Scribe on ``config.host:config.port`` until cancelled or drained.
+
+    Reports a ``ScribeServer`` through ``task_status`` once listening; returns after
+    ``ScribeServer.drain`` has closed every connection.
+    """
+    config = config or ServerConfig()
+    listeners = await trio.open_tcp_listeners(config.port, host=config.host)
+    for listener in listeners:
+        listener.socket.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    server = ScribeServer(handler, config, listeners)
+    try:
+        async with trio.open_nursery() as connections:
+            with server._accept_scope:
+                async with trio.open_nursery() as accepting:
+                    for listener in listeners:
+                        accepting.start_soon(server._accept_loop, listener, connections)
+                    task_status.started(server)
+            await server._drained.wait()
+    finally:
+        for listener in listeners:
+            listener.socket.close()
