@@ -7,13 +7,14 @@ everything at once (the journal is still consistent: recovery cuts what was not 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 from collections.abc import Awaitable, Callable
 
 import trio
 
-from journal import Journal, JournalError, PartitionId, RetentionPolicy, open_journal
+from journal import FileIO, Journal, JournalError, PartitionId, RetentionPolicy, open_journal
 from pipeline import config as config_module
 from pipeline.admission import Admission, free_disk_bytes
 from pipeline.config import PipelineConfig
@@ -48,9 +49,13 @@ async def serve_pipeline(
     config: PipelineConfig,
     *,
     consumer_floor: ConsumerFloor | None = None,
+    file_io: FileIO | None = None,
     task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the log server until a stop is requested, then drain and close."""
+    """Run the log server until a stop is requested, then drain and close.
+
+    ``file_io`` replaces the journal's write and sync calls (tests inject failures there).
+    """
     journal_dir = config.journal.dir
     try:
         journal_dir.mkdir(parents=True, exist_ok=True)
@@ -58,7 +63,7 @@ async def serve_pipeline(
         raise StartupError(f"cannot create journal directory {journal_dir}: {exc}") from exc
     stop = trio.Event()
     try:
-        journal_cm = open_journal(journal_dir, config.journal.settings)
+        journal_cm = open_journal(journal_dir, config.journal.settings, file_io=file_io)
         async with journal_cm as journal:
             await _serve(config, journal, stop, consumer_floor, task_status)
     except JournalError as exc:
@@ -73,6 +78,7 @@ async def _serve(
     task_status: trio.TaskStatus[Daemon],
 ) -> None:
     current = config
+    server: ScribeServer | None = None
 
     async def reload() -> None:
         nonlocal current
@@ -82,6 +88,11 @@ async def _serve(
         new = config_module.load(current.source)
         service.router = Router(new.routing)
         service.admission.reconfigure(new.admission)
+        if server is not None:
+            # New limits apply to connections accepted from now on; the address stays.
+            server.config = dataclasses.replace(
+                new.server, host=current.server.host, port=current.server.port
+            )
         current = new
         log.info("configuration reloaded", extra={"file": str(current.source)})
 
@@ -101,7 +112,7 @@ async def _serve(
 
     async with trio.open_nursery() as nursery:
         try:
-            server: ScribeServer = await nursery.start(serve_scribe, service, config.server)
+            server = await nursery.start(serve_scribe, service, config.server)
         except OSError as exc:
             raise StartupError(
                 f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}"

@@ -1,0 +1,96 @@
+"""The configuration: the example file documents the defaults; every error names its key."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from pipeline import config as config_module
+from pipeline.config import PipelineConfig
+from pipeline.errors import ConfigError
+from pipeline.routing import RouteConfig
+
+EXAMPLE = Path(__file__).parents[2] / "conf" / "pipeline.toml"
+
+
+def without_source(config: PipelineConfig) -> PipelineConfig:
+    return dataclasses.replace(config, source=None)
+
+
+def test_example_file_holds_exactly_the_defaults() -> None:
+    loaded = config_module.load(EXAMPLE, environ={})
+    assert without_source(loaded) == PipelineConfig()
+
+
+def test_example_file_names_every_key_of_every_section() -> None:
+    data = config_module.read_file(EXAMPLE)
+    defaults = PipelineConfig()
+    for section in ("server", "admission", "log"):
+        fields = {f.name for f in dataclasses.fields(getattr(defaults, section))}
+        assert fields <= set(data[section]), section
+    journal_fields = {f.name for f in dataclasses.fields(defaults.journal.settings)}
+    journal_fields |= {"dir", "retention_check_interval_s", "retention_respects_consumers"}
+    assert journal_fields <= set(data["journal"])
+    assert {f.name for f in dataclasses.fields(defaults.server.limits)} <= set(
+        data["server"]["limits"]
+    )
+
+
+def test_precedence_flags_over_environment_over_file(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text('[server]\nport = 2000\nhost = "127.0.0.2"\n[journal]\ndir = "/j"\n')
+    env = {"PIPELINE_SERVER__PORT": "3000", "PIPELINE_JOURNAL__DURABILITY": "interval"}
+    config = config_module.load(
+        path, environ=env, overrides=config_module.flag_overrides(server__port=4000)
+    )
+    assert config.server.port == 4000
+    assert config.server.host == "127.0.0.2"
+    assert config.journal.dir == Path("/j")
+    assert config.journal.settings.durability.value == "interval"
+    assert config.source == path
+
+
+def test_routes_from_toml(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text(
+        '[[routing.routes]]\ncategory = "app*"\npartitions = 4\npartitioner = "key-hash"\n'
+        '[[routing.routes]]\ncategory = "default"\n'
+    )
+    config = config_module.load(path, environ={})
+    assert config.routing.routes[0] == RouteConfig(
+        "app*", partitions=4, partitioner=config.routing.routes[0].partitioner
+    )
+    assert config.routing.routes[0].partitioner.value == "key-hash"
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('[server]\nport = "x"\n', "server.port"),
+        ("[server]\nport = 70000\n", "server"),
+        ("[server.limits]\nmax_frame_bytes = 0\n", "server.limits"),
+        ('[journal]\ndurability = "sometimes"\n', "journal.durability"),
+        ("[journal]\nsegment_bytes = -1\n", "journal"),
+        ("[nope]\n", "nope"),
+        ('[routing]\nroutes = [{category = "a*b"}]\n', "routing.routes[0]"),
+        ("[admission]\nmax_pending_bytes = true\n", "admission.max_pending_bytes"),
+        ('[log]\nlevel = "loud"\n', "log"),
+    ],
+)
+def test_invalid_values_name_the_key(tmp_path: Path, text: str, key: str) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        config_module.load(path, environ={})
+    assert info.value.key == key
+
+
+def test_invalid_toml_and_missing_file_are_config_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[server\n")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        config_module.load(bad, environ={})
+    with pytest.raises(ConfigError, match="file not found"):
+        config_module.load(tmp_path / "missing.toml", environ={})
