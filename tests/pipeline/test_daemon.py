@@ -157,7 +157,7 @@ async def test_shutdown_drains_and_stops(tmp_path: Path) -> None:
             await client.log([LogEntry(category=b"s", message=b"before")])
             await client.shutdown()
         with trio.fail_after(15):
-            while daemon.service.get_status() != FbStatus.STOPPING:
+            while daemon.service.get_status() != FbStatus.STOPPING:  # noqa: ASYNC110
                 await trio.sleep(0.01)
         assert await daemon.service.log([LogEntry(category=b"s", message=b"late")]) == (
             ResultCode.TRY_LATER
