@@ -136,3 +136,7 @@ class Coordinator(Protocol):
 
     async def members(self) -> list[str]:
         """The ids of the group's active members, sorted."""
+
+    async def all_committed(self) -> dict[PartitionId, int | None]:
+        """Every partition the group has state for, with its committed offset (for tools and
+        retention floors)."""

@@ -7,7 +7,9 @@ not start.  ``cat`` and ``ctl`` keep scribe_cat's and scribe_ctrl's own codes.
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +19,14 @@ import trio
 from pipeline import __version__, logs
 from pipeline import config as config_module
 from pipeline.cli_bench import bench_group
+from pipeline.cli_consumers import offsets_group, replay_command
 from pipeline.cli_journal import journal_group
 from pipeline.cli_tools import cat_command, ctl_command
 from pipeline.config import PipelineConfig
-from pipeline.daemon import run_until_signalled
+from pipeline.consumer_config import ConsumerSection
 from pipeline.errors import ConfigError, PipelineError, StartupError
 from pipeline.services.cli import services
+from pipeline.supervisor import run_until_signalled
 
 EXIT_CONFIG = 78
 EXIT_STARTUP = 70
@@ -45,10 +49,12 @@ def load_config(config_path: Path | None, **flags: Any) -> PipelineConfig:
         sys.exit(EXIT_CONFIG)
 
 
-def run_daemon(config: PipelineConfig) -> None:
+def run_daemon(
+    config: PipelineConfig, *, server: bool = True, groups: Sequence[ConsumerSection] = ()
+) -> None:
     logs.configure(config.log.level, config.log.format)
     try:
-        trio.run(run_until_signalled, config)
+        trio.run(functools.partial(run_until_signalled, config, server=server, groups=groups))
     except StartupError as exc:
         click.echo(f"pipeline: cannot start: {exc}", err=True)
         sys.exit(EXIT_STARTUP)
@@ -101,12 +107,29 @@ def serve(
 @main.command()
 @config_option
 def run(config_path: Path | None) -> None:
-    """Run the main job of the configuration: the log server (the embedded default)."""
-    run_daemon(load_config(config_path))
+    """Run the log server and every embedded consumer group in one process."""
+    config = load_config(config_path)
+    run_daemon(config, groups=[g for g in config.consumers if g.embedded])
+
+
+@main.command()
+@config_option
+@click.option("--group", "-g", "group_name", required=True, help="The consumer group to join.")
+def consume(config_path: Path | None, group_name: str) -> None:
+    """Run one member of a consumer group (several may run at once, on any host)."""
+    config = load_config(config_path)
+    try:
+        section = config.group(group_name)
+    except ConfigError as exc:
+        click.echo(f"pipeline: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    run_daemon(config, server=False, groups=[section])
 
 
 main.add_command(cat_command)
 main.add_command(ctl_command)
 main.add_command(journal_group)
+journal_group.add_command(replay_command)
+main.add_command(offsets_group)
 main.add_command(bench_group)
 main.add_command(services)

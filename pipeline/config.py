@@ -19,6 +19,7 @@ from typing import Any
 from journal import JournalConfig
 from pipeline import settings
 from pipeline.admission import AdmissionConfig
+from pipeline.consumer_config import ConsumerSection, CoordinationConfig, consumer_sections
 from pipeline.errors import ConfigError
 from pipeline.routing import RoutingConfig
 from pipeline.services.config import ServicesConfig, services_config_from_mapping
@@ -64,8 +65,17 @@ class PipelineConfig:
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     log: LogConfig = field(default_factory=LogConfig)
     services: ServicesConfig = field(default_factory=ServicesConfig)
+    coordination: CoordinationConfig = field(default_factory=CoordinationConfig)
+    consumers: tuple[ConsumerSection, ...] = ()
     # Where the file came from, so relative paths and reloads resolve against it.
     source: Path | None = None
+
+    def group(self, name: str) -> ConsumerSection:
+        for section in self.consumers:
+            if section.name == name:
+                return section
+        known = ", ".join(s.name for s in self.consumers) or "none configured"
+        raise ConfigError("consumers", f"no consumer group {name!r} (known: {known})")
 
 
 _JOURNAL_OWN_KEYS = {f.name for f in dataclasses.fields(JournalSection) if f.name != "settings"}
@@ -86,11 +96,14 @@ def from_mapping(data: Mapping[str, Any], source: Path | None = None) -> Pipelin
         ("admission", AdmissionConfig),
         ("routing", RoutingConfig),
         ("log", LogConfig),
+        ("coordination", CoordinationConfig),
     ):
         if key in data:
             parts[key] = settings.build(cls, data[key], key)
     if "journal" in data:
         parts["journal"] = _journal_section(data["journal"])
+    if "consumers" in data:
+        parts["consumers"] = consumer_sections(data["consumers"])
     if "services" in data:
         parts["services"] = services_config_from_mapping(data["services"])
     return PipelineConfig(source=source, **parts)

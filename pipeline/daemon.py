@@ -1,15 +1,14 @@
 """The log server daemon: journal, Scribe service and housekeeping under one root nursery.
 
-Shutdown: the first SIGTERM or SIGINT (or fb303 ``shutdown``) drains — ``Log`` answers TRY_LATER,
-every call in progress finishes, the journal flushes and closes; a second signal cancels
-everything at once (the journal is still consistent: recovery cuts what was not durable).
+A stop (``Daemon.request_stop``, fb303 ``shutdown``) drains: ``Log`` answers TRY_LATER, every
+call in progress finishes, the journal flushes and closes.  Signals are handled one level up,
+in ``pipeline.supervisor``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import signal
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -25,7 +24,8 @@ from scribe_compat import ScribeServer, serve_scribe
 
 log = logging.getLogger(__name__)
 
-ConsumerFloor = Callable[[PartitionId], int | None]
+# Per partition, the lowest offset a registered consumer group has not committed yet.
+RetentionFloors = Callable[[], Awaitable[dict[PartitionId, int]]]
 
 
 class Daemon:
@@ -48,7 +48,7 @@ class Daemon:
 async def serve_pipeline(
     config: PipelineConfig,
     *,
-    consumer_floor: ConsumerFloor | None = None,
+    retention_floors: RetentionFloors | None = None,
     file_io: FileIO | None = None,
     task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -65,7 +65,7 @@ async def serve_pipeline(
     try:
         journal_cm = open_journal(journal_dir, config.journal.settings, file_io=file_io)
         async with journal_cm as journal:
-            await _serve(config, journal, stop, consumer_floor, task_status)
+            await _serve(config, journal, stop, retention_floors, task_status)
     except JournalError as exc:
         raise StartupError(f"journal {journal_dir}: {exc}") from exc
 
@@ -74,7 +74,7 @@ async def _serve(
     config: PipelineConfig,
     journal: Journal,
     stop: trio.Event,
-    consumer_floor: ConsumerFloor | None,
+    retention_floors: RetentionFloors | None,
     task_status: trio.TaskStatus[Daemon],
 ) -> None:
     current = config
@@ -120,7 +120,7 @@ async def _serve(
         nursery.start_soon(
             _every,
             config.journal.retention_check_interval_s,
-            lambda: _apply_retention(journal, service, current, consumer_floor),
+            lambda: _apply_retention(journal, service, current, retention_floors),
         )
         service.mark_ready()
         host, port = server.address
@@ -152,7 +152,7 @@ async def _apply_retention(
     journal: Journal,
     service: LogService,
     config: PipelineConfig,
-    consumer_floor: ConsumerFloor | None,
+    retention_floors: RetentionFloors | None,
 ) -> None:
     router = service.router
 
@@ -162,37 +162,11 @@ async def _apply_retention(
             return RetentionPolicy(max_age_s=None, max_bytes=None)
         return RetentionPolicy(max_age_s=route.retention_age_s, max_bytes=route.retention_bytes)
 
-    def floor(pid: PartitionId) -> int | None:
-        if consumer_floor is None or not config.journal.retention_respects_consumers:
-            return None
-        return consumer_floor(pid)
+    floors: dict[PartitionId, int] = {}
+    if retention_floors is not None and config.journal.retention_respects_consumers:
+        floors = await retention_floors()
 
     try:
-        await trio.to_thread.run_sync(journal.apply_retention, policy_for, floor)
+        await trio.to_thread.run_sync(journal.apply_retention, policy_for, floors.get)
     except (OSError, JournalError):
         log.exception("retention failed; will try again")
-
-
-async def run_until_signalled(
-    config: PipelineConfig, *, on_started: Callable[[Daemon], None] | None = None
-) -> None:
-    """``pipeline serve``: the daemon plus signal handling (first signal drains, second forces)."""
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with trio.open_nursery() as nursery:
-
-            async def serve_then_stop(task_status: trio.TaskStatus[Daemon]) -> None:
-                await serve_pipeline(config, task_status=task_status)
-                nursery.cancel_scope.cancel()  # served and drained: stop watching signals
-
-            daemon: Daemon = await nursery.start(serve_then_stop)
-            if on_started is not None:
-                on_started(daemon)
-            count = 0
-            async for signum in signals:
-                count += 1
-                if count == 1:
-                    log.info("signal received: draining", extra={"signal": signum})
-                    daemon.request_stop()
-                else:
-                    log.warning("second signal: stopping now", extra={"signal": signum})
-                    nursery.cancel_scope.cancel()

@@ -1,0 +1,265 @@
+"""``pipeline offsets ...`` and ``pipeline journal replay``: the operator's consumer tools."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import trio
+
+from consumers import (
+    CategoryMatcher,
+    FileSink,
+    FileSinkConfig,
+    ForwardSink,
+    ForwardSinkConfig,
+    ResetRefused,
+    Sink,
+)
+from journal import JournalError, PartitionId, PartitionInfo, list_partitions, open_reader
+from pipeline.cli_tools import parse_host_port
+from pipeline.config import PipelineConfig
+from pipeline.consumer_app import build_coordinator
+from pipeline.replay import ReplayRange, plan_replay, replay
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def _journal(config: PipelineConfig) -> dict[PartitionId, PartitionInfo]:
+    journal_dir = config.journal.dir
+    if not journal_dir.is_dir():
+        raise click.ClickException(f"no journal at {journal_dir}")
+    return {info.pid: info for info in list_partitions(journal_dir)}
+
+
+def _select(
+    pids: list[PartitionId], category: str | None, partition: int | None
+) -> list[PartitionId]:
+    if category is not None:
+        raw = category.encode("utf-8", "surrogateescape")
+        pids = [p for p in pids if p.category == raw]
+    if partition is not None:
+        pids = [p for p in pids if p.partition == partition]
+    return sorted(pids, key=lambda p: (p.category, p.partition))
+
+
+def config_loader(ctx: click.Context) -> PipelineConfig:
+    from pipeline.cli import load_config  # the CLI's one way to load (exit 78 when invalid)
+
+    path: Path | None = ctx.params.get("config_path")
+    return load_config(path)
+
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="PIPELINE_CONFIG",
+    help="TOML configuration file.",
+)
+
+
+@click.group("offsets")
+def offsets_group() -> None:
+    """Show and reset consumer groups' committed offsets."""
+
+
+@offsets_group.command("show")
+@config_option
+@click.option("--group", "-g", "groups", multiple=True, help="Only these groups (default: all).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per group and partition.")
+@click.pass_context
+def show_command(
+    ctx: click.Context, config_path: Path | None, groups: tuple[str, ...], as_json: bool
+) -> None:
+    """Committed offset, high-water mark and lag per group and partition."""
+    config = config_loader(ctx)
+    names = list(groups) or [s.name for s in config.consumers]
+    rows = trio.run(_offset_rows, config, names)
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row))
+        return
+    click.echo(
+        f"{'GROUP':20} {'CATEGORY':28} {'PART':>4} {'COMMITTED':>12} {'NEXT':>12} {'LAG':>10}"
+    )
+    for r in rows:
+        committed = "-" if r["committed"] is None else r["committed"]
+        click.echo(
+            f"{r['group'][:20]:20} {r['category'][:28]:28} {r['partition']:>4} "
+            f"{committed:>12} {r['high_water_mark']:>12} {r['lag']:>10}"
+        )
+
+
+async def _offset_rows(config: PipelineConfig, names: list[str]) -> list[dict[str, Any]]:
+    journal = _journal(config)
+    rows: list[dict[str, Any]] = []
+    for name in names:
+        coordinator = build_coordinator(config, name)
+        members = await coordinator.members()
+        committed = await coordinator.all_committed()
+        patterns = next((s.group.categories for s in config.consumers if s.name == name), ())
+        matches = CategoryMatcher(patterns)
+        pids = set(committed) | {pid for pid in journal if matches(pid.category)}
+        for pid in _select(list(pids), None, None):
+            info = journal.get(pid)
+            high = info.high_water_mark if info and info.high_water_mark is not None else 0
+            offset = committed.get(pid)
+            rows.append(
+                {
+                    "group": name,
+                    "category": _text(pid.category),
+                    "partition": pid.partition,
+                    "committed": offset,
+                    "high_water_mark": high,
+                    "lag": max(0, high - (offset or 0)),
+                    "members": members,
+                }
+            )
+    return rows
+
+
+@offsets_group.command("reset")
+@config_option
+@click.option("--group", "-g", "group", required=True)
+@click.option("--category", "-c", help="Only this category (default: all of the group's).")
+@click.option("--partition", "-p", type=int, help="Only this partition.")
+@click.option(
+    "--to",
+    "target",
+    required=True,
+    help="earliest, latest, an offset, or time:<ms since the epoch>.",
+)
+@click.option("--force", is_flag=True, help="Reset even while members are active.")
+@click.pass_context
+def reset_command(
+    ctx: click.Context,
+    config_path: Path | None,
+    group: str,
+    category: str | None,
+    partition: int | None,
+    target: str,
+    force: bool,
+) -> None:
+    """Move a group's committed offsets (refused while members are active unless --force)."""
+    config = config_loader(ctx)
+    section = config.group(group)
+    matches = CategoryMatcher(section.group.categories)
+    pids = _select([p for p in _journal(config) if matches(p.category)], category, partition)
+    if not pids:
+        raise click.ClickException("no matching partitions")
+    try:
+        for pid, offset in trio.run(_reset, config, group, pids, target, force):
+            click.echo(
+                json.dumps(
+                    {
+                        "group": group,
+                        "category": _text(pid.category),
+                        "partition": pid.partition,
+                        "offset": offset,
+                    }
+                )
+            )
+    except ResetRefused as exc:
+        raise click.ClickException(f"{exc} (stop the members, or pass --force)") from exc
+
+
+def _resolve(config: PipelineConfig, pid: PartitionId, target: str) -> int:
+    with open_reader(config.journal.dir, pid, 0, config.journal.settings) as reader:
+        if target == "earliest":
+            return reader.earliest_offset()
+        if target == "latest":
+            return reader.high_water_mark()
+        if target.startswith("time:"):
+            reader.seek_time(int(target.removeprefix("time:")))
+            return reader.position
+        if target.isdigit():
+            return int(target)
+    raise click.BadParameter(f"{target!r}: use earliest, latest, an offset or time:<ms>")
+
+
+async def _reset(
+    config: PipelineConfig, group: str, pids: list[PartitionId], target: str, force: bool
+) -> list[tuple[PartitionId, int]]:
+    coordinator = build_coordinator(config, group)
+    done = []
+    for pid in pids:
+        offset = _resolve(config, pid, target)
+        await coordinator.reset(pid, offset, force=force)
+        done.append((pid, offset))
+    return done
+
+
+@click.command("replay")
+@config_option
+@click.option("--category", "-c", required=True, help="The category to replay.")
+@click.option("--partition", "-p", type=int, help="Only this partition (default: all).")
+@click.option("--from-offset", type=int)
+@click.option("--to-offset", type=int, help="Exclusive.")
+@click.option("--from-time", type=int, help="ms since the epoch.")
+@click.option("--to-time", type=int, help="ms since the epoch, exclusive.")
+@click.option("--to-scribe", help="Forward to this Scribe server, host[:port].")
+@click.option(
+    "--to-files",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Write Scribe-style files under this directory.",
+)
+@click.pass_context
+def replay_command(
+    ctx: click.Context,
+    config_path: Path | None,
+    category: str,
+    partition: int | None,
+    from_offset: int | None,
+    to_offset: int | None,
+    from_time: int | None,
+    to_time: int | None,
+    to_scribe: str | None,
+    to_files: Path | None,
+) -> None:
+    """Replay a range of a category into files or to a Scribe server, with progress."""
+    if (to_scribe is None) == (to_files is None):
+        raise click.UsageError("give exactly one of --to-scribe and --to-files")
+    config = config_loader(ctx)
+    pids = _select(list(_journal(config)), category, partition)
+    if not pids:
+        raise click.ClickException(f"no partitions of {category!r}")
+    bounds = ReplayRange(from_offset, from_time, to_offset, to_time)
+    plans = [plan_replay(config.journal.dir, pid, bounds, config.journal.settings) for pid in pids]
+    sink: Sink
+    if to_scribe is not None:
+        host, port = parse_host_port(to_scribe)
+        sink = ForwardSink(ForwardSinkConfig(host=host, port=port))
+    else:
+        assert to_files is not None
+        sink = FileSink(FileSinkConfig(file_path=to_files))
+    total = sum(p.messages for p in plans)
+    with click.progressbar(
+        length=total, label=f"replaying {total} messages", file=sys.stderr
+    ) as bar:
+
+        async def run() -> int:
+            written = 0
+            try:
+                for plan in plans:
+                    written += await replay(
+                        config.journal.dir,
+                        plan,
+                        sink,
+                        progress=bar.update,
+                        config=config.journal.settings,
+                    )
+            finally:
+                await sink.aclose()
+            return written
+
+        try:
+            written = trio.run(run)
+        except JournalError as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps({"category": category, "partitions": len(plans), "messages": written}))

@@ -1,0 +1,137 @@
+"""Consumer daemons: a group's sink, its coordinator and the runtime, wired from configuration.
+
+``pipeline consume --group NAME`` runs one member; ``pipeline run`` runs the server and every
+embedded group in one process.  Retention asks ``retention_floors`` which offsets a registered
+group has not committed yet, so it never deletes them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+
+from consumers import (
+    CategoryMatcher,
+    ConsumerRuntime,
+    Coordinator,
+    FileSink,
+    ForwardSink,
+    LocalCoordinator,
+    LocalCoordinatorConfig,
+    Sink,
+    list_groups,
+)
+from journal import PartitionId, list_partitions
+from pipeline.config import PipelineConfig
+from pipeline.consumer_config import ConsumerSection, CoordinationKind
+from pipeline.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def build_sink(section: ConsumerSection) -> Sink:
+    if section.group.sink == "files" and section.files is not None:
+        return FileSink(section.files)
+    if section.group.sink == "forward" and section.forward is not None:
+        return ForwardSink(section.forward)
+    raise ConfigError(f"consumers.{section.name}.sink", f"unknown sink {section.group.sink!r}")
+
+
+def build_coordinator(
+    config: PipelineConfig, group: str, member_id: str | None = None
+) -> Coordinator:
+    coordination = config.coordination
+    if coordination.kind is CoordinationKind.LOCAL:
+        local = LocalCoordinatorConfig(
+            state_dir=coordination.state_dir,
+            rescan_interval_s=coordination.rescan_interval_s,
+            revoke_timeout_s=coordination.revoke_timeout_s,
+        )
+        return LocalCoordinator(local, group, member_id)
+    raise ConfigError("coordination.kind", f"{coordination.kind.value!r} is not available")
+
+
+@asynccontextmanager
+async def open_member(
+    config: PipelineConfig, section: ConsumerSection, member_id: str | None = None
+) -> AsyncIterator[ConsumerRuntime]:
+    """A running member of ``section``'s group; leaves the group gracefully on exit."""
+    sink = build_sink(section)
+    try:
+        coordinator = build_coordinator(config, section.name, member_id)
+        runtime = ConsumerRuntime(
+            config.journal.dir,
+            section.group,
+            coordinator,
+            sink,
+            journal_config=config.journal.settings,
+        )
+        async with trio.open_nursery() as nursery:
+            await nursery.start(runtime.serve)
+            log.info(
+                "consumer started", extra={"group": section.name, "member": coordinator.member_id}
+            )
+            try:
+                yield runtime
+            finally:
+                runtime.stop()
+    finally:
+        with trio.CancelScope(shield=True):
+            await sink.aclose()
+
+
+async def serve_member(
+    config: PipelineConfig,
+    section: ConsumerSection,
+    stop: trio.Event,
+    *,
+    task_status: trio.TaskStatus[ConsumerRuntime] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run one member until ``stop`` is set, then leave the group gracefully (commit, release)."""
+    async with open_member(config, section) as runtime:
+        task_status.started(runtime)
+        await stop.wait()
+
+
+async def retention_floors(config: PipelineConfig) -> dict[PartitionId, int]:
+    """Per partition, the lowest offset some registered group has not committed.
+
+    A configured group that matches a partition but never committed pins it from its start
+    (floor 0); groups known only from the coordinator's state pin what they committed.
+    """
+    floors: dict[PartitionId, int] = {}
+
+    def pin(pid: PartitionId, offset: int) -> None:
+        floors[pid] = min(offset, floors.get(pid, offset))
+
+    partitions = (
+        [info.pid for info in list_partitions(config.journal.dir)]
+        if config.journal.dir.is_dir()
+        else []
+    )
+    configured = {section.name for section in config.consumers}
+    for section in config.consumers:
+        matches = CategoryMatcher(section.group.categories)
+        committed = await _committed(config, section.name)
+        for pid in partitions:
+            if matches(pid.category):
+                pin(pid, committed.get(pid) or 0)
+    if config.coordination.kind is CoordinationKind.LOCAL:
+        for group in list_groups(config.coordination.state_dir):
+            if group in configured:
+                continue
+            for pid, offset in (await _committed(config, group)).items():
+                pin(pid, offset or 0)
+    return floors
+
+
+async def _committed(config: PipelineConfig, group: str) -> dict[PartitionId, int | None]:
+    coordinator = build_coordinator(config, group)
+    all_committed = getattr(coordinator, "all_committed", None)
+    if all_committed is None:
+        return {}
+    result: dict[PartitionId, int | None] = await all_committed()
+    return result

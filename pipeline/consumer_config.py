@@ -1,0 +1,97 @@
+"""Configuration of consumer groups (``[[consumers]]``) and of coordination (``[coordination]``).
+
+A group's table holds ``consumers.GroupConfig``'s keys plus one sink table::
+
+    [[consumers]]
+    name = "archive"
+    categories = ["*"]
+    sink = "files"
+    [consumers.files]
+    file_path = "var/files"
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from consumers import FileSinkConfig, ForwardSinkConfig, GroupConfig
+from pipeline import settings
+from pipeline.errors import ConfigError
+
+SINK_TABLES: dict[str, type[Any]] = {"files": FileSinkConfig, "forward": ForwardSinkConfig}
+
+
+class CoordinationKind(enum.Enum):
+    LOCAL = "local"
+    ZOOKEEPER = "zookeeper"
+
+
+@dataclass(frozen=True)
+class CoordinationConfig:
+    """The ``[coordination]`` table: who decides partition ownership and keeps offsets."""
+
+    # "local": file locks and offset files on this host (the embedded default);
+    # "zookeeper": ZooKeeper, for members on several hosts (the production setting).
+    kind: CoordinationKind = CoordinationKind.LOCAL
+    # Local coordinator: where offsets, epochs and locks live.
+    state_dir: Path = Path("var/consumers")
+    # Local coordinator: how often members look for partitions to take or give back.
+    rescan_interval_s: float = 1.0
+    # A revoked partition's final commit may take this long before its lock is released anyway.
+    revoke_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.rescan_interval_s <= 0 or self.revoke_timeout_s <= 0:
+            raise ValueError("rescan_interval_s and revoke_timeout_s must be positive")
+
+
+@dataclass(frozen=True)
+class ConsumerSection:
+    """One ``[[consumers]]`` table."""
+
+    group: GroupConfig
+    files: FileSinkConfig | None = None
+    forward: ForwardSinkConfig | None = None
+    # ``pipeline run`` starts this group beside the server; false leaves it to ``pipeline consume``.
+    embedded: bool = True
+
+    @property
+    def name(self) -> str:
+        return self.group.name
+
+
+def consumer_section(table: Any, key: str) -> ConsumerSection:
+    if not isinstance(table, Mapping):
+        raise ConfigError(key, "expected a table")
+    group_keys = {f.name for f in dataclasses.fields(GroupConfig)}
+    known = group_keys | set(SINK_TABLES) | {"embedded"}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ConfigError(f"{key}.{unknown[0]}", f"unknown key (known: {', '.join(sorted(known))})")
+    group = settings.build(GroupConfig, {k: v for k, v in table.items() if k in group_keys}, key)
+    sinks = {
+        name: settings.build(cls, table[name], f"{key}.{name}")
+        for name, cls in SINK_TABLES.items()
+        if name in table
+    }
+    if group.sink not in sinks:
+        table_name = f"{key}.{group.sink}"
+        raise ConfigError(table_name, f"sink {group.sink!r} needs its [{table_name}] table")
+    embedded = settings.convert(bool, table.get("embedded", True), f"{key}.embedded")
+    return ConsumerSection(group=group, embedded=embedded, **sinks)
+
+
+def consumer_sections(value: Any) -> tuple[ConsumerSection, ...]:
+    if not isinstance(value, list):
+        raise ConfigError("consumers", "expected an array of tables ([[consumers]])")
+    sections = tuple(consumer_section(t, f"consumers[{i}]") for i, t in enumerate(value))
+    names = [s.name for s in sections]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError("consumers", f"group {name!r} is configured twice")
+    return sections

@@ -1,0 +1,73 @@
+"""The process root: the log server and consumer members under one nursery, and signals.
+
+The first SIGTERM or SIGINT stops gracefully: the server drains (``Log`` answers TRY_LATER, calls
+in progress finish, the journal closes) and every member commits and leaves its group.  A second
+signal cancels everything at once; the journal stays consistent (recovery cuts what was not
+durable) and consumers resume from their last commit (at-least-once).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Sequence
+
+import trio
+
+from journal import PartitionId
+from pipeline.config import PipelineConfig
+from pipeline.consumer_app import retention_floors, serve_member
+from pipeline.consumer_config import ConsumerSection
+from pipeline.daemon import Daemon, serve_pipeline
+
+log = logging.getLogger(__name__)
+
+
+async def run_until_signalled(
+    config: PipelineConfig, *, server: bool = True, groups: Sequence[ConsumerSection] = ()
+) -> None:
+    """Run the server (when ``server``) and a member of each group until signalled.
+
+    When the server stops by itself (fb303 ``shutdown``), the members stop with it.
+    """
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            stop_members = trio.Event()
+            daemon: Daemon | None = None
+
+            async def supervise() -> None:
+                nonlocal daemon
+                async with trio.open_nursery() as services:
+                    if server:
+                        daemon = await services.start(_serve_server, config, stop_members)
+                    for section in groups:
+                        await services.start(serve_member, config, section, stop_members)
+                nursery.cancel_scope.cancel()  # everything has stopped: stop watching signals
+
+            nursery.start_soon(supervise)
+            count = 0
+            async for signum in signals:
+                count += 1
+                if count == 1:
+                    log.info("signal received: stopping gracefully", extra={"signal": signum})
+                    stop_members.set()
+                    if daemon is not None:
+                        daemon.request_stop()
+                else:
+                    log.warning("second signal: stopping now", extra={"signal": signum})
+                    nursery.cancel_scope.cancel()
+
+
+async def _serve_server(
+    config: PipelineConfig,
+    stop_members: trio.Event,
+    *,
+    task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    async def floors() -> dict[PartitionId, int]:
+        return await retention_floors(config)
+
+    try:
+        await serve_pipeline(config, retention_floors=floors, task_status=task_status)
+    finally:
+        stop_members.set()
