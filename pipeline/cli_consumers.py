@@ -209,6 +209,7 @@ async def _reset(
     type=click.Path(path_type=Path, file_okay=False),
     help="Write Scribe-style files under this directory.",
 )
+@click.option("--add-newlines", is_flag=True, help="With --to-files: a newline after each message.")
 @click.pass_context
 def replay_command(
     ctx: click.Context,
@@ -221,6 +222,7 @@ def replay_command(
     to_time: int | None,
     to_scribe: str | None,
     to_files: Path | None,
+    add_newlines: bool,
 ) -> None:
     """Replay a range of a category into files or to a Scribe server, with progress."""
     if (to_scribe is None) == (to_files is None):
@@ -237,7 +239,7 @@ def replay_command(
         sink = ForwardSink(ForwardSinkConfig(host=host, port=port))
     else:
         assert to_files is not None
-        sink = FileSink(FileSinkConfig(file_path=to_files))
+        sink = FileSink(FileSinkConfig(file_path=to_files, add_newlines=add_newlines))
     total = sum(p.messages for p in plans)
     with click.progressbar(
         length=total, label=f"replaying {total} messages", file=sys.stderr
