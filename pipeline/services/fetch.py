@@ -2,10 +2,10 @@
 
 Each server has a small POM in ``conf/services/`` that names it as a dependency;
 ``mvn dependency:copy-dependencies`` copies it and its runtime dependencies into
-``<cache_dir>/services/<name>-<version>/lib``.  A ``complete`` marker beside ``lib`` is written last,
-so an interrupted fetch is redone and a finished one is never fetched again.  Maven's own local
-repository (``~/.m2`` unless its settings say otherwise) also keeps the downloads, so even a fresh
-clone on the same machine copies rather than downloads.
+``<cache_dir>/services/<name>-<version>/lib``.  A ``complete`` marker beside ``lib`` is written
+last, so an interrupted fetch is redone and a finished one is never fetched again.  Maven's own
+local repository (``~/.m2`` unless its settings say otherwise) also keeps the downloads, so even a
+fresh clone on the same machine copies rather than downloads.
 """
 
 from __future__ import annotations

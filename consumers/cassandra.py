@@ -1,0 +1,387 @@
+"""Cassandra through cassandra-driver: the only module that imports cassandra-driver.
+
+`open_cassandra(config)` connects (protocol v5, token-aware routing within the local datacenter,
+optional password authentication) and yields a `CassandraSession` whose methods are trio
+coroutines returning typed frozen dataclasses; the driver's exceptions come out as
+`consumers.errors`.
+
+Threads: connecting and shutting down block, and enter trio through one adapter,
+`trio.to_thread.run_sync` with a `CapacityLimiter`.  Requests use the driver's own asynchronous
+path: its callbacks run on the driver's event-loop thread and only hand the result to trio with
+`TrioToken.run_sync_soon`.  A request is never abandoned on cancellation (a write's outcome would
+be unknown); the driver's request timeout bounds the wait.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from cassandra import (
+    AuthenticationFailed,
+    DriverException,
+    OperationTimedOut,
+    RequestExecutionException,
+    RequestValidationException,
+    Timeout,
+    Unavailable,
+)
+from cassandra.auth import PlainTextAuthProvider
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable
+from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+from cassandra.query import tuple_factory
+
+from consumers.errors import (
+    CassandraAuthFailed,
+    CassandraQueryError,
+    CassandraTimeout,
+    CassandraUnavailable,
+    InvalidConnectionConfig,
+    StorageError,
+)
+
+__all__ = [
+    "CassandraConfig",
+    "CassandraSession",
+    "Prepared",
+    "Replication",
+    "ReplicationStrategy",
+    "Rows",
+    "open_cassandra",
+    "probe_cassandra",
+]
+
+# Threads connecting or shutting down at once; requests do not use threads.
+DEFAULT_THREADS = 4
+
+# Unquoted CQL identifiers: letters, digits, underscore; Cassandra caps names at 48 characters.
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,47}")
+
+
+class ReplicationStrategy(enum.Enum):
+    SIMPLE = "SimpleStrategy"
+    NETWORK_TOPOLOGY = "NetworkTopologyStrategy"
+
+
+@dataclass(frozen=True)
+class Replication:
+    """A keyspace's replication: ``factor`` for SimpleStrategy, ``datacenters`` (name to
+    replica count) for NetworkTopologyStrategy."""
+
+    strategy: ReplicationStrategy = ReplicationStrategy.SIMPLE
+    factor: int = 1
+    datacenters: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.strategy is ReplicationStrategy.SIMPLE and self.factor < 1:
+            raise InvalidConnectionConfig("replication.factor", "expected at least 1")
+        if self.strategy is ReplicationStrategy.NETWORK_TOPOLOGY:
+            if not self.datacenters:
+                raise InvalidConnectionConfig(
+                    "replication.datacenters", "NetworkTopologyStrategy needs datacenters"
+                )
+            for dc, count in self.datacenters.items():
+                if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+                    raise InvalidConnectionConfig(
+                        f"replication.datacenters.{dc}", f"expected a count >= 1, got {count!r}"
+                    )
+
+    def cql(self) -> str:
+        """The CQL map literal for ``WITH replication = ...``."""
+        entries = {"class": self.strategy.value}
+        if self.strategy is ReplicationStrategy.SIMPLE:
+            entries["replication_factor"] = str(self.factor)
+        else:
+            entries.update({dc: str(n) for dc, n in sorted(self.datacenters.items())})
+        inner = ", ".join(f"{_quote(k)}: {_quote(v)}" for k, v in entries.items())
+        return "{" + inner + "}"
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class CassandraConfig:
+    """How to reach Cassandra, and the keyspace to use (created when missing)."""
+
+    contact_points: tuple[str, ...] = ("127.0.0.1",)
+    port: int = 9042
+    local_datacenter: str = "datacenter1"
+    username: str | None = None
+    password: str | None = None
+    protocol_version: int = 5
+    keyspace: str = "pipeline"
+    replication: Replication = field(default_factory=Replication)
+    connect_timeout_s: float = 5.0
+    request_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not self.contact_points or any(not p for p in self.contact_points):
+            raise InvalidConnectionConfig("contact_points", "expected at least one host")
+        if not 0 < self.port < 65536:
+            raise InvalidConnectionConfig("port", f"expected 1-65535, got {self.port}")
+        if (self.username is None) != (self.password is None):
+            raise InvalidConnectionConfig("username", "set both username and password, or neither")
+        if self.protocol_version not in (4, 5):
+            raise InvalidConnectionConfig(
+                "protocol_version", f"expected 4 or 5, got {self.protocol_version}"
+            )
+        if not _NAME.fullmatch(self.keyspace):
+            raise InvalidConnectionConfig(
+                "keyspace", f"expected a name of letters, digits and _, got {self.keyspace!r}"
+            )
+        for name in ("connect_timeout_s", "request_timeout_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise InvalidConnectionConfig(name, f"expected a positive number, got {value!r}")
+
+    @property
+    def address(self) -> str:
+        return ", ".join(f"{host}:{self.port}" for host in self.contact_points)
+
+
+@dataclass(frozen=True)
+class Rows:
+    """A query's result: column names and every row (all pages) as tuples."""
+
+    columns: tuple[str, ...]
+    rows: tuple[tuple[Any, ...], ...]
+
+    def one(self) -> tuple[Any, ...] | None:
+        return self.rows[0] if self.rows else None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A prepared statement; pass it to `CassandraSession.execute`."""
+
+    query: str
+    statement: Any = field(repr=False, compare=False)
+
+
+def _cluster(config: CassandraConfig) -> Any:
+    auth = None
+    if config.username is not None:
+        auth = PlainTextAuthProvider(username=config.username, password=config.password)
+    profile = ExecutionProfile(
+        load_balancing_policy=TokenAwarePolicy(
+            DCAwareRoundRobinPolicy(local_dc=config.local_datacenter)
+        ),
+        request_timeout=config.request_timeout_s,
+        row_factory=tuple_factory,
+    )
+    return Cluster(
+        contact_points=list(config.contact_points),
+        port=config.port,
+        protocol_version=config.protocol_version,
+        auth_provider=auth,
+        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+        connect_timeout=config.connect_timeout_s,
+        control_connection_timeout=config.connect_timeout_s,
+        # A single local node is no reason to wait for schema agreement long.
+        max_schema_agreement_wait=config.request_timeout_s,
+    )
+
+
+def _translate_connect(exc: BaseException, config: CassandraConfig) -> StorageError:
+    if isinstance(exc, NoHostAvailable):
+        errors = list(getattr(exc, "errors", {}).values())
+        if any(isinstance(e, AuthenticationFailed) for e in errors):
+            return CassandraAuthFailed(
+                f"Cassandra at {config.address} refused the credentials",
+                contact_points=config.contact_points,
+            )
+        reason = "; ".join(str(e) for e in errors) or str(exc)
+        return CassandraUnavailable(
+            config.contact_points, config.port, config.connect_timeout_s, reason
+        )
+    if isinstance(exc, AuthenticationFailed):
+        return CassandraAuthFailed(str(exc), contact_points=config.contact_points)
+    return CassandraUnavailable(
+        config.contact_points, config.port, config.connect_timeout_s, repr(exc)
+    )
+
+
+def _translate_request(exc: BaseException, query: str) -> StorageError:
+    if isinstance(exc, OperationTimedOut | Timeout):
+        return CassandraTimeout(query, str(exc))
+    if isinstance(exc, NoHostAvailable):
+        return CassandraQueryError(query, f"no host available: {exc}")
+    if isinstance(exc, Unavailable | RequestExecutionException | RequestValidationException):
+        return CassandraQueryError(query, str(exc))
+    if isinstance(exc, DriverException):
+        return CassandraQueryError(query, repr(exc))
+    return CassandraQueryError(query, repr(exc))
+
+
+def _connect(config: CassandraConfig) -> tuple[Any, Any]:
+    """Blocking: a cluster and a session, or a translated error (the cluster shut down)."""
+    cluster = _cluster(config)
+    try:
+        session = cluster.connect()
+    except Exception as exc:
+        cluster.shutdown()
+        raise _translate_connect(exc, config) from exc
+    return cluster, session
+
+
+def probe_cassandra(config: CassandraConfig) -> str:
+    """Blocking: connect, ask the node's release version, disconnect.
+
+    For readiness checks outside trio (``pipeline services start``).
+    """
+    cluster, session = _connect(config)
+    try:
+        row = session.execute(
+            "SELECT release_version FROM system.local", timeout=config.request_timeout_s
+        ).one()
+        return str(row[0])
+    except Exception as exc:
+        raise _translate_request(exc, "SELECT release_version FROM system.local") from exc
+    finally:
+        cluster.shutdown()
+
+
+class CassandraSession:
+    """A connected session; use `open_cassandra` to get one."""
+
+    def __init__(
+        self, config: CassandraConfig, cluster: Any, session: Any, limiter: trio.CapacityLimiter
+    ) -> None:
+        self.config = config
+        self._cluster = cluster
+        self._session = session
+        self._limiter = limiter
+        self._token = trio.lowlevel.current_trio_token()
+
+    async def _request(self, query: str, start: Any) -> Any:
+        """Start a driver request with ``start()`` and wait for its result in trio.
+
+        ``start`` returns a driver future (`ResponseFuture`); pages after the first are fetched
+        from the driver's callback thread, and the rows handed over once complete.
+        """
+        done = trio.Event()
+        outcome: list[Any] = []
+        rows: list[tuple[Any, ...]] = []
+        token = self._token
+
+        def finish(result: Any) -> None:  # trio thread
+            outcome.append(result)
+            done.set()
+
+        def hand_over(result: Any) -> None:  # driver thread: never blocks
+            with suppress(trio.RunFinishedError):
+                token.run_sync_soon(finish, result)
+
+        try:
+            future = start()
+        except Exception as exc:
+            raise _translate_request(exc, query) from exc
+
+        def on_page(page: Any) -> None:  # driver thread
+            if isinstance(page, list):
+                rows.extend(tuple(r) for r in page)
+            if future.has_more_pages:
+                future.start_fetching_next_page()
+            else:
+                hand_over(Rows(tuple(getattr(future, "_col_names", None) or ()), tuple(rows)))
+
+        future.add_callbacks(on_page, hand_over)
+        # Never abandon a request: a write's outcome would be unknown.  The driver's request
+        # timeout ends the wait.
+        with trio.CancelScope(shield=True):
+            await done.wait()
+        result = outcome[0]
+        if isinstance(result, BaseException):
+            raise _translate_request(result, query) from result
+        return result
+
+    async def execute(
+        self, query: str | Prepared, params: Sequence[Any] | Mapping[str, Any] | None = None
+    ) -> Rows:
+        """Run one statement (text or `Prepared`) with bound ``params``."""
+        text = query.query if isinstance(query, Prepared) else query
+        statement = query.statement if isinstance(query, Prepared) else query
+        result: Rows = await self._request(
+            text, lambda: self._session.execute_async(statement, params)
+        )
+        return result
+
+    async def prepare(self, query: str) -> Prepared:
+        """Prepare ``query`` on the cluster (blocking in the driver, so in a worker thread)."""
+        try:
+            statement = await trio.to_thread.run_sync(
+                self._session.prepare, query, limiter=self._limiter
+            )
+        except Exception as exc:
+            raise _translate_request(exc, query) from exc
+        return Prepared(query, statement)
+
+    async def create_keyspace(
+        self, name: str | None = None, replication: Replication | None = None
+    ) -> str:
+        """``CREATE KEYSPACE IF NOT EXISTS`` with the configured replication; returns the name."""
+        name = name or self.config.keyspace
+        if not _NAME.fullmatch(name):
+            raise CassandraQueryError(f"CREATE KEYSPACE {name}", "invalid keyspace name")
+        replication = replication or self.config.replication
+        await self.execute(
+            f"CREATE KEYSPACE IF NOT EXISTS {name} WITH replication = {replication.cql()}"
+        )
+        return name
+
+    async def drop_keyspace(self, name: str) -> None:
+        if not _NAME.fullmatch(name):
+            raise CassandraQueryError(f"DROP KEYSPACE {name}", "invalid keyspace name")
+        await self.execute(f"DROP KEYSPACE IF EXISTS {name}")
+
+    async def use_keyspace(self, name: str) -> None:
+        """Make ``name`` the session's keyspace for unqualified table names."""
+        if not _NAME.fullmatch(name):
+            raise CassandraQueryError(f"USE {name}", "invalid keyspace name")
+        try:
+            await trio.to_thread.run_sync(self._session.set_keyspace, name, limiter=self._limiter)
+        except Exception as exc:
+            raise _translate_request(exc, f"USE {name}") from exc
+
+    async def release_version(self) -> str:
+        row = (await self.execute("SELECT release_version FROM system.local")).one()
+        return "" if row is None else str(row[0])
+
+    async def aclose(self) -> None:
+        await trio.to_thread.run_sync(self._cluster.shutdown, limiter=self._limiter)
+
+
+@asynccontextmanager
+async def open_cassandra(
+    config: CassandraConfig,
+    *,
+    create_keyspace: bool = True,
+    limiter: trio.CapacityLimiter | None = None,
+) -> AsyncIterator[CassandraSession]:
+    """Connect, create and use the configured keyspace (unless told not to), shut down on exit.
+
+    Raises `CassandraUnavailable` naming host:port when no contact point answers within
+    ``connect_timeout_s``, `CassandraAuthFailed` when the credentials are refused.
+    """
+    limiter = limiter or trio.CapacityLimiter(DEFAULT_THREADS)
+    cluster, session = await trio.to_thread.run_sync(_connect, config, limiter=limiter)
+    wrapped = CassandraSession(config, cluster, session, limiter)
+    try:
+        if create_keyspace:
+            await wrapped.create_keyspace()
+            await wrapped.use_keyspace(config.keyspace)
+        yield wrapped
+    finally:
+        with trio.CancelScope(shield=True):
+            await wrapped.aclose()

@@ -1,0 +1,153 @@
+"""Errors of the consumer runtime, its coordination and its sinks.
+
+    ConsumersError
+     ├── InvalidConnectionConfig  a connection setting is out of range (field, problem)
+     ├── CoordinationError        ZooKeeper (hosts)
+     │    ├── ZooKeeperUnavailable    no session within the timeout (hosts, timeout_s)
+     │    ├── ConnectionInterrupted   the connection dropped during a call; the session may live on
+     │    ├── SessionLost             the session expired or was closed: ephemerals are gone
+     │    ├── AuthFailed              the server refused the digest credentials
+     │    └── NodeError               an operation on one node failed (path)
+     │         ├── NoNode                 it does not exist (or its parent does not)
+     │         ├── NodeExists             it exists already
+     │         ├── BadVersion             the compare-and-set version did not match
+     │         ├── NotEmpty               it has children
+     │         └── NotAuthorized          its ACL forbids the operation
+     └── StorageError             Cassandra (contact points)
+          ├── CassandraUnavailable    nothing answers within the timeout (contact points, port)
+          ├── CassandraAuthFailed     the server refused the credentials
+          ├── CassandraTimeout        a request got no answer in time (query)
+          └── CassandraQueryError     the server rejected a request (query, reason)
+
+kazoo's and cassandra-driver's exceptions are translated into these in the one module that talks
+to each library (`consumers.zookeeper`, `consumers.cassandra`); the original is the `__cause__`.
+Leaf names say what happened (``SessionLost``, ``NoNode``), like kazoo's and ZooKeeper's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class ConsumersError(Exception):
+    """Base of the consumers package's errors."""
+
+
+class InvalidConnectionConfig(ConsumersError, ValueError):  # noqa: N818
+    """A connection setting is out of range; names the field and the problem."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+class CoordinationError(ConsumersError):
+    """ZooKeeper failed or refused; ``hosts`` is the connection string it was talking to."""
+
+    def __init__(self, message: str, *, hosts: str = "") -> None:
+        super().__init__(message)
+        self.hosts = hosts
+
+
+class ZooKeeperUnavailable(CoordinationError):  # noqa: N818
+    """No ZooKeeper session could be opened within ``timeout_s``."""
+
+    def __init__(self, hosts: str, timeout_s: float, reason: str = "") -> None:
+        detail = f": {reason}" if reason else ""
+        super().__init__(
+            f"cannot reach ZooKeeper at {hosts} within {timeout_s:g} s{detail}", hosts=hosts
+        )
+        self.timeout_s = timeout_s
+        self.reason = reason
+
+
+class ConnectionInterrupted(CoordinationError):  # noqa: N818
+    """The connection dropped while a call was in flight; its outcome is unknown."""
+
+
+class SessionLost(CoordinationError):  # noqa: N818
+    """The session expired or was closed: its ephemeral nodes and watches are gone."""
+
+
+class AuthFailed(CoordinationError):  # noqa: N818
+    """The server refused the digest credentials."""
+
+
+class NodeError(CoordinationError):
+    """An operation on the node ``path`` failed."""
+
+    def __init__(self, message: str, *, path: str, hosts: str = "") -> None:
+        super().__init__(f"{message}: {path}", hosts=hosts)
+        self.path = path
+
+
+class NoNode(NodeError):  # noqa: N818
+    """The node (or its parent) does not exist."""
+
+
+class NodeExists(NodeError):  # noqa: N818
+    """The node exists already."""
+
+
+class BadVersion(NodeError):  # noqa: N818
+    """The node's version differs from the one the compare-and-set expected."""
+
+
+class NotEmpty(NodeError):  # noqa: N818
+    """The node has children."""
+
+
+class NotAuthorized(NodeError):  # noqa: N818
+    """The node's ACL forbids this operation for this session's identity."""
+
+
+class StorageError(ConsumersError):
+    """Cassandra failed or refused; ``contact_points`` names the cluster."""
+
+    def __init__(self, message: str, *, contact_points: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.contact_points = tuple(contact_points)
+
+
+class CassandraUnavailable(StorageError):  # noqa: N818
+    """No connection to any contact point within ``timeout_s``."""
+
+    def __init__(
+        self, contact_points: Sequence[str], port: int, timeout_s: float, reason: str = ""
+    ) -> None:
+        where = ", ".join(f"{host}:{port}" for host in contact_points)
+        detail = f": {reason}" if reason else ""
+        super().__init__(
+            f"cannot reach Cassandra at {where} within {timeout_s:g} s{detail}",
+            contact_points=contact_points,
+        )
+        self.port = port
+        self.timeout_s = timeout_s
+        self.reason = reason
+
+
+class CassandraAuthFailed(StorageError):  # noqa: N818
+    """The server refused the username and password."""
+
+
+class CassandraTimeout(StorageError):  # noqa: N818
+    """A request got no answer within the request timeout."""
+
+    def __init__(self, query: str, reason: str = "") -> None:
+        super().__init__(f"Cassandra request timed out: {reason or query}")
+        self.query = query
+
+
+class CassandraQueryError(StorageError):
+    """The server rejected a request (syntax, schema, unavailable replicas, ...)."""
+
+    def __init__(self, query: str, reason: str) -> None:
+        super().__init__(f"Cassandra rejected {_shorten(query)!r}: {reason}")
+        self.query = query
+        self.reason = reason
+
+
+def _shorten(text: str, limit: int = 120) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
