@@ -30,7 +30,8 @@ class JournalConfig:
     # Segments are the unit of retention: 128 MiB is a few seconds of full-rate ingest, small
     # enough that retention frees space in fine steps, large enough that a partition has few files.
     segment_bytes: int = 128 * MiB
-    # A quiet partition still rolls hourly, so age-based retention can delete its old data.
+    # Checked at each append: a partition written to now and then still rolls hourly, so
+    # age-based retention (which never deletes the active segment) can delete its old data.
     segment_age_s: float = 3600.0
     # One index entry per 4 KiB of log (Kafka's default): a seek reads at most that much extra.
     index_interval_bytes: int = 4096

@@ -100,8 +100,8 @@ def _initial_hwm() -> HighWaterMark:
 
 def _fresh(part: Path, pid: PartitionId, io: FileIO, base: int, last_ts: int) -> PartitionState:
     path = segment_path(part, base)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-    os.close(fd)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))
+    os.close(os.open(index_path(part, base), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
     io.fsync_dir(part)
     return PartitionState(pid, part, base, os.path.getsize(path), base, NO_BATCH, last_ts, None)
 
@@ -146,7 +146,7 @@ def move_aside_tail(io: FileIO, path: Path, position: int, infix: str) -> tuple[
         finally:
             os.close(out)
         io.fsync_dir(path.parent)
-        os.ftruncate(fd, position + 1)
+        os.ftruncate(fd, position)
         io.fdatasync(fd)
     finally:
         os.close(fd)

@@ -181,6 +181,10 @@ class PartitionWriter:
     async def run(self) -> None:
         try:
             await self._loop()
+        except Exception as exc:
+            # A bug here must not take the other partitions down: this one stops acknowledging.
+            log.exception("journal writer crashed", extra={"partition": str(self.pid)})
+            self._fail(exc)
         finally:
             leftovers = self._inflight + self._queue
             self._inflight, self._queue = [], []

@@ -79,7 +79,7 @@ class BlockingFsyncIO(FileIO):
     def fdatasync(self, fd: int) -> None:
         if self.block:
             self.entered.set()
-            self.release.wait(30)
+            self.release.wait(10)
         super().fdatasync(fd)
 
 

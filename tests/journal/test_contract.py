@@ -16,6 +16,7 @@ from journal import (
     RetentionPolicy,
     open_journal,
     open_reader,
+    verify,
 )
 from journal.format import decode_index
 from journal.segments import build_index, list_segments
@@ -88,6 +89,7 @@ async def test_round_trip_dense_offsets_and_segments(
     assert all(m.metadata is None for m in messages)
     segments = list_segments(part_dir(tmp_path))
     assert len(segments) == -(-N_BATCHES // per_segment)
+    assert verify(tmp_path) == []  # default config: another index interval is no problem
     assert segments == [i * per_segment * BATCH for i in range(len(segments))]
 
 
@@ -271,9 +273,7 @@ async def test_segment_deletion_under_an_open_reader(
             assert gap.offset == first_segment_end
             assert [m.offset for m in rest] == list(range(1, first_segment_end))
             reader.seek(gap.earliest)
-            assert [m.offset for m in read_all(reader)] == list(
-                range(active[0], N_BATCHES * BATCH)
-            )
+            assert [m.offset for m in read_all(reader)] == list(range(active[0], N_BATCHES * BATCH))
             got = [m.offset for m in read_all(gap_reader)]
             assert got == [*range(1, first_segment_end), *range(active[0], N_BATCHES * BATCH)]
             assert gap_reader.skipped == [(first_segment_end, active[0])]

@@ -26,7 +26,9 @@ PID = PartitionId(b"dur", 0)
 
 
 def hwm_file(directory: Path, pid: PartitionId = PID):
-    return decode_hwm((directory / pid.category.decode() / str(pid.partition) / HWM_FILE).read_bytes())
+    return decode_hwm(
+        (directory / pid.category.decode() / str(pid.partition) / HWM_FILE).read_bytes()
+    )
 
 
 def segment_bytes(directory: Path, pid: PartitionId = PID) -> int:
@@ -265,22 +267,24 @@ async def test_close_drains_queued_appends(tmp_path: Path, kit) -> None:
         io.block = False
         io.release.set()
 
-    async with trio.open_nursery() as nursery:
-        async with open_journal(tmp_path, JournalConfig(), file_io=io) as journal:
+    async with (
+        trio.open_nursery() as nursery,
+        open_journal(tmp_path, JournalConfig(), file_io=io) as journal,
+    ):
 
-            async def one(i: int) -> None:
-                results.append((await journal.append(b"dur", 0, [b"%d" % i])).base_offset)
+        async def one(i: int) -> None:
+            results.append((await journal.append(b"dur", 0, [b"%d" % i])).base_offset)
 
-            await journal.append(b"dur", 0, [b"x"])
-            io.block = True
-            nursery.start_soon(one, 0)
-            await trio.to_thread.run_sync(io.entered.wait)
-            for i in range(1, 10):
-                nursery.start_soon(one, i)
-            while journal.pending_bytes < 10 * 4:
-                await trio.sleep(0.001)
-            nursery.start_soon(release_later)
-        # leaving the block closed the journal: everything queued was written first
+        await journal.append(b"dur", 0, [b"x"])
+        io.block = True
+        nursery.start_soon(one, 0)
+        await trio.to_thread.run_sync(io.entered.wait)
+        for i in range(1, 10):
+            nursery.start_soon(one, i)
+        while journal.pending_bytes < 10 * 4:  # noqa: ASYNC110 (no event to wait on)
+            await trio.sleep(0.001)
+        nursery.start_soon(release_later)
+    # leaving the block closed the journal: everything queued was written first
     assert sorted(results) == list(range(1, 11))
     assert hwm_file(tmp_path).clean
 

@@ -56,10 +56,12 @@ class JournalMachine(RuleBasedStateMachine):
     @rule(data=batches)
     def append_and_close(self, data: list[list[bytes]]) -> None:
         async def main() -> None:
-            async with open_journal(self.dir, CONFIG) as journal:
-                async with trio.open_nursery() as nursery:  # concurrent: one group commit
-                    for batch in data:
-                        nursery.start_soon(self._append, journal, batch)
+            async with (
+                open_journal(self.dir, CONFIG) as journal,
+                trio.open_nursery() as nursery,  # concurrent appends: one group commit
+            ):
+                for batch in data:
+                    nursery.start_soon(self._append, journal, batch)
 
         trio.run(main)
         self.checked = False
