@@ -94,7 +94,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-import msgpack  # type: ignore[import-untyped]  # untyped; used only in this module
+import msgpack  # untyped (mypy override in pyproject); used only in this module
 
 FORMAT_VERSION: Final = 1
 FLAG_METADATA: Final = 0x01
