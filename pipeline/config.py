@@ -48,12 +48,16 @@ class LogConfig:
 
     level: str = "info"
     format: str = "logfmt"
+    # Daemons log a status line (throughput, lag) this often.
+    status_interval_s: float = 60.0
 
     def __post_init__(self) -> None:
         if self.level.lower() not in ("debug", "info", "warning", "error"):
             raise ValueError(f"level {self.level!r} is not debug, info, warning or error")
         if self.format not in ("logfmt", "json"):
             raise ValueError(f"format {self.format!r} is not logfmt or json")
+        if self.status_interval_s <= 0:
+            raise ValueError("status_interval_s must be positive")
 
 
 @dataclass(frozen=True)

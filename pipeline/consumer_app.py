@@ -93,7 +93,44 @@ async def serve_member(
     """Run one member until ``stop`` is set, then leave the group gracefully (commit, release)."""
     async with open_member(config, section) as runtime:
         task_status.started(runtime)
-        await stop.wait()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_log_status, runtime, config.log.status_interval_s)
+            await stop.wait()
+            nursery.cancel_scope.cancel()
+
+
+def consumer_counters(runtime: ConsumerRuntime) -> dict[str, int]:
+    """A member's counters for fb303: ``consumer <group>:<name>``, and the forwarder's ``sent``
+    and ``retries`` under ``scribe_overall`` as Scribe's network store reports them."""
+    metrics = runtime.metrics()
+    group = metrics["group"]
+    counters: dict[str, int] = {}
+    for key, value in metrics.items():
+        if isinstance(value, int) and not isinstance(value, bool):
+            counters[f"consumer {group}:{key}"] = value
+    for key, value in metrics["sink"].items():
+        counters[f"consumer {group}:sink {key}"] = value
+        if key in ("sent", "retries"):
+            counters[f"scribe_overall:{key}"] = value
+    return counters
+
+
+async def _log_status(runtime: ConsumerRuntime, interval_s: float) -> None:
+    while True:
+        await trio.sleep(interval_s)
+        metrics = runtime.metrics()
+        lag = sum(p["lag"] or 0 for p in metrics["partitions"].values())
+        log.info(
+            "consumer status",
+            extra={
+                "group": metrics["group"],
+                "member": metrics["member"],
+                "partitions": metrics["partitions_owned"],
+                "messages": metrics["messages_consumed"],
+                "commits": metrics["commits"],
+                "lag": lag,
+            },
+        )
 
 
 async def retention_floors(config: PipelineConfig) -> dict[PartitionId, int]:

@@ -122,6 +122,9 @@ async def _serve(
             config.journal.retention_check_interval_s,
             lambda: _apply_retention(journal, service, current, retention_floors),
         )
+        nursery.start_soon(
+            _every, config.log.status_interval_s, lambda: _log_status(service, server)
+        )
         service.mark_ready()
         host, port = server.address
         log.info(
@@ -146,6 +149,21 @@ async def _every(interval_s: float, job: Callable[[], Awaitable[None]]) -> None:
     while True:
         await trio.sleep(interval_s)
         await job()
+
+
+async def _log_status(service: LogService, server: ScribeServer) -> None:
+    counters = service.counters.snapshot()
+    log.info(
+        "server status",
+        extra={
+            "status": service.get_status().name,
+            "connections": server.connection_count,
+            "received_good": counters.get("scribe_overall:received good", 0),
+            "received_bad": counters.get("scribe_overall:received bad", 0),
+            "pending_bytes": service.journal.pending_bytes,
+            "failed_writers": len(service.journal.failures()),
+        },
+    )
 
 
 async def _apply_retention(

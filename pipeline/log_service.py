@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import trio
 
@@ -48,6 +48,8 @@ class LogService:
         self.admission = admission
         self.counters = ScribeCounters()
         self.options: dict[str, str] = {}
+        # Other parts of the process (embedded consumers) whose counters fb303 reports too.
+        self.counter_sources: list[Callable[[], Mapping[str, int]]] = []
         self._reload = reload
         self._request_stop = request_stop
         self._started_at = int(clock())
@@ -182,6 +184,9 @@ class LogService:
         counters["journal:pending bytes"] = self.journal.pending_bytes
         counters["journal:failed writers"] = len(self.journal.failures())
         counters["journal:partitions"] = len(self.journal.partitions())
+        for source in self.counter_sources:
+            for key, value in source().items():
+                counters[key] = counters.get(key, 0) + value
         return counters
 
     def get_counter(self, key: str) -> int:

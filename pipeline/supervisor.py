@@ -8,6 +8,7 @@ durable) and consumers resume from their last commit (at-least-once).
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ import trio
 
 from journal import PartitionId
 from pipeline.config import PipelineConfig
-from pipeline.consumer_app import retention_floors, serve_member
+from pipeline.consumer_app import consumer_counters, retention_floors, serve_member
 from pipeline.consumer_config import ConsumerSection
 from pipeline.daemon import Daemon, serve_pipeline
 
@@ -41,7 +42,11 @@ async def run_until_signalled(
                     if server:
                         daemon = await services.start(_serve_server, config, stop_members)
                     for section in groups:
-                        await services.start(serve_member, config, section, stop_members)
+                        runtime = await services.start(serve_member, config, section, stop_members)
+                        if daemon is not None:
+                            daemon.service.counter_sources.append(
+                                functools.partial(consumer_counters, runtime)
+                            )
                 nursery.cancel_scope.cancel()  # everything has stopped: stop watching signals
 
             nursery.start_soon(supervise)
