@@ -26,6 +26,7 @@ from pipeline.config import PipelineConfig
 from pipeline.consumer_config import ConsumerSection
 from pipeline.errors import ConfigError, PipelineError, StartupError
 from pipeline.services.cli import services
+from pipeline.services.required import start_required_services
 from pipeline.supervisor import run_until_signalled
 
 EXIT_CONFIG = 78
@@ -107,8 +108,17 @@ def serve(
 @main.command()
 @config_option
 def run(config_path: Path | None) -> None:
-    """Run the log server and every embedded consumer group in one process."""
+    """Run the log server and every embedded consumer group in one process.
+
+    Local ZooKeeper and Cassandra are started first when the configuration uses them
+    (``pipeline services stop`` stops them).
+    """
     config = load_config(config_path)
+    try:
+        start_required_services(config, lambda message: click.echo(message, err=True))
+    except PipelineError as exc:
+        click.echo(f"pipeline: cannot start services: {exc}", err=True)
+        sys.exit(EXIT_STARTUP)
     run_daemon(config, groups=[g for g in config.consumers if g.embedded])
 
 
