@@ -102,6 +102,7 @@ class Admission:
         self._clock = clock
         self._disk_checked_at = -float("inf")
         self._disk_ok = True
+        self._disk_full = False
         self.reconfigure(config)
 
     def reconfigure(self, config: AdmissionConfig) -> None:
@@ -118,7 +119,10 @@ class Admission:
         """None to admit a call of ``count`` messages and ``nbytes`` bytes, else the refusal."""
         if self.stopping:
             return Refusal.STOPPING
-        if self._pending_bytes() + nbytes > self.config.max_pending_bytes:
+        pending = self._pending_bytes()
+        limit = self.config.max_pending_bytes
+        # ">=" for the queue itself: a full queue refuses even the empty probe.
+        if pending >= limit or pending + nbytes > limit:
             return Refusal.QUEUE
         if not self.disk_ok():
             return Refusal.DISK
@@ -133,12 +137,22 @@ class Admission:
         if now - self._disk_checked_at >= self.config.disk_check_interval_s:
             self._disk_checked_at = now
             try:
-                self._disk_ok = self._free_disk() >= self.config.min_free_disk_bytes
+                free = self._free_disk()
             except OSError:
-                self._disk_ok = False
-        return self._disk_ok
+                free = 0
+            self._disk_ok = free >= self.config.min_free_disk_bytes and free > 0
+            self._disk_full = False
+        return self._disk_ok and not self._disk_full
+
+    def disk_problem(self) -> str | None:
+        """Why the disk check refuses calls, for fb303 status details; None when it does not."""
+        if self.disk_ok():
+            return None
+        if self._disk_full:
+            return "the journal's disk is full"
+        return "free disk space is below admission.min_free_disk_bytes"
 
     def note_disk_full(self) -> None:
         """The journal hit ENOSPC: refuse until the next check finds space again."""
-        self._disk_ok = False
+        self._disk_full = True
         self._disk_checked_at = self._clock()

@@ -24,7 +24,7 @@ from pipeline.cli_journal import journal_group
 from pipeline.cli_tools import cat_command, ctl_command
 from pipeline.config import PipelineConfig
 from pipeline.consumer_config import ConsumerSection
-from pipeline.errors import ConfigError, PipelineError, StartupError
+from pipeline.errors import ConfigError, PipelineError, StartupError, find_error
 from pipeline.services.cli import services
 from pipeline.services.required import start_required_services
 from pipeline.supervisor import run_until_signalled
@@ -56,11 +56,14 @@ def run_daemon(
     logs.configure(config.log.level, config.log.format)
     try:
         trio.run(functools.partial(run_until_signalled, config, server=server, groups=groups))
-    except StartupError as exc:
-        click.echo(f"pipeline: cannot start: {exc}", err=True)
-        sys.exit(EXIT_STARTUP)
-    except PipelineError as exc:
-        click.echo(f"pipeline: {exc}", err=True)
+    except (PipelineError, BaseExceptionGroup) as exc:
+        error = find_error(exc, PipelineError)
+        if error is None:
+            raise
+        if isinstance(error, StartupError):
+            click.echo(f"pipeline: cannot start: {error}", err=True)
+            sys.exit(EXIT_STARTUP)
+        click.echo(f"pipeline: {error}", err=True)
         sys.exit(1)
 
 

@@ -29,6 +29,7 @@ from journal import (
     repair,
     verify,
 )
+from pipeline.errors import find_error
 
 journal_dir_option = click.option(
     "--journal-dir",
@@ -140,6 +141,8 @@ def dump_command(
         reader = _open(journal_dir, info, from_offset, from_time)
         try:
             _write_records(out, info.pid, _drain(reader, limit))
+        except JournalError as exc:
+            raise click.ClickException(str(exc)) from exc
         finally:
             reader.close()
 
@@ -192,8 +195,14 @@ def tail_command(
     infos = _select(journal_dir, category, partition)
     if not infos:
         raise click.ClickException("no matching partitions (yet)")
-    with contextlib.suppress(KeyboardInterrupt):
-        trio.run(_tail, journal_dir, infos, from_beginning, count)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            trio.run(_tail, journal_dir, infos, from_beginning, count)
+    except (JournalError, BaseExceptionGroup) as exc:
+        error = find_error(exc, JournalError)
+        if error is None:
+            raise
+        raise click.ClickException(str(error)) from exc
 
 
 async def _tail(

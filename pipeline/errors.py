@@ -10,6 +10,10 @@ boundary); the CLI turns them into one clear line and a distinct exit code.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+E = TypeVar("E", bound=BaseException)
+
 
 class PipelineError(Exception):
     """Base of the application's errors."""
@@ -26,3 +30,14 @@ class ConfigError(PipelineError):
 
 class StartupError(PipelineError):
     """A daemon could not start; the message says which part and why."""
+
+
+def find_error(exc: BaseException, cls: type[E]) -> E | None:
+    """The first ``cls`` in ``exc``, looking inside the exception groups nurseries raise."""
+    if isinstance(exc, cls):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            if (found := find_error(inner, cls)) is not None:
+                return found
+    return None

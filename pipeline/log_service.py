@@ -68,16 +68,20 @@ class LogService:
 
     async def log(self, entries: Sequence[LogEntryLike]) -> ResultCode:
         if not entries:
-            # The capacity probe: only the admission checks run.
+            # The capacity probe: only the admission checks run (a failed writer anywhere
+            # counts: the server cannot promise to take whatever the client sends next).
             refusal = self.admission.check(0, 0)
+            if refusal is None and self.journal.failures():
+                refusal = Refusal.WRITER
             return ResultCode.OK if refusal is None else ResultCode.TRY_LATER
         plan = self.router.plan(entries)
         refusal = self.admission.check(len(entries), plan.nbytes) or self._writer_refusal(plan)
         if refusal is not None:
             self._count_refusal(plan, refusal)
             return ResultCode.TRY_LATER
-        if not await self._write(plan):
-            self._count_refusal(plan, Refusal.WRITER)
+        refusal = await self._write(plan)
+        if refusal is not None:
+            self._count_refusal(plan, refusal)
             return ResultCode.TRY_LATER
         self._count_accepted(plan)
         return ResultCode.OK
@@ -89,31 +93,32 @@ class LogService:
         failed = {(f.pid.category, f.pid.partition) for f in failures}
         return Refusal.WRITER if any(key in failed for key in plan.appends) else None
 
-    async def _write(self, plan: Plan) -> bool:
-        """Append every group; True when all are durable."""
+    async def _write(self, plan: Plan) -> Refusal | None:
+        """Append every group; None when all are durable, else why one is not."""
         items = list(plan.appends.items())
         if len(items) == 1:
             return await self._append(*items[0])
-        results: list[bool] = []
+        refusals: list[Refusal] = []
 
         async def append_one(key: tuple[bytes, int], group: AppendGroup) -> None:
-            results.append(await self._append(key, group))
+            if (refusal := await self._append(key, group)) is not None:
+                refusals.append(refusal)
 
         async with trio.open_nursery() as nursery:
             for key, group in items:
                 nursery.start_soon(append_one, key, group)
-        return all(results)
+        return refusals[0] if refusals else None
 
-    async def _append(self, key: tuple[bytes, int], group: AppendGroup) -> bool:
+    async def _append(self, key: tuple[bytes, int], group: AppendGroup) -> Refusal | None:
         category, partition = key
         try:
             await self.journal.append(category, partition, group.messages, group.metadata)
         except JournalFull:
             self.admission.note_disk_full()
             self._warn.warning("journal full", "journal full: answering TRY_LATER")
-            return False
+            return Refusal.DISK
         except JournalClosed:
-            return False
+            return Refusal.STOPPING
         except JournalError as exc:
             self._warn.warning(
                 f"journal error {category!r}/{partition}",
@@ -122,8 +127,8 @@ class LogService:
                 partition=partition,
                 error=str(exc),
             )
-            return False
-        return True
+            return Refusal.WRITER
+        return None
 
     def _count_refusal(self, plan: Plan, refusal: Refusal) -> None:
         counters = self.counters
@@ -165,7 +170,7 @@ class LogService:
             return FbStatus.STARTING
         if self.admission.stopping:
             return FbStatus.STOPPING
-        if self.journal.failures() or not self.admission.disk_ok():
+        if self.journal.failures() or self.admission.disk_problem():
             return FbStatus.WARNING
         return FbStatus.ALIVE
 
@@ -173,8 +178,8 @@ class LogService:
         problems = [
             f"journal writer failed: {_pid_text(f.pid)}: {f.error}" for f in self.journal.failures()
         ]
-        if not self.admission.disk_ok():
-            problems.append("disk space below admission.min_free_disk_bytes")
+        if disk := self.admission.disk_problem():
+            problems.append(disk)
         if self.admission.stopping:
             problems.append("stopping")
         return "; ".join(problems)

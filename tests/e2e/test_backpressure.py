@@ -179,6 +179,8 @@ async def test_failed_fsync_is_never_acknowledged(tmp_path: Path) -> None:
             both = [entry(b"healthy", b"with doomed"), entry(b"doomed", b"with healthy")]
             assert await client.log(both) == TRY_LATER
             assert await client.log([entry(b"healthy", b"fine")]) == OK
+            # The probe cannot promise capacity while a writer has failed.
+            assert await client.log([]) == TRY_LATER
             assert await client.get_status() == FbStatus.WARNING
             details = await client.get_status_details()
             counters = await client.get_counters()
@@ -211,6 +213,13 @@ async def test_enospc_answers_try_later_and_recovers(tmp_path: Path) -> None:
         io.write_error = errno.ENOSPC
         assert await client.log([entry(b"full", b"no space " * 100)]) == TRY_LATER
         assert await client.log([entry(b"other", b"no space either")]) == TRY_LATER
+        assert await client.log([]) == TRY_LATER
+        assert await client.get_status() == FbStatus.WARNING
+        assert "disk is full" in await client.get_status_details()
+        counters = await client.get_counters()
+        assert counters["full:denied for disk space"] == 1
+        assert counters["other:denied for disk space"] == 1
+        assert "full:denied for failed writer" not in counters
         assert not verify_journal(journal_dir)
         assert messages(journal_dir, b"full") == [b"before"]
         io.write_error = None

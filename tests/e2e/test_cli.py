@@ -314,10 +314,6 @@ def test_journal_verify_detects_a_corrupt_byte(pipeline_server: ServerFactory) -
     assert [r["message"] for r in records(intact.stdout)] == ["fine"]
 
 
-@pytest.mark.xfail(
-    reason="pipeline/cli_journal.py dump_command: JournalCorrupt raised by reader.read() in "
-    "_drain is not translated to a ClickException (only _open is), so dump dies with a traceback",
-)
 def test_journal_dump_reports_damage_as_an_error_line(pipeline_server: ServerFactory) -> None:
     journal_dir, segment, _ = damaged_journal(pipeline_server)
     dump = run_pipeline("journal", "dump", "--journal-dir", journal_dir, "-c", "damaged")
@@ -358,10 +354,6 @@ def test_missing_config_file_exits_78(tmp_path: Path) -> None:
     assert b"nope.toml" in done.stderr
 
 
-@pytest.mark.xfail(
-    reason="StartupError reaches run_daemon inside an ExceptionGroup (pipeline/supervisor.py "
-    "nurseries), so it exits 1 with a traceback instead of 70",
-)
 def test_port_in_use_exits_70(tmp_path: Path) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

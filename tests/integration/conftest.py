@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import uuid
 from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import replace
@@ -29,6 +30,10 @@ from pipeline.services.zookeeper import ManagedZooKeeper
 
 HERE = Path(__file__).parent
 ROOT = HERE.parents[1]
+
+# The shared contract suites (tests/consumers/coordinator_contract.py) run here too.
+if str(HERE.parent / "consumers") not in sys.path:
+    sys.path.insert(0, str(HERE.parent / "consumers"))
 
 # The servers a test may wait on: generous for a busy two-core CI machine.
 CONNECT_TIMEOUT_S = 10.0

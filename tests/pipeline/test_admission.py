@@ -43,8 +43,8 @@ def test_queue_limit_counts_the_batch_itself() -> None:
     admission, _, state = make(AdmissionConfig(max_pending_bytes=1000), pending=900)
     assert admission.check(1, 100) is None
     assert admission.check(1, 101) is Refusal.QUEUE
-    state["pending"] = 1001
-    assert admission.check(0, 0) is Refusal.QUEUE
+    state["pending"] = 1000
+    assert admission.check(0, 0) is Refusal.QUEUE  # a full queue refuses the probe too
 
 
 def test_message_rate_with_burst_and_refill() -> None:
@@ -71,6 +71,7 @@ def test_disk_space_is_checked_at_most_once_per_interval() -> None:
     assert admission.check(1, 1) is None  # cached until the interval passes
     clock.now += 1
     assert admission.check(1, 1) is Refusal.DISK
+    assert admission.disk_problem() == "free disk space is below admission.min_free_disk_bytes"
     state["free"] = 1000
     clock.now += 1
     assert admission.check(1, 1) is None
@@ -80,8 +81,10 @@ def test_journal_full_refuses_until_space_returns() -> None:
     admission, clock, _ = make(AdmissionConfig(disk_check_interval_s=1))
     admission.note_disk_full()
     assert admission.check(0, 0) is Refusal.DISK
+    assert admission.disk_problem() == "the journal's disk is full"
     clock.now += 1
     assert admission.check(0, 0) is None
+    assert admission.disk_problem() is None
 
 
 def test_reconfigure_applies_new_limits() -> None:
