@@ -148,5 +148,5 @@ def decode_rate(batch: int = 1000, message_bytes: int = 200, seconds: float = 2.
         conn.receive_data(data)
         for _ in range(copies):
             event = conn.next_event()
-            entries += len(event.args.messages)  # type: ignore[union-attr]
+            entries += len(event.log_batch)  # type: ignore[union-attr]
     return entries / (time.perf_counter() - start)

@@ -24,10 +24,13 @@ from consumers import (
     Sink,
     list_groups,
 )
+from consumers.coordination import CoordinationError
+from consumers.zk_coordinator import ZooKeeperCoordinator
+from consumers.zk_coordinator import list_groups as list_zookeeper_groups
 from journal import PartitionId, list_partitions
 from pipeline.config import PipelineConfig
 from pipeline.consumer_config import ConsumerSection, CoordinationKind
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, StartupError, find_error
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,15 @@ def build_coordinator(
             revoke_timeout_s=coordination.revoke_timeout_s,
         )
         return LocalCoordinator(local, group, member_id)
+    if coordination.kind is CoordinationKind.ZOOKEEPER:
+        return ZooKeeperCoordinator(
+            coordination.zookeeper,
+            group,
+            member_id,
+            settle_s=coordination.settle_s,
+            rescan_interval_s=coordination.rescan_interval_s,
+            revoke_timeout_s=coordination.revoke_timeout_s,
+        )
     raise ConfigError("coordination.kind", f"{coordination.kind.value!r} is not available")
 
 
@@ -70,7 +82,14 @@ async def open_member(
             journal_config=config.journal.settings,
         )
         async with trio.open_nursery() as nursery:
-            await nursery.start(runtime.serve)
+            try:
+                await nursery.start(runtime.serve)
+            except (CoordinationError, BaseExceptionGroup) as exc:
+                # Joining failed (ZooKeeper unreachable, member id in use): a startup error.
+                error = find_error(exc, CoordinationError)
+                if error is None:
+                    raise
+                raise StartupError(f"consumer group {section.name!r}: {error}") from exc
             log.info(
                 "consumer started", extra={"group": section.name, "member": coordinator.member_id}
             )
@@ -157,11 +176,14 @@ async def retention_floors(config: PipelineConfig) -> dict[PartitionId, int]:
             if matches(pid.category):
                 pin(pid, committed.get(pid) or 0)
     if config.coordination.kind is CoordinationKind.LOCAL:
-        for group in list_groups(config.coordination.state_dir):
-            if group in configured:
-                continue
-            for pid, offset in (await _committed(config, group)).items():
-                pin(pid, offset or 0)
+        known = list_groups(config.coordination.state_dir)
+    else:
+        known = await list_zookeeper_groups(config.coordination.zookeeper)
+    for group in known:
+        if group in configured:
+            continue
+        for pid, offset in (await _committed(config, group)).items():
+            pin(pid, offset or 0)
     return floors
 
 

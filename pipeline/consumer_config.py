@@ -15,13 +15,16 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from consumers import FileSinkConfig, ForwardSinkConfig, GroupConfig
+from consumers.zookeeper import ZooKeeperConfig
 from pipeline import settings
 from pipeline.errors import ConfigError
+
+DEFAULT_ZOOKEEPER_CHROOT = "/scribe-pipeline"
 
 SINK_TABLES: dict[str, type[Any]] = {"files": FileSinkConfig, "forward": ForwardSinkConfig}
 
@@ -40,14 +43,25 @@ class CoordinationConfig:
     kind: CoordinationKind = CoordinationKind.LOCAL
     # Local coordinator: where offsets, epochs and locks live.
     state_dir: Path = Path("var/consumers")
-    # Local coordinator: how often members look for partitions to take or give back.
+    # How often members look for partitions to take or give back (local), or re-check that
+    # their ownership nodes and epochs are still theirs (ZooKeeper, which also reacts to watches).
     rescan_interval_s: float = 1.0
     # A revoked partition's final commit may take this long before its lock is released anyway.
     revoke_timeout_s: float = 30.0
+    # ZooKeeper: assignment waits until membership has been stable this long, so that members
+    # starting or stopping together cause one rebalance, not one per member.  A dead member's
+    # partitions are consumed again within about session_timeout_s plus this.
+    settle_s: float = 1.0
+    # ZooKeeper: the ensemble and the root (chroot) under which groups keep their znodes.
+    zookeeper: ZooKeeperConfig = field(
+        default_factory=lambda: ZooKeeperConfig(chroot=DEFAULT_ZOOKEEPER_CHROOT)
+    )
 
     def __post_init__(self) -> None:
         if self.rescan_interval_s <= 0 or self.revoke_timeout_s <= 0:
             raise ValueError("rescan_interval_s and revoke_timeout_s must be positive")
+        if not self.settle_s >= 0:
+            raise ValueError(f"settle_s must not be negative, got {self.settle_s!r}")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
+from consumers.coordination import CoordinationError
 from journal import FileIO, Journal, JournalError, PartitionId, RetentionPolicy, open_journal
 from pipeline import config as config_module
 from pipeline.admission import Admission, free_disk_bytes
@@ -182,7 +183,14 @@ async def _apply_retention(
 
     floors: dict[PartitionId, int] = {}
     if retention_floors is not None and config.journal.retention_respects_consumers:
-        floors = await retention_floors()
+        try:
+            floors = await retention_floors()
+        except CoordinationError as exc:
+            # Unknown floors could delete what a group has not consumed: skip this round.
+            log.warning(
+                "consumer offsets unavailable; retention skipped", extra={"error": str(exc)}
+            )
+            return
 
     try:
         await trio.to_thread.run_sync(journal.apply_retention, policy_for, floors.get)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 
 import trio
 
@@ -18,8 +18,8 @@ from journal import Journal, JournalClosed, JournalError, JournalFull, Partition
 from pipeline import __version__
 from pipeline.admission import Admission, Refusal
 from pipeline.logs import RateLimitedLog
-from pipeline.routing import AppendGroup, LogEntryLike, Plan, Router
-from scribe_compat import FbStatus, ResultCode, ScribeCounters
+from pipeline.routing import AppendGroup, Plan, Router
+from scribe_compat import FbStatus, LogBatch, ResultCode, ScribeCounters
 
 log = logging.getLogger(__name__)
 
@@ -66,16 +66,16 @@ class LogService:
 
     # -- Log ----------------------------------------------------------------------------------
 
-    async def log(self, entries: Sequence[LogEntryLike]) -> ResultCode:
-        if not entries:
+    async def log(self, batch: LogBatch) -> ResultCode:
+        if not batch.messages:
             # The capacity probe: only the admission checks run (a failed writer anywhere
             # counts: the server cannot promise to take whatever the client sends next).
             refusal = self.admission.check(0, 0)
             if refusal is None and self.journal.failures():
                 refusal = Refusal.WRITER
             return ResultCode.OK if refusal is None else ResultCode.TRY_LATER
-        plan = self.router.plan(entries)
-        refusal = self.admission.check(len(entries), plan.nbytes) or self._writer_refusal(plan)
+        plan = self.router.plan(batch)
+        refusal = self.admission.check(len(batch), plan.nbytes) or self._writer_refusal(plan)
         if refusal is not None:
             self._count_refusal(plan, refusal)
             return ResultCode.TRY_LATER

@@ -24,7 +24,8 @@ import random
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+
+from scribe_compat import LogBatch
 
 DEFAULT_PATTERN = "default"
 METADATA_ORIGINAL_CATEGORY = b"scribe_category"
@@ -105,12 +106,6 @@ class RoutingConfig:
             raise ValueError("catch_all_partitions must be 1..65536")
         if self.max_cached_categories < 1:
             raise ValueError("max_cached_categories must be positive")
-
-
-class LogEntryLike(Protocol):
-    category: bytes
-    message: bytes
-    metadata: dict[bytes, bytes] | None
 
 
 @dataclass
@@ -251,19 +246,24 @@ class Router:
             yield from routes
         yield from self._default
 
-    def plan(self, entries: Sequence[LogEntryLike]) -> Plan:
+    def plan(self, batch: LogBatch) -> Plan:
         """Group a call's entries by category, then place each group."""
-        by_category: dict[bytes, list[bytes]] = {}
+        categories = batch.categories
+        metadata = batch.metadata
+        by_category: dict[bytes, list[bytes]]
         with_metadata: dict[bytes, list[dict[bytes, bytes] | None]] = {}
-        for entry in entries:
-            category = entry.category
-            messages = by_category.get(category)
-            if messages is None:
-                messages = by_category[category] = []
-            if entry.metadata is not None or category in with_metadata:
-                meta = with_metadata.setdefault(category, [None] * len(messages))
-                meta.append(entry.metadata)
-            messages.append(entry.message)
+        # The common call carries one category and no metadata: route its columns as they are.
+        if metadata is None and categories and categories.count(categories[0]) == len(categories):
+            by_category = {categories[0]: batch.messages}
+        else:
+            by_category = {}
+            for i, (category, message) in enumerate(zip(categories, batch.messages, strict=True)):
+                messages = by_category.get(category)
+                if messages is None:
+                    messages = by_category[category] = []
+                if metadata is not None:
+                    with_metadata.setdefault(category, []).append(metadata[i])
+                messages.append(message)
 
         plan = Plan()
         for category, messages in by_category.items():

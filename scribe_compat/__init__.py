@@ -3,6 +3,7 @@
 Imports none of ``pipeline``, ``journal`` or ``consumers``.
 """
 
+from scribe_compat.batch import LogBatch
 from scribe_compat.client import (
     AsyncScribeClient,
     PreparedLog,
@@ -64,6 +65,7 @@ __all__ = [
     "FrameTooLarge",
     "Framing",
     "LimitExceeded",
+    "LogBatch",
     "LogEntry",
     "MalformedMessage",
     "MessageTooLarge",

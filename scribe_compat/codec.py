@@ -39,6 +39,7 @@ from thriftpy2.protocol.cybin.cybin import TCyBinaryProtocol
 from thriftpy2.thrift import TApplicationException
 from thriftpy2.transport.memory.cymemory import TCyMemoryBuffer
 
+from scribe_compat.batch import LogBatch
 from scribe_compat.errors import (
     BadArguments,
     CallRejected,
@@ -59,7 +60,7 @@ from scribe_compat.scanner import (
     Header,
     MessageScanner,
     ScanLimits,
-    fast_log_body_end,
+    fast_log_columns,
     parse_header,
 )
 
@@ -129,12 +130,23 @@ class Call:
     strict: bool
     oneway: bool
     framed: bool
+    # thriftpy2's args struct; None for a ``Log`` call decoded into ``batch`` directly.
     args: Any
     method: Method = field(repr=False)
+    batch: LogBatch | None = field(default=None, repr=False)
+
+    @property
+    def log_batch(self) -> LogBatch:
+        """The entries of a ``Log`` call, column by column (the server's hot path)."""
+        if self.batch is not None:
+            return self.batch
+        return LogBatch.from_entries(self.args.messages)
 
     @property
     def entries(self) -> list[LogEntry]:
-        """The entries of a ``Log`` call (each with bytes category and message)."""
+        """The entries of a ``Log`` call as ``LogEntry`` objects (bytes category and message)."""
+        if self.batch is not None:
+            return self.batch.entries()
         entries: list[LogEntry] = self.args.messages
         return entries
 
@@ -173,7 +185,7 @@ def encode_message(
 
 
 def _decode_struct(payload: bytes, offset: int, obj: Any, *, decode_response: bool) -> Any:
-    # Only ever called on bytes the scanner (or fast_log_body_end) has proved well formed.
+    # Only ever called on bytes the scanner (or fast_log_columns) has proved well formed.
     trans = TCyMemoryBuffer(payload)
     if offset:
         trans.read(offset)
@@ -318,6 +330,12 @@ class ServerConnection:
                 name_bytes, header.seqid, header.strict, oneway, framed, UnknownMethod(name)
             )
         try:
+            if not validated and method.name == "Log":
+                batch = self._fast_log(payload, header)
+                if batch is not None:
+                    return Call(
+                        name, header.seqid, header.strict, oneway, framed, None, method, batch
+                    )
             args = self._decode_args(payload, header, method, validated)
         except CallRejected as exc:
             return RejectedCall(name_bytes, header.seqid, header.strict, oneway, framed, exc)
@@ -327,29 +345,28 @@ class ServerConnection:
         # A call sent as ONEWAY gets no reply whatever the method; two methods never get one.
         return Call(name, header.seqid, header.strict, oneway, framed, args, method)
 
+    def _fast_log(self, payload: bytes, header: Header) -> LogBatch | None:
+        """A framed ``Log`` in the common shape, sliced into columns; None for any other shape
+        (the general path then validates it and names the problem)."""
+        columns = fast_log_columns(payload, header.body, self.limits.max_entries_per_call)
+        if columns is None or columns[0] != len(payload):
+            return None
+        return LogBatch(columns[1], columns[2])
+
     def _decode_args(self, payload: bytes, header: Header, method: Method, validated: bool) -> Any:
         limits = self.limits
-        top_fields: dict[int, tuple[int, int, int]] | None = None
-        fast = False
-        if not validated:
-            if method.name == "Log":
-                end = fast_log_body_end(payload, header.body, limits.max_entries_per_call)
-                fast = end == len(payload)
-            if not fast:
-                top_fields = self._reader.validate_body(payload, header)
-        else:
+        if validated:
             top_fields = self._reader._scanner.last_top_fields
+        else:
+            top_fields = self._reader.validate_body(payload, header)
         args = _decode_struct(payload, header.body, method.args(), decode_response=False)
-        if not fast:
-            assert top_fields is not None
-            _check_arg_types(method, top_fields)
-            _fill_defaults(args)
+        _check_arg_types(method, top_fields)
+        _fill_defaults(args)
         if method.name == "Log":
             entries = args.messages
             if len(entries) > limits.max_entries_per_call:
                 raise TooManyEntries(len(entries), limits.max_entries_per_call)
-            if not fast:
-                _check_entries(entries)
+            _check_entries(entries)
         return args
 
     def reply(self, call: Call, value: object = None) -> bytes:

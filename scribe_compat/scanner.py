@@ -16,7 +16,7 @@ least one byte per iteration, so decoding is linear in the message size.
 
 ``MessageScanner`` is resumable: it keeps its offset, the stack of open structs and containers,
 and the type of a value it is waiting for between calls, so feeding a message one byte at a time
-costs time linear in its length.  ``fast_log_body_end`` is the shortcut for the one message that
+costs time linear in its length.  ``fast_log_columns`` is the shortcut for the one message that
 must be cheap: a ``Log`` whose entries carry exactly a category and a message.
 """
 
@@ -266,19 +266,28 @@ def _check_name_length(n: int, limits: ScanLimits, offset: int) -> None:
         raise MalformedMessage(f"method name length {n} not in 0..{limits.max_name_bytes}", offset)
 
 
-def fast_log_body_end(data: bytes, body: int, max_entries: int) -> int | None:
-    """End of a ``Log`` args struct at ``data[body]`` in the common shape, or None.
+def fast_log_columns(
+    data: bytes, body: int, max_entries: int
+) -> tuple[int, list[bytes], list[bytes]] | None:
+    """End, categories and messages of a ``Log`` args struct at ``data[body]`` in the common
+    shape, or None.
 
     The common shape is field 1 = list<struct> whose entries hold exactly field 1 (string) and
     field 2 (string), in that order.  None means "not the common shape, or not valid": walk it
     with ``MessageScanner``, which gives the precise error.  Raises ``TooManyEntries`` early.
+    Only a returned end equal to the message's end proves the whole message well formed.
     """
     # Lengths are read unsigned: a "negative" one is a huge offset, which makes the next
-    # unpack_from fail (struct.error) or the final end check fail, so it needs no extra test.
+    # unpack_from fail (struct.error) or the final end check fail, so it needs no extra test
+    # (a slice past the end is merely short, and the result is then thrown away).
     # Each entry after the first is checked with one unpack of its predecessor's STOP byte,
     # its category header and length, then one of its message header and length.
     unpack3 = _HDR_ULEN.unpack_from
     unpack4 = _STOP_HDR_ULEN.unpack_from
+    categories: list[bytes] = []
+    messages: list[bytes] = []
+    add_category = categories.append
+    add_message = messages.append
     try:
         if data[body : body + 4] != b"\x0f\x00\x01\x0c":
             return None
@@ -287,26 +296,29 @@ def fast_log_body_end(data: bytes, body: int, max_entries: int) -> int | None:
             raise TooManyEntries(count, max_entries)
         pos: int = body + 8
         if count <= 0:
-            return pos + 1 if count == 0 and data[pos] == T_STOP else None
+            return (pos + 1, categories, messages) if count == 0 and data[pos] == T_STOP else None
         hdr, n = unpack3(data, pos)
         if hdr != _CATEGORY_HDR:
             return None
-        pos += 7 + n
-        hdr, n = unpack3(data, pos)
-        if hdr != _MESSAGE_HDR:
-            return None
-        pos += 7 + n
-        for _ in range(count - 1):
-            hdr, n = unpack4(data, pos)
-            if hdr != _STOP_CATEGORY_HDR:
-                return None
-            pos += 8 + n
+        start = pos + 7
+        pos = start + n
+        add_category(data[start:pos])
+        for i in range(count):
+            if i:
+                hdr, n = unpack4(data, pos)
+                if hdr != _STOP_CATEGORY_HDR:
+                    return None
+                start = pos + 8
+                pos = start + n
+                add_category(data[start:pos])
             hdr, n = unpack3(data, pos)
             if hdr != _MESSAGE_HDR:
                 return None
-            pos += 7 + n
+            start = pos + 7
+            pos = start + n
+            add_message(data[start:pos])
         if data[pos : pos + 2] != b"\x00\x00":  # the last entry's STOP, then the args' STOP
             return None
-        return pos + 2
+        return pos + 2, categories, messages
     except struct.error:
         return None

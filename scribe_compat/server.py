@@ -16,6 +16,7 @@ from typing import Protocol
 
 import trio
 
+from scribe_compat.batch import LogBatch
 from scribe_compat.codec import (
     CLOSED,
     NEED_DATA,
@@ -25,7 +26,7 @@ from scribe_compat.codec import (
     ServerConnection,
 )
 from scribe_compat.errors import ProtocolError
-from scribe_compat.idl import AppErrorType, FbStatus, LogEntry, ResultCode
+from scribe_compat.idl import AppErrorType, FbStatus, ResultCode
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 class ScribeHandler(Protocol):
     """What the application implements; ``log`` must answer TRY_LATER rather than wait long."""
 
-    async def log(self, entries: list[LogEntry]) -> ResultCode: ...
+    async def log(self, batch: LogBatch) -> ResultCode: ...
     def get_name(self) -> str: ...
     def get_version(self) -> str: ...
     def get_status(self) -> FbStatus: ...
@@ -320,7 +321,7 @@ class ScribeServer:
         name = call.name
         args = call.args
         if name == "Log":
-            result = await handler.log(call.entries)
+            result = await handler.log(call.log_batch)
             return int(ResultCode(result))
         if name == "getName":
             return handler.get_name()

@@ -20,7 +20,7 @@ from consumers import (
     SinkError,
 )
 from journal import JournalConfig, JournalMessage, PartitionId, open_journal
-from scribe_compat import FbStatus, LogEntry, ResultCode, ServerConfig, serve_scribe
+from scribe_compat import FbStatus, LogBatch, LogEntry, ResultCode, ServerConfig, serve_scribe
 
 PID = PartitionId(b"web", 0)
 
@@ -33,7 +33,8 @@ class Upstream:
         self.calls: list[list[LogEntry]] = []
         self.stored: list[LogEntry] = []
 
-    async def log(self, entries: list[LogEntry]) -> ResultCode:
+    async def log(self, batch: LogBatch) -> ResultCode:
+        entries = batch.entries()
         self.calls.append(entries)
         if self.busy:
             self.busy -= 1

@@ -21,7 +21,7 @@ import trio
 
 from journal import PartitionId, list_partitions
 from pipeline import __version__
-from scribe_compat import FbStatus, LogEntry, ResultCode, ServerConfig, serve_scribe
+from scribe_compat import FbStatus, LogBatch, LogEntry, ResultCode, ServerConfig, serve_scribe
 
 from .conftest import (
     ServerFactory,
@@ -101,8 +101,8 @@ class TryLaterHandler:
     def __init__(self) -> None:
         self.batches: list[list[tuple[bytes, bytes]]] = []
 
-    async def log(self, entries: list[LogEntry]) -> ResultCode:
-        self.batches.append([(e.category, e.message) for e in entries])
+    async def log(self, batch: LogBatch) -> ResultCode:
+        self.batches.append(list(zip(batch.categories, batch.messages, strict=True)))
         return ResultCode.TRY_LATER
 
     def get_name(self) -> str:

@@ -94,3 +94,18 @@ def test_invalid_toml_and_missing_file_are_config_errors(tmp_path: Path) -> None
         config_module.load(bad, environ={})
     with pytest.raises(ConfigError, match="file not found"):
         config_module.load(tmp_path / "missing.toml", environ={})
+
+
+def test_example_file_names_every_coordination_key() -> None:
+    data = config_module.read_file(EXAMPLE)
+    defaults = PipelineConfig().coordination
+    assert {f.name for f in dataclasses.fields(defaults)} <= set(data["coordination"])
+    zookeeper = {f.name for f in dataclasses.fields(defaults.zookeeper)} - {"auth_digest"}
+    assert zookeeper <= set(data["coordination"]["zookeeper"])
+
+
+def test_zookeeper_example_configuration_loads() -> None:
+    config = config_module.load(EXAMPLE.with_name("zookeeper.toml"), environ={})
+    assert config.coordination.kind.value == "zookeeper"
+    assert config.coordination.zookeeper.chroot == "/scribe-pipeline"
+    assert [s.group.sink for s in config.consumers] == ["files"]

@@ -13,7 +13,7 @@ from journal import PartitionId, list_partitions, open_reader
 from pipeline import config as config_module
 from pipeline.config import PipelineConfig
 from pipeline.daemon import Daemon, serve_pipeline
-from scribe_compat import AsyncScribeClient, FbStatus, LogEntry, ResultCode
+from scribe_compat import AsyncScribeClient, FbStatus, LogBatch, LogEntry, ResultCode
 
 
 def make_config(tmp_path: Path, toml: str = "") -> PipelineConfig:
@@ -159,9 +159,8 @@ async def test_shutdown_drains_and_stops(tmp_path: Path) -> None:
         with trio.fail_after(15):
             while daemon.service.get_status() != FbStatus.STOPPING:  # noqa: ASYNC110
                 await trio.sleep(0.01)
-        assert await daemon.service.log([LogEntry(category=b"s", message=b"late")]) == (
-            ResultCode.TRY_LATER
-        )
-        assert await daemon.service.log([]) == ResultCode.TRY_LATER
+        late = LogBatch.from_entries([LogEntry(category=b"s", message=b"late")])
+        assert await daemon.service.log(late) == ResultCode.TRY_LATER
+        assert await daemon.service.log(LogBatch([], [])) == ResultCode.TRY_LATER
     # The nursery exited: the daemon drained and closed the journal by itself.
     assert journal_messages(tmp_path / "journal", b"s") == [b"before"]

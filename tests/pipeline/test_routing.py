@@ -16,6 +16,7 @@ from pipeline.routing import (
     RoutingConfig,
     Unroutable,
 )
+from scribe_compat import LogBatch
 
 
 @dataclass
@@ -23,6 +24,15 @@ class Entry:
     category: bytes
     message: bytes
     metadata: dict[bytes, bytes] | None = None
+
+
+def batch(*entries: Entry) -> LogBatch:
+    metadata = [e.metadata for e in entries]
+    return LogBatch(
+        [e.category for e in entries],
+        [e.message for e in entries],
+        metadata if any(m is not None for m in metadata) else None,
+    )
 
 
 def router(*routes: RouteConfig, **kwargs: object) -> Router:
@@ -44,7 +54,7 @@ def test_exact_then_longest_prefix_then_default() -> None:
 
 def test_fan_out_to_every_exact_route() -> None:
     r = router(RouteConfig("clicks", target="a"), RouteConfig("clicks", target="b"))
-    plan = r.plan([Entry(b"clicks", b"m1"), Entry(b"clicks", b"m2")])
+    plan = r.plan(batch(Entry(b"clicks", b"m1"), Entry(b"clicks", b"m2")))
     assert {k: g.messages for k, g in plan.appends.items()} == {
         (b"a", 0): [b"m1", b"m2"],
         (b"b", 0): [b"m1", b"m2"],
@@ -56,7 +66,7 @@ def test_round_robin_keeps_a_call_together_and_rotates_between_calls() -> None:
     r = router(RouteConfig("default", partitions=3))
     seen = []
     for _ in range(4):
-        plan = r.plan([Entry(b"c", b"1"), Entry(b"c", b"2")])
+        plan = r.plan(batch(Entry(b"c", b"1"), Entry(b"c", b"2")))
         ((key, group),) = plan.appends.items()
         assert group.messages == [b"1", b"2"]
         seen.append(key[1])
@@ -66,7 +76,7 @@ def test_round_robin_keeps_a_call_together_and_rotates_between_calls() -> None:
 def test_key_hash_is_stable_crc32_of_the_key() -> None:
     r = router(RouteConfig("default", partitions=4, partitioner=Partitioner.KEY_HASH))
     entries = [Entry(b"c", f"user{i}:payload".encode()) for i in range(20)]
-    plan = r.plan(entries)
+    plan = r.plan(batch(*entries))
     for (category, partition), group in plan.appends.items():
         assert category == b"c"
         for message in group.messages:
@@ -77,14 +87,14 @@ def test_key_hash_is_stable_crc32_of_the_key() -> None:
 def test_random_partitioner_stays_in_range() -> None:
     r = router(RouteConfig("default", partitions=5, partitioner=Partitioner.RANDOM))
     for _ in range(50):
-        ((key, _),) = r.plan([Entry(b"c", b"x")]).appends.items()
+        ((key, _),) = r.plan(batch(Entry(b"c", b"x"))).appends.items()
         assert 0 <= key[1] < 5
 
 
 def test_blank_and_unroutable_are_counted_and_dropped_by_default() -> None:
     r = router(RouteConfig("known"))
     plan = r.plan(
-        [Entry(b"", b"a"), Entry(b"  ", b"b"), Entry(b"nope", b"c"), Entry(b"known", b"d")]
+        batch(Entry(b"", b"a"), Entry(b"  ", b"b"), Entry(b"nope", b"c"), Entry(b"known", b"d"))
     )
     assert plan.blank == 2
     assert plan.bad == {b"nope": 1}
@@ -93,7 +103,7 @@ def test_blank_and_unroutable_are_counted_and_dropped_by_default() -> None:
 
 def test_unroutable_can_be_journaled_to_a_catch_all_keeping_the_category() -> None:
     r = router(RouteConfig("known"), unroutable=Unroutable.JOURNAL, catch_all_category="lost")
-    plan = r.plan([Entry(b"nope", b"c", {b"k": b"v"}), Entry(b"", b"blank")])
+    plan = r.plan(batch(Entry(b"nope", b"c", {b"k": b"v"}), Entry(b"", b"blank")))
     group = plan.appends[(b"lost", 0)]
     assert group.messages == [b"c", b"blank"]
     assert group.metadata == [
@@ -104,7 +114,7 @@ def test_unroutable_can_be_journaled_to_a_catch_all_keeping_the_category() -> No
 
 def test_metadata_stays_aligned_with_messages() -> None:
     r = router(RouteConfig("default"))
-    plan = r.plan([Entry(b"c", b"1"), Entry(b"c", b"2", {b"a": b"b"}), Entry(b"c", b"3")])
+    plan = r.plan(batch(Entry(b"c", b"1"), Entry(b"c", b"2", {b"a": b"b"}), Entry(b"c", b"3")))
     group = plan.appends[(b"c", 0)]
     assert group.messages == [b"1", b"2", b"3"]
     assert group.metadata == [None, {b"a": b"b"}, None]
@@ -112,7 +122,7 @@ def test_metadata_stays_aligned_with_messages() -> None:
 
 def test_binary_categories_route_as_raw_bytes() -> None:
     r = router(RouteConfig("default"))
-    plan = r.plan([Entry(b"\x00\xff/..", b"\x00")])
+    plan = r.plan(batch(Entry(b"\x00\xff/..", b"\x00")))
     assert list(plan.appends) == [(b"\x00\xff/..", 0)]
     assert plan.nbytes == 1
 

@@ -15,7 +15,14 @@ import pytest
 import trio
 
 import scribe_compat
-from scribe_compat import FbStatus, LogEntry, ResultCode, ScribeServer, ServerConfig, serve_scribe
+from scribe_compat import (
+    FbStatus,
+    LogBatch,
+    ResultCode,
+    ScribeServer,
+    ServerConfig,
+    serve_scribe,
+)
 
 IDL = Path(scribe_compat.__file__).parent / "idl"
 
@@ -34,7 +41,8 @@ class FakeHandler:
     log_started: trio.Event = field(default_factory=trio.Event)
     release_log: trio.Event | None = None
 
-    async def log(self, entries: list[LogEntry]) -> ResultCode:
+    async def log(self, batch: LogBatch) -> ResultCode:
+        entries = batch.entries()
         self.calls.append("Log")
         self.log_started.set()
         if self.release_log is not None:
