@@ -11,14 +11,13 @@ import functools
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import click
 import trio
 
 from pipeline import __version__, logs
-from pipeline import config as config_module
 from pipeline.cli_bench import bench_group
+from pipeline.cli_common import EXIT_CONFIG, EXIT_STARTUP, config_option, load_config
 from pipeline.cli_consumers import offsets_group, replay_command
 from pipeline.cli_journal import journal_group
 from pipeline.cli_tools import cat_command, ctl_command
@@ -28,26 +27,6 @@ from pipeline.errors import ConfigError, PipelineError, StartupError, find_error
 from pipeline.services.cli import services
 from pipeline.services.required import start_required_services
 from pipeline.supervisor import run_until_signalled
-
-EXIT_CONFIG = 78
-EXIT_STARTUP = 70
-
-config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    envvar="PIPELINE_CONFIG",
-    help="TOML configuration file (conf/pipeline.toml is an annotated example).",
-)
-
-
-def load_config(config_path: Path | None, **flags: Any) -> PipelineConfig:
-    """Configuration with flags over environment over file; exits 78 when invalid."""
-    try:
-        return config_module.load(config_path, overrides=config_module.flag_overrides(**flags))
-    except ConfigError as exc:
-        click.echo(f"pipeline: invalid configuration: {exc}", err=True)
-        sys.exit(EXIT_CONFIG)
 
 
 def run_daemon(

@@ -20,6 +20,7 @@ from consumers import (
     Sink,
 )
 from journal import JournalError, PartitionId, PartitionInfo, list_partitions, open_reader
+from pipeline.cli_common import config_option, load_config
 from pipeline.cli_tools import parse_host_port
 from pipeline.config import PipelineConfig
 from pipeline.consumer_app import build_coordinator
@@ -48,22 +49,6 @@ def _select(
     return sorted(pids, key=lambda p: (p.category, p.partition))
 
 
-def config_loader(ctx: click.Context) -> PipelineConfig:
-    from pipeline.cli import load_config  # the CLI's one way to load (exit 78 when invalid)
-
-    path: Path | None = ctx.params.get("config_path")
-    return load_config(path)
-
-
-config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    envvar="PIPELINE_CONFIG",
-    help="TOML configuration file.",
-)
-
-
 @click.group("offsets")
 def offsets_group() -> None:
     """Show and reset consumer groups' committed offsets."""
@@ -73,12 +58,9 @@ def offsets_group() -> None:
 @config_option
 @click.option("--group", "-g", "groups", multiple=True, help="Only these groups (default: all).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per group and partition.")
-@click.pass_context
-def show_command(
-    ctx: click.Context, config_path: Path | None, groups: tuple[str, ...], as_json: bool
-) -> None:
+def show_command(config_path: Path | None, groups: tuple[str, ...], as_json: bool) -> None:
     """Committed offset, high-water mark and lag per group and partition."""
-    config = config_loader(ctx)
+    config = load_config(config_path)
     names = list(groups) or [s.name for s in config.consumers]
     rows = trio.run(_offset_rows, config, names)
     if as_json:
@@ -136,9 +118,7 @@ async def _offset_rows(config: PipelineConfig, names: list[str]) -> list[dict[st
     help="earliest, latest, an offset, or time:<ms since the epoch>.",
 )
 @click.option("--force", is_flag=True, help="Reset even while members are active.")
-@click.pass_context
 def reset_command(
-    ctx: click.Context,
     config_path: Path | None,
     group: str,
     category: str | None,
@@ -147,7 +127,7 @@ def reset_command(
     force: bool,
 ) -> None:
     """Move a group's committed offsets (refused while members are active unless --force)."""
-    config = config_loader(ctx)
+    config = load_config(config_path)
     section = config.group(group)
     matches = CategoryMatcher(section.group.categories)
     pids = _select([p for p in _journal(config) if matches(p.category)], category, partition)
@@ -210,9 +190,7 @@ async def _reset(
     help="Write Scribe-style files under this directory.",
 )
 @click.option("--add-newlines", is_flag=True, help="With --to-files: a newline after each message.")
-@click.pass_context
 def replay_command(
-    ctx: click.Context,
     config_path: Path | None,
     category: str,
     partition: int | None,
@@ -227,7 +205,7 @@ def replay_command(
     """Replay a range of a category into files or to a Scribe server, with progress."""
     if (to_scribe is None) == (to_files is None):
         raise click.UsageError("give exactly one of --to-scribe and --to-files")
-    config = config_loader(ctx)
+    config = load_config(config_path)
     pids = _select(list(_journal(config)), category, partition)
     if not pids:
         raise click.ClickException(f"no partitions of {category!r}")

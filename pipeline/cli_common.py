@@ -1,0 +1,33 @@
+"""What every ``pipeline`` command shares: the ``--config`` option, loading, exit codes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pipeline import config as config_module
+from pipeline.config import PipelineConfig
+from pipeline.errors import ConfigError
+
+EXIT_CONFIG = 78  # EX_CONFIG: invalid configuration
+EXIT_STARTUP = 70  # EX_SOFTWARE: a daemon could not start
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="PIPELINE_CONFIG",
+    help="TOML configuration file (conf/pipeline.toml is an annotated example).",
+)
+
+
+def load_config(config_path: Path | None, **flags: Any) -> PipelineConfig:
+    """Configuration with flags over environment over file; exits 78 when invalid."""
+    try:
+        return config_module.load(config_path, overrides=config_module.flag_overrides(**flags))
+    except ConfigError as exc:
+        click.echo(f"pipeline: invalid configuration: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
