@@ -1,10 +1,17 @@
-"""Suite-wide settings: hypothesis profiles (``HYPOTHESIS_PROFILE=ci`` for more examples)."""
+"""Suite-wide settings: hypothesis profiles (``HYPOTHESIS_PROFILE=ci`` for more examples), and
+``tests/support`` on the import path."""
 
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 from hypothesis import HealthCheck, settings
+
+# Shared helpers live in tests/support, imported by module name (e.g. ``scribe_fakes``); the
+# folder itself, not tests/, goes on the path so test folders never shadow the packages.
+sys.path.insert(0, str(Path(__file__).parent / "support"))
 
 settings.register_profile("default", deadline=None, max_examples=100)
 settings.register_profile(

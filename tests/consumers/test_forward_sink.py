@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import random
-import time
 from pathlib import Path
 
 import pytest
 import trio
 from coordinator_contract import wait_until
+from scribe_fakes import QuietFb303
 
 from consumers import (
     ConsumerRuntime,
@@ -20,12 +20,12 @@ from consumers import (
     SinkError,
 )
 from journal import JournalConfig, JournalMessage, PartitionId, open_journal
-from scribe_compat import FbStatus, LogBatch, LogEntry, ResultCode, ServerConfig, serve_scribe
+from scribe_compat import LogBatch, LogEntry, ResultCode, ServerConfig, serve_scribe
 
 PID = PartitionId(b"web", 0)
 
 
-class Upstream:
+class Upstream(QuietFb303):
     """A Scribe server's handler: records calls, answers TRY_LATER to the first ``busy`` calls."""
 
     def __init__(self, busy: int = 0) -> None:
@@ -44,45 +44,6 @@ class Upstream:
 
     def messages(self) -> list[bytes]:
         return [e.message for e in self.stored]
-
-    def get_name(self) -> str:
-        return "upstream"
-
-    def get_version(self) -> str:
-        return "0"
-
-    def get_status(self) -> FbStatus:
-        return FbStatus.ALIVE
-
-    def get_status_details(self) -> str:
-        return ""
-
-    def get_counters(self) -> dict[str, int]:
-        return {}
-
-    def get_counter(self, key: str) -> int:
-        return 0
-
-    def set_option(self, key: str, value: str) -> None:
-        pass
-
-    def get_option(self, key: str) -> str:
-        return ""
-
-    def get_options(self) -> dict[str, str]:
-        return {}
-
-    def get_cpu_profile(self, seconds: int) -> str:
-        return ""
-
-    def alive_since(self) -> int:
-        return int(time.time())
-
-    async def reinitialize(self) -> None:
-        pass
-
-    async def shutdown(self) -> None:
-        pass
 
 
 def msgs(

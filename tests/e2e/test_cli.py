@@ -18,10 +18,11 @@ from typing import Any
 
 import pytest
 import trio
+from scribe_fakes import QuietFb303
 
 from journal import PartitionId, list_partitions
 from pipeline import __version__
-from scribe_compat import FbStatus, LogBatch, LogEntry, ResultCode, ServerConfig, serve_scribe
+from scribe_compat import LogBatch, LogEntry, ResultCode, ServerConfig, serve_scribe
 
 from .conftest import (
     ServerFactory,
@@ -95,7 +96,7 @@ def test_cat_and_journal_dump(pipeline_server: ServerFactory) -> None:
     assert hwms == {"cli_cat": 1, "cli_lines": 4, "cli_text": 1}
 
 
-class TryLaterHandler:
+class TryLaterHandler(QuietFb303):
     """A Scribe server that always asks to retry."""
 
     def __init__(self) -> None:
@@ -104,45 +105,6 @@ class TryLaterHandler:
     async def log(self, batch: LogBatch) -> ResultCode:
         self.batches.append(list(zip(batch.categories, batch.messages, strict=True)))
         return ResultCode.TRY_LATER
-
-    def get_name(self) -> str:
-        return "try-later"
-
-    def get_version(self) -> str:
-        return "0"
-
-    def get_status(self) -> FbStatus:
-        return FbStatus.ALIVE
-
-    def get_status_details(self) -> str:
-        return ""
-
-    def get_counters(self) -> dict[str, int]:
-        return {}
-
-    def get_counter(self, key: str) -> int:
-        return 0
-
-    def set_option(self, key: str, value: str) -> None:
-        pass
-
-    def get_option(self, key: str) -> str:
-        return ""
-
-    def get_options(self) -> dict[str, str]:
-        return {}
-
-    def get_cpu_profile(self, seconds: int) -> str:
-        return ""
-
-    def alive_since(self) -> int:
-        return 0
-
-    async def reinitialize(self) -> None:
-        pass
-
-    async def shutdown(self) -> None:
-        pass
 
 
 async def test_cat_exits_84_on_try_later(nursery: trio.Nursery) -> None:
