@@ -2,6 +2,8 @@
 
 `open_zookeeper(config)` opens a session and yields a `ZooKeeperClient` whose methods are trio
 coroutines returning typed frozen dataclasses; kazoo's exceptions come out as `consumers.errors`.
+`ZooKeeperClient.transaction` applies typed steps (`TxnCheck`, `TxnSet`, `TxnCreate`, `TxnDelete`)
+atomically and raises the failing step's error, naming its path.
 
 Threads: kazoo runs its own connection thread.  Blocking calls enter trio in one place,
 `ZooKeeperClient._call`, through `trio.to_thread.run_sync` with a `CapacityLimiter`; a call is never
@@ -19,7 +21,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -37,6 +39,8 @@ from kazoo.exceptions import (
     NoNodeError,
     NotEmptyError,
     OperationTimeoutError,
+    RolledBackError,
+    RuntimeInconsistency,
     SessionExpiredError,
 )
 from kazoo.handlers.threading import KazooTimeoutError
@@ -66,6 +70,11 @@ __all__ = [
     "ConnectionEvent",
     "ConnectionState",
     "NodeStat",
+    "TxnCheck",
+    "TxnCreate",
+    "TxnDelete",
+    "TxnOp",
+    "TxnSet",
     "Watch",
     "WatchEvent",
     "ZooKeeperClient",
@@ -215,6 +224,43 @@ class Watch:
         if not self._fired.is_set():
             self._event = event
             self._fired.set()
+
+
+@dataclass(frozen=True)
+class TxnCheck:
+    """Transaction step: the node at ``path`` still has ``version``."""
+
+    path: str
+    version: int
+
+
+@dataclass(frozen=True)
+class TxnSet:
+    """Transaction step: replace the node's data (only at ``version`` when it is >= 0)."""
+
+    path: str
+    value: bytes
+    version: int = -1
+
+
+@dataclass(frozen=True)
+class TxnCreate:
+    """Transaction step: create a node (its parent must exist)."""
+
+    path: str
+    value: bytes = b""
+    ephemeral: bool = False
+
+
+@dataclass(frozen=True)
+class TxnDelete:
+    """Transaction step: delete a childless node (only at ``version`` when it is >= 0)."""
+
+    path: str
+    version: int = -1
+
+
+TxnOp = TxnCheck | TxnSet | TxnCreate | TxnDelete
 
 
 def _acl_for(policy: AclPolicy) -> list[Any]:
@@ -475,6 +521,38 @@ class ZooKeeperClient:
         """Replace the node's data; with ``version`` >= 0, only if it still has that version."""
         call = functools.partial(self._kazoo.set_async, path, value, version)
         return _stat(await self._call(path, lambda: self._wait(call())))
+
+    async def transaction(self, ops: Sequence[TxnOp]) -> None:
+        """Apply every step of ``ops`` atomically, or none of them.
+
+        When a step fails, raises that step's error (`BadVersion`, `NoNode`, `NodeExists`, ...)
+        naming its path; steps rolled back because of it are not reported.
+        """
+        if not ops:
+            return
+        where = ops[0].path
+        results = await self._call(where, lambda: self._wait(self._transaction(ops)))
+        for op, result in zip(ops, results, strict=False):
+            if isinstance(result, RolledBackError | RuntimeInconsistency):
+                continue
+            if isinstance(result, KazooException):
+                raise _translate(result, op.path, self.config.hosts, self._kazoo.state) from result
+        for result in results:  # only roll-backs: ZooKeeper names no culprit
+            if isinstance(result, KazooException):
+                raise _translate(result, where, self.config.hosts, self._kazoo.state) from result
+
+    def _transaction(self, ops: Sequence[TxnOp]) -> Any:  # worker thread
+        txn = self._kazoo.transaction()
+        for op in ops:
+            if isinstance(op, TxnCheck):
+                txn.check(op.path, op.version)
+            elif isinstance(op, TxnSet):
+                txn.set_data(op.path, op.value, op.version)
+            elif isinstance(op, TxnCreate):
+                txn.create(op.path, op.value, ephemeral=op.ephemeral)
+            else:
+                txn.delete(op.path, op.version)
+        return txn.commit_async()
 
     async def delete(self, path: str, *, version: int = -1, recursive: bool = False) -> None:
         if recursive:

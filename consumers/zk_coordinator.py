@@ -1,0 +1,798 @@
+"""The ZooKeeper coordinator: a consumer group's members on any number of hosts.
+
+Znode layout, under the client's chroot (``ZooKeeperConfig.chroot``, ``/scribe-pipeline`` by
+default).  ``<group>``, ``<member>`` and ``<category>`` are the journal's injective, '/'-free
+``category_dir_name`` encoding of the group name, member id and category; ``<n>`` is the
+partition number in decimal::
+
+    /groups/<group>/members/<member>                 ephemeral  {"member", "host", "pid"}
+    /groups/<group>/owners/<category>/<n>            ephemeral  {"member", "epoch"}
+    /groups/<group>/partitions/<category>/<n>        persistent {"format": 1, "group",
+                                                                 "category": hex, "partition"}
+    /groups/<group>/partitions/<category>/<n>/epoch  persistent  the epoch, decimal
+    /groups/<group>/partitions/<category>/<n>/offset persistent  next offset to consume,
+                                                                 decimal; empty: none committed
+
+Invariants (this is where fencing lives):
+
+* A partition node and its ``epoch`` ("0") and ``offset`` ("") children are created together in
+  one transaction.  The epoch node is only ever changed by a versioned set (compare-and-set)
+  from version E to data E+1, so its data always equals its version: *the epoch is the epoch
+  node's version*, and "the epoch is still E" is ZooKeeper's own ``check(epoch, version=E)``.
+* Takeover is one transaction: create the owner node (ephemeral; fails when anyone owns the
+  partition) and move the epoch from E to E+1.  A member whose owner node survived a connection
+  suspension (same session) takes it up again the same way, setting its owner node at its version
+  instead of creating it.  So at most one session holds an owner node, and every lease carries an
+  epoch no earlier lease had.
+* A commit is one transaction: ``check(epoch, version=E)`` and set the offset at the version it
+  was read at.  A member that lost its session (paused, partitioned) has been taken over: the
+  epoch moved, the check fails, nothing changes (``Fenced``).  The versioned set keeps a commit
+  from overwriting a reset it raced with; a commit below the committed offset writes nothing.
+* A reset is one transaction: the epoch from E to E+1 and the new offset, so the current owner's
+  next commit is fenced and whoever takes the partition next starts at the reset offset.
+* Release is graceful only: the listener commits (``revoking``), then the owner node is deleted
+  at its version, and only by the session that created it.
+
+Connection states: SUSPENDED calls ``listener.lost`` for every lease at once (the member stops
+writing; ZooKeeper may already have given its partitions away).  CONNECTED again in the same
+session: the member node is checked and the round runs again; owner nodes still held are taken
+up again with a bumped epoch (a new lease), or released when the plan gives them away.  LOST (the
+session expired, every ephemeral is gone): everything is dropped, kazoo opens a new session and
+the member registers again.
+
+Assignment (``plan_assignment``) is deterministic and sticky: each member computes it from the
+sorted member list, the partitions it sees and the current owners.  A round runs only once the
+member list has been stable for ``settle_s``; each member revokes what the plan gives away first,
+then takes what the plan gives it as soon as it is free.  A dead member's partitions are owned
+again within about the session timeout plus ``settle_s``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import socket
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from contextlib import (
+    AbstractAsyncContextManager,
+    AsyncExitStack,
+    asynccontextmanager,
+    contextmanager,
+    suppress,
+)
+from dataclasses import dataclass
+
+import trio
+
+from consumers import errors as zkerr
+from consumers.coordination import (
+    CoordinationError,
+    CoordinatorUnavailable,
+    Fenced,
+    Lease,
+    OwnershipListener,
+    ResetRefused,
+)
+from consumers.zookeeper import (
+    ConnectionState,
+    TxnCheck,
+    TxnCreate,
+    TxnSet,
+    ZooKeeperClient,
+    ZooKeeperConfig,
+    open_zookeeper,
+)
+from journal import PartitionId, category_dir_name, category_from_dir_name
+
+log = logging.getLogger(__name__)
+
+PARTITION_FORMAT = 1
+GROUPS = "/groups"
+
+OpenClient = Callable[[ZooKeeperConfig], AbstractAsyncContextManager[ZooKeeperClient]]
+
+
+def plan_assignment(
+    members: Iterable[str],
+    partitions: Iterable[PartitionId],
+    owners: Mapping[PartitionId, str],
+) -> dict[str, set[PartitionId]]:
+    """Which partitions each member should own: deterministic, balanced and sticky.
+
+    Every member gets floor(P/M) partitions, and the P mod M members owning the most now get one
+    more (ties: the smaller id).  Each member keeps what it owns, in partition order, up to its
+    share; the rest go, in partition order, to the member with the most room left (ties: the
+    smaller id).  ``owners`` maps partitions to their current owner; owners that are not members
+    are ignored.
+    """
+    names = sorted(set(members))
+    wanted = sorted(set(partitions), key=_pid_key)
+    plan: dict[str, set[PartitionId]] = {name: set() for name in names}
+    if not names:
+        return plan
+    current: dict[str, list[PartitionId]] = {name: [] for name in names}
+    for pid in wanted:
+        owner = owners.get(pid)
+        if owner in current:
+            current[owner].append(pid)
+    base, extra = divmod(len(wanted), len(names))
+    by_holding = sorted(names, key=lambda name: (-len(current[name]), name))
+    quota = {name: base + (1 if i < extra else 0) for i, name in enumerate(by_holding)}
+    taken: set[PartitionId] = set()
+    for name in names:
+        kept = current[name][: quota[name]]
+        plan[name].update(kept)
+        taken.update(kept)
+    for pid in wanted:
+        if pid in taken:
+            continue
+        name = min(names, key=lambda n: (len(plan[n]) - quota[n], n))
+        plan[name].add(pid)
+    return plan
+
+
+def _pid_key(pid: PartitionId) -> tuple[bytes, int]:
+    return pid.category, pid.partition
+
+
+def _decode_name(name: str) -> str | None:
+    try:
+        return category_from_dir_name(name).decode("utf-8", "surrogateescape")
+    except ValueError:
+        return None
+
+
+def _parse_offset(data: bytes) -> int | None:
+    text = data.strip()
+    return int(text) if text else None
+
+
+def _connected(client: ZooKeeperClient) -> bool:
+    # A function, not an inline test: the state changes across every await.
+    return client.state is ConnectionState.CONNECTED
+
+
+@dataclass(frozen=True)
+class _Owner:
+    member: str
+    mine: bool  # the node belongs to this member's current session
+    version: int
+
+
+async def list_groups(
+    config: ZooKeeperConfig, open_client: OpenClient = open_zookeeper
+) -> list[str]:
+    """The groups that have state under ``config``'s chroot."""
+    with _translated():
+        async with open_client(config) as client:
+            try:
+                names = await client.get_children(GROUPS)
+            except zkerr.NoNode:
+                return []
+    return sorted(name for name in map(_decode_name, names) if name is not None)
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    """ZooKeeper's errors as the coordination contract's."""
+    try:
+        yield
+    except (zkerr.ConnectionInterrupted, zkerr.SessionLost, zkerr.ZooKeeperUnavailable) as exc:
+        raise CoordinatorUnavailable(str(exc)) from exc
+    except zkerr.CoordinationError as exc:
+        raise CoordinationError(str(exc)) from exc
+
+
+class ZooKeeperCoordinator:
+    """A member of ``group`` coordinated through ZooKeeper (see ``consumers.coordination``).
+
+    ``committed``, ``commit``, ``reset``, ``members`` and ``all_committed`` use the member's
+    session while ``run`` is running, else a short session of their own.
+    """
+
+    def __init__(
+        self,
+        config: ZooKeeperConfig,
+        group: str,
+        member_id: str | None = None,
+        *,
+        settle_s: float = 1.0,
+        rescan_interval_s: float = 1.0,
+        retry_interval_s: float = 0.2,
+        revoke_timeout_s: float = 30.0,
+        open_client: OpenClient = open_zookeeper,
+    ) -> None:
+        if not group:
+            raise ValueError("group must not be empty")
+        for name, value in (
+            ("settle_s", settle_s),
+            ("rescan_interval_s", rescan_interval_s),
+            ("retry_interval_s", retry_interval_s),
+            ("revoke_timeout_s", revoke_timeout_s),
+        ):
+            if not (math.isfinite(value) and value >= 0) or (name != "settle_s" and value == 0):
+                raise ValueError(f"{name} must be positive, got {value!r}")
+        self._zk = config
+        self._group = group
+        self._member_id = member_id or f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
+        self._settle_s = settle_s
+        self._rescan_interval_s = rescan_interval_s
+        self._retry_interval_s = retry_interval_s
+        self._revoke_timeout_s = revoke_timeout_s
+        self._open = open_client
+        self._base = f"{GROUPS}/{category_dir_name(group.encode('utf-8', 'surrogateescape'))}"
+        self._partitions: frozenset[PartitionId] = frozenset()
+        self._leases: dict[PartitionId, Lease] = {}
+        self._client: ZooKeeperClient | None = None
+        self._wake = trio.Event()
+        self._stopping = False
+        self._running = False
+        self._rejoin = False
+        self._verify_at = -math.inf
+        self._last_members: list[str] | None = None
+        self._settle_until = -math.inf
+        self._ensured: set[str] = set()
+        self.counters = {
+            "taken": 0,
+            "released": 0,
+            "lost": 0,
+            "fenced": 0,
+            "suspended": 0,
+            "sessions_lost": 0,
+        }
+
+    # -- identity and local state ------------------------------------------------------------
+
+    @property
+    def group(self) -> str:
+        return self._group
+
+    @property
+    def member_id(self) -> str:
+        return self._member_id
+
+    def set_partitions(self, pids: Iterable[PartitionId]) -> None:
+        new = frozenset(pids)
+        if new != self._partitions:
+            self._partitions = new
+            self._wake.set()
+
+    def owned(self) -> dict[PartitionId, int]:
+        return {pid: lease.epoch for pid, lease in self._leases.items()}
+
+    # -- paths -------------------------------------------------------------------------------
+
+    def _members_dir(self) -> str:
+        return f"{self._base}/members"
+
+    def _member_path(self, member: str) -> str:
+        return (
+            f"{self._members_dir()}/{category_dir_name(member.encode('utf-8', 'surrogateescape'))}"
+        )
+
+    def _owner_dir(self, category: bytes) -> str:
+        return f"{self._base}/owners/{category_dir_name(category)}"
+
+    def _owner_path(self, pid: PartitionId) -> str:
+        return f"{self._owner_dir(pid.category)}/{pid.partition}"
+
+    def _partition_dir(self, category: bytes) -> str:
+        return f"{self._base}/partitions/{category_dir_name(category)}"
+
+    def _partition_path(self, pid: PartitionId) -> str:
+        return f"{self._partition_dir(pid.category)}/{pid.partition}"
+
+    # -- sessions ----------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _session(self) -> AsyncIterator[ZooKeeperClient]:
+        if self._client is not None:
+            yield self._client
+            return
+        async with self._open(self._zk) as client:
+            yield client
+
+    async def _ensure(self, client: ZooKeeperClient, path: str) -> None:
+        if path not in self._ensured:
+            await client.ensure_path(path)
+            self._ensured.add(path)
+
+    async def _ensure_partition(self, client: ZooKeeperClient, pid: PartitionId) -> None:
+        path = self._partition_path(pid)
+        if path in self._ensured:
+            return
+        if await client.exists(f"{path}/offset") is None:
+            await self._ensure(client, self._partition_dir(pid.category))
+            meta = {
+                "format": PARTITION_FORMAT,
+                "group": self._group,
+                "category": pid.category.hex(),
+                "partition": pid.partition,
+            }
+            with suppress(zkerr.NodeExists):  # another member created it first
+                await client.transaction(
+                    [
+                        TxnCreate(path, json.dumps(meta, sort_keys=True).encode()),
+                        TxnCreate(f"{path}/epoch", b"0"),
+                        TxnCreate(f"{path}/offset", b""),
+                    ]
+                )
+        self._ensured.add(path)
+
+    # -- offsets -----------------------------------------------------------------------------
+
+    async def commit(self, pid: PartitionId, offset: int, epoch: int) -> None:
+        if offset < 0:
+            raise ValueError(f"offset must not be negative, got {offset}")
+        with _translated():
+            async with self._session() as client:
+                try:
+                    await self._commit_on(client, pid, offset, epoch)
+                except Fenced:
+                    self.counters["fenced"] += 1
+                    self._verify_at = -math.inf  # let the next round find the bumped epoch
+                    self._wake.set()
+                    raise
+
+    async def _current_epoch(self, client: ZooKeeperClient, pid: PartitionId) -> int | None:
+        stat = await client.exists(f"{self._partition_path(pid)}/epoch")
+        return None if stat is None else stat.version
+
+    async def _commit_on(
+        self, client: ZooKeeperClient, pid: PartitionId, offset: int, epoch: int
+    ) -> None:
+        base = self._partition_path(pid)
+        epoch_path, offset_path = f"{base}/epoch", f"{base}/offset"
+        for _ in range(100):
+            try:
+                data, stat = await client.get(offset_path)
+            except zkerr.NoNode:
+                raise Fenced(pid, epoch, None) from None  # never owned by anyone
+            committed = _parse_offset(data)
+            if committed is not None and offset <= committed:
+                current = await self._current_epoch(client, pid)
+                if current != epoch:
+                    raise Fenced(pid, epoch, current)
+                return  # never backwards; equal is a no-op
+            try:
+                # The fencing transaction: nothing moves unless the epoch is still ours.
+                await client.transaction(
+                    [
+                        TxnCheck(epoch_path, epoch),
+                        TxnSet(offset_path, str(offset).encode(), stat.version),
+                    ]
+                )
+                return
+            except (zkerr.BadVersion, zkerr.NoNode) as exc:
+                if exc.path == epoch_path:
+                    current = await self._current_epoch(client, pid)
+                    raise Fenced(pid, epoch, current) from None
+                # The offset changed since we read it (a reset raced with us): read it again.
+        raise CoordinationError(f"{pid}: the offset keeps changing; commit abandoned")
+
+    async def committed(self, pid: PartitionId) -> int | None:
+        with _translated():
+            async with self._session() as client:
+                try:
+                    data, _ = await client.get(f"{self._partition_path(pid)}/offset")
+                except zkerr.NoNode:
+                    return None
+                return _parse_offset(data)
+
+    async def reset(self, pid: PartitionId, offset: int, *, force: bool = False) -> None:
+        if offset < 0:
+            raise ValueError(f"offset must not be negative, got {offset}")
+        with _translated():
+            async with self._session() as client:
+                active = await self._member_ids(client)
+                if active and not force:
+                    raise ResetRefused(self._group, active)
+                await self._ensure_partition(client, pid)
+                base = self._partition_path(pid)
+                for _ in range(100):
+                    version = await self._current_epoch(client, pid)
+                    if version is None:
+                        raise CoordinationError(f"{pid}: epoch node missing")
+                    try:
+                        # The bump fences the current owner; whoever takes the partition next
+                        # starts from the reset offset.
+                        await client.transaction(
+                            [
+                                TxnSet(f"{base}/epoch", str(version + 1).encode(), version),
+                                TxnSet(f"{base}/offset", str(offset).encode()),
+                            ]
+                        )
+                        break
+                    except zkerr.BadVersion:
+                        continue
+                else:
+                    raise CoordinationError(f"{pid}: the epoch keeps changing; reset abandoned")
+        log.warning(
+            "offset reset",
+            extra={"group": self._group, "pid": str(pid), "offset": offset, "forced": force},
+        )
+
+    async def all_committed(self) -> dict[PartitionId, int | None]:
+        """Every partition the group has state for, with its committed offset (for tools and
+        retention floors)."""
+        out: dict[PartitionId, int | None] = {}
+        with _translated():
+            async with self._session() as client:
+                try:
+                    categories = await client.get_children(f"{self._base}/partitions")
+                except zkerr.NoNode:
+                    return out
+                for category in categories:
+                    directory = f"{self._base}/partitions/{category}"
+                    with suppress(zkerr.NoNode):
+                        for name in await client.get_children(directory):
+                            try:
+                                meta, _ = await client.get(f"{directory}/{name}")
+                                data, _ = await client.get(f"{directory}/{name}/offset")
+                            except zkerr.NoNode:
+                                continue
+                            info = json.loads(meta)
+                            pid = PartitionId(bytes.fromhex(info["category"]), int(name))
+                            out[pid] = _parse_offset(data)
+        return out
+
+    async def current_epoch(self, pid: PartitionId) -> int | None:
+        """The partition's current epoch (None before its first owner); for tools and tests."""
+        with _translated():
+            async with self._session() as client:
+                return await self._current_epoch(client, pid)
+
+    async def owners(self) -> dict[PartitionId, str]:
+        """Who owns which of the partitions this member knows, as ZooKeeper says now."""
+        with _translated():
+            async with self._session() as client:
+                found = await self._owners(client, self._partitions)
+        return {pid: owner.member for pid, owner in found.items()}
+
+    # -- membership --------------------------------------------------------------------------
+
+    async def _member_ids(self, client: ZooKeeperClient) -> list[str]:
+        try:
+            names = await client.get_children(self._members_dir())
+        except zkerr.NoNode:
+            return []
+        members: list[str] = []
+        for name in names:
+            member = _decode_name(name)
+            if member is None:  # a hashed (very long) id: its node holds it
+                try:
+                    data, _ = await client.get(f"{self._members_dir()}/{name}")
+                except zkerr.NoNode:
+                    continue
+                member = str(json.loads(data)["member"])
+            members.append(member)
+        return sorted(members)
+
+    async def members(self) -> list[str]:
+        with _translated():
+            async with self._session() as client:
+                return await self._member_ids(client)
+
+    async def _register(self, client: ZooKeeperClient, wait_s: float) -> None:
+        """Create this member's ephemeral node; wait up to ``wait_s`` for an older session's node
+        of the same id (a restarted process) to expire."""
+        await self._ensure(client, self._members_dir())
+        path = self._member_path(self._member_id)
+        info = {"member": self._member_id, "host": socket.gethostname(), "pid": os.getpid()}
+        deadline = trio.current_time() + wait_s
+        while True:
+            try:
+                await client.create(path, json.dumps(info).encode(), ephemeral=True)
+                return
+            except zkerr.NodeExists:
+                stat = await client.exists(path)
+                if stat is not None and stat.ephemeral_owner == client.session_id:
+                    return  # ours: an earlier attempt's outcome was unknown
+                if trio.current_time() >= deadline:
+                    raise CoordinationError(
+                        f"member id {self._member_id!r} is already active in group {self._group!r}"
+                    ) from None
+            await trio.sleep(self._retry_interval_s)
+
+    # -- ownership ---------------------------------------------------------------------------
+
+    async def _owners(
+        self, client: ZooKeeperClient, pids: Iterable[PartitionId]
+    ) -> dict[PartitionId, _Owner]:
+        by_category: dict[bytes, set[int]] = {}
+        for pid in pids:
+            by_category.setdefault(pid.category, set()).add(pid.partition)
+        found: dict[PartitionId, _Owner] = {}
+        for category, numbers in sorted(by_category.items()):
+            try:
+                names = await client.get_children(self._owner_dir(category))
+            except zkerr.NoNode:
+                continue
+            for name in names:
+                if not name.isdigit() or int(name) not in numbers:
+                    continue
+                pid = PartitionId(category, int(name))
+                try:
+                    data, stat = await client.get(self._owner_path(pid))
+                except zkerr.NoNode:
+                    continue
+                member = str(json.loads(data).get("member", ""))
+                mine = stat.ephemeral_owner == client.session_id
+                found[pid] = _Owner(member, mine, stat.version)
+        return found
+
+    async def _take(
+        self, client: ZooKeeperClient, pid: PartitionId, held_version: int | None
+    ) -> int | None:
+        """Own ``pid`` with a new epoch; None when someone else got it first.  ``held_version``
+        is the version of this session's surviving owner node, if any."""
+        await self._ensure_partition(client, pid)
+        await self._ensure(client, self._owner_dir(pid.category))
+        epoch_path = f"{self._partition_path(pid)}/epoch"
+        version = await self._current_epoch(client, pid)
+        if version is None:
+            return None
+        epoch = version + 1
+        data = json.dumps({"member": self._member_id, "epoch": epoch}).encode()
+        owner_path = self._owner_path(pid)
+        claim = (
+            TxnCreate(owner_path, data, ephemeral=True)
+            if held_version is None
+            else TxnSet(owner_path, data, held_version)
+        )
+        try:
+            # Ownership and the new epoch in one step: no one can own it with an old epoch.
+            await client.transaction([claim, TxnSet(epoch_path, str(epoch).encode(), version)])
+        except (zkerr.NodeExists, zkerr.BadVersion, zkerr.NoNode):
+            return None
+        return epoch
+
+    async def _release_node(self, client: ZooKeeperClient, pid: PartitionId) -> None:
+        """Delete this session's owner node of ``pid`` (never another session's)."""
+        path = self._owner_path(pid)
+        try:
+            stat = await client.exists(path)
+            if stat is not None and stat.ephemeral_owner == client.session_id:
+                await client.delete(path, version=stat.version)
+        except (zkerr.NoNode, zkerr.BadVersion):
+            pass
+        except zkerr.CoordinationError as exc:
+            # The node stays ours until the session ends; the next round releases it.
+            log.warning(
+                "could not release partition node",
+                extra={"group": self._group, "pid": str(pid), "error": str(exc)},
+            )
+
+    def _lose(self, listener: OwnershipListener, lease: Lease, reason: str) -> None:
+        if self._leases.get(lease.pid) != lease:
+            return
+        del self._leases[lease.pid]
+        self.counters["lost"] += 1
+        listener.lost(lease)
+        log.warning(
+            "partition lost",
+            extra={
+                "group": self._group,
+                "member": self._member_id,
+                "pid": str(lease.pid),
+                "epoch": lease.epoch,
+                "reason": reason,
+            },
+        )
+
+    def _lose_all(self, listener: OwnershipListener, reason: str) -> None:
+        for lease in sorted(self._leases.values(), key=lambda lease: _pid_key(lease.pid)):
+            self._lose(listener, lease, reason)
+
+    async def _revoke(
+        self, client: ZooKeeperClient, listener: OwnershipListener, lease: Lease
+    ) -> None:
+        with trio.move_on_after(self._revoke_timeout_s) as scope:
+            await listener.revoking(lease)
+        if scope.cancelled_caught:
+            log.warning(
+                "revocation timed out; releasing anyway",
+                extra={"group": self._group, "member": self._member_id, "pid": str(lease.pid)},
+            )
+        if self._leases.get(lease.pid) == lease:
+            del self._leases[lease.pid]
+        await self._release_node(client, lease.pid)
+        self.counters["released"] += 1
+        log.info(
+            "partition released",
+            extra={"group": self._group, "member": self._member_id, "pid": str(lease.pid)},
+        )
+
+    async def _verify(self, client: ZooKeeperClient, listener: OwnershipListener) -> None:
+        """Drop leases whose owner node or epoch is no longer ours."""
+        for pid, lease in sorted(self._leases.items(), key=lambda item: _pid_key(item[0])):
+            owner = await client.exists(self._owner_path(pid))
+            epoch = await self._current_epoch(client, pid)
+            if self._leases.get(pid) != lease:
+                continue
+            if owner is None or owner.ephemeral_owner != client.session_id:
+                self._lose(listener, lease, "ownership node gone")
+            elif epoch != lease.epoch:
+                self._lose(listener, lease, f"epoch is now {epoch}")
+                await self._release_node(client, pid)
+
+    async def _rebalance(self, client: ZooKeeperClient, listener: OwnershipListener) -> float:
+        """One assignment round; returns how long to wait before the next one."""
+        members = await self._member_ids(client)
+        now = trio.current_time()
+        if members != self._last_members:
+            log.info(
+                "group membership",
+                extra={"group": self._group, "member": self._member_id, "members": members},
+            )
+            self._last_members = members
+            self._settle_until = now + self._settle_s
+        if now < self._settle_until:
+            return self._settle_until - now
+        if self._member_id not in members:
+            self._rejoin = True  # our node is gone (the session was replaced): register again
+            return self._retry_interval_s
+        wanted = self._partitions
+        owners = await self._owners(client, wanted | self._leases.keys())
+        plan = plan_assignment(members, wanted, {pid: o.member for pid, o in owners.items()})
+        target = plan.get(self._member_id, set())
+        for pid in sorted(self._leases, key=_pid_key):
+            if self._stopping:
+                return 0
+            lease = self._leases.get(pid)
+            if lease is not None and pid not in target:
+                await self._revoke(client, listener, lease)
+        for pid, held in sorted(owners.items(), key=lambda item: _pid_key(item[0])):
+            # Held since before a suspension, and given to someone else now.
+            if held.mine and pid not in self._leases and pid not in target:
+                await self._release_node(client, pid)
+        converged = True
+        for pid in sorted(target - self._leases.keys(), key=_pid_key):
+            if self._stopping or not _connected(client):
+                return self._retry_interval_s
+            owner = owners.get(pid)
+            if owner is not None and not owner.mine:
+                converged = False  # its owner has not released it yet
+                continue
+            epoch = await self._take(client, pid, None if owner is None else owner.version)
+            if epoch is None:
+                converged = False
+                continue
+            if not _connected(client):  # suspended meanwhile
+                return self._retry_interval_s  # the owner node stays ours: taken up on reconnect
+            lease = Lease(pid, epoch)
+            self._leases[pid] = lease
+            self.counters["taken"] += 1
+            log.info(
+                "partition assigned",
+                extra={
+                    "group": self._group,
+                    "member": self._member_id,
+                    "pid": str(pid),
+                    "epoch": epoch,
+                },
+            )
+            await listener.assigned(lease)
+        return self._rescan_interval_s if converged else self._retry_interval_s
+
+    # -- the member's task -------------------------------------------------------------------
+
+    async def _round(self, client: ZooKeeperClient, listener: OwnershipListener) -> float:
+        if self._rejoin:
+            await self._register(client, self._zk.session_timeout_s)
+            self._rejoin = False
+        if trio.current_time() >= self._verify_at:
+            await self._verify(client, listener)
+            self._verify_at = trio.current_time() + self._rescan_interval_s
+        return await self._rebalance(client, listener)
+
+    async def _loop(self, client: ZooKeeperClient, listener: OwnershipListener) -> None:
+        while not self._stopping:
+            self._wake = trio.Event()
+            delay = self._retry_interval_s
+            if _connected(client):
+                try:
+                    delay = await self._round(client, listener)
+                except (zkerr.CoordinationError, CoordinationError) as exc:
+                    log.warning(
+                        "coordination round failed; retrying",
+                        extra={"group": self._group, "member": self._member_id, "error": str(exc)},
+                    )
+            with trio.move_on_after(delay):
+                await self._wake.wait()
+
+    async def _watch_connection(self, client: ZooKeeperClient, listener: OwnershipListener) -> None:
+        async for event in client.connection_events:
+            if event.state is ConnectionState.SUSPENDED:
+                # Stop writing at once: ZooKeeper may be giving our partitions away right now.
+                self.counters["suspended"] += 1
+                self._lose_all(listener, "connection suspended")
+            elif event.state is ConnectionState.LOST:
+                self.counters["sessions_lost"] += 1
+                self._lose_all(listener, "session lost")
+                self._rejoin = True
+            else:
+                self._rejoin = True  # check our member node (a new session has none)
+                self._verify_at = -math.inf
+            log.warning(
+                "zookeeper connection",
+                extra={
+                    "group": self._group,
+                    "member": self._member_id,
+                    "state": event.state.value,
+                },
+            )
+            self._wake.set()
+
+    async def _watch_members(self, client: ZooKeeperClient) -> None:
+        while True:
+            try:
+                _, watch = await client.get_children_watched(self._members_dir())
+            except zkerr.CoordinationError:
+                await trio.sleep(self._retry_interval_s)
+                continue
+            await watch.wait()  # also fires when the session expires
+            self._wake.set()
+
+    async def run(
+        self,
+        listener: OwnershipListener,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        if self._running:
+            raise RuntimeError("this member is already running")
+        self._running = True
+        graceful = False
+        try:
+            async with AsyncExitStack() as stack:
+                with _translated():
+                    session = await stack.enter_async_context(self._open(self._zk))
+                try:
+                    self._client = session
+                    with _translated():
+                        await self._register(session, self._zk.session_timeout_s)
+                    log.info(
+                        "member joined",
+                        extra={
+                            "group": self._group,
+                            "member": self._member_id,
+                            "session": f"{session.session_id:x}",
+                        },
+                    )
+                    self._last_members = None
+                    self._verify_at = -math.inf
+                    task_status.started()
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._watch_connection, session, listener)
+                        nursery.start_soon(self._watch_members, session)
+                        await self._loop(session, listener)
+                        await self._leave(session, listener)
+                        graceful = True
+                        nursery.cancel_scope.cancel()
+                finally:
+                    # Abrupt exit (cancelled, or an error) behaves like a dying process: stop
+                    # the listener writing, then close the session (removing our ephemerals).
+                    self._lose_all(listener, "member left")
+                    self._client = None
+        finally:
+            self._running = False
+            log.info(
+                "member left",
+                extra={"group": self._group, "member": self._member_id, "graceful": graceful},
+            )
+
+    async def _leave(self, client: ZooKeeperClient, listener: OwnershipListener) -> None:
+        for lease in sorted(self._leases.values(), key=lambda lease: _pid_key(lease.pid)):
+            await self._revoke(client, listener, lease)
+        path = self._member_path(self._member_id)
+        with suppress(zkerr.CoordinationError):
+            stat = await client.exists(path)
+            if stat is not None and stat.ephemeral_owner == client.session_id:
+                await client.delete(path, version=stat.version)
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
