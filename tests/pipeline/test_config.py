@@ -36,6 +36,9 @@ def test_example_file_names_every_key_of_every_section() -> None:
     assert {f.name for f in dataclasses.fields(defaults.server.limits)} <= set(
         data["server"]["limits"]
     )
+    for service in ("zookeeper", "cassandra"):
+        fields = {f.name for f in dataclasses.fields(getattr(defaults.services, service))}
+        assert fields <= set(data["services"][service]), service
 
 
 def test_precedence_flags_over_environment_over_file(tmp_path: Path) -> None:
