@@ -188,9 +188,4 @@ async def retention_floors(config: PipelineConfig) -> dict[PartitionId, int]:
 
 
 async def _committed(config: PipelineConfig, group: str) -> dict[PartitionId, int | None]:
-    coordinator = build_coordinator(config, group)
-    all_committed = getattr(coordinator, "all_committed", None)
-    if all_committed is None:
-        return {}
-    result: dict[PartitionId, int | None] = await all_committed()
-    return result
+    return await build_coordinator(config, group).all_committed()

@@ -112,3 +112,10 @@ def test_zookeeper_example_configuration_loads() -> None:
     assert config.coordination.kind.value == "zookeeper"
     assert config.coordination.zookeeper.chroot == "/scribe-pipeline"
     assert [s.group.sink for s in config.consumers] == ["files"]
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLE.parent.glob("*.toml")), ids=lambda p: p.name)
+def test_every_example_configuration_loads(path: Path) -> None:
+    config = config_module.load(path, environ={})
+    for section in config.consumers:
+        assert getattr(section, section.group.sink) is not None
