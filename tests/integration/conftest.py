@@ -90,6 +90,11 @@ def pytest_runtest_makereport(
             tail = service.log_tail(60)
             if tail:
                 report.sections.append((f"{service.name} log tail", "\n".join(tail)))
+        # The test's own daemons (consumer members, servers) log into its tmp_path.
+        tmp_path = getattr(item, "funcargs", {}).get("tmp_path")
+        for log_file in sorted(Path(tmp_path).glob("*.log")) if tmp_path else ():
+            lines = log_file.read_text(errors="replace").splitlines()[-40:]
+            report.sections.append((f"{log_file.name} tail", "\n".join(lines)))
     return report
 
 
