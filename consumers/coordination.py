@@ -140,3 +140,34 @@ class Coordinator(Protocol):
     async def all_committed(self) -> dict[PartitionId, int | None]:
         """Every partition the group has state for, with its committed offset (for tools and
         retention floors)."""
+
+
+class MemberState:
+    """Identity, visible partitions and leases, kept the same way by every coordinator.
+
+    Subclasses set ``_group``, ``_member_id``, ``_partitions``, ``_leases`` and ``_wake`` (set
+    whenever the member should re-examine its assignment).
+    """
+
+    _group: str
+    _member_id: str
+    _partitions: frozenset[PartitionId]
+    _leases: dict[PartitionId, Lease]
+    _wake: trio.Event
+
+    @property
+    def group(self) -> str:
+        return self._group
+
+    @property
+    def member_id(self) -> str:
+        return self._member_id
+
+    def set_partitions(self, pids: Iterable[PartitionId]) -> None:
+        new = frozenset(pids)
+        if new != self._partitions:
+            self._partitions = new
+            self._wake.set()
+
+    def owned(self) -> dict[PartitionId, int]:
+        return {pid: lease.epoch for pid, lease in self._leases.items()}

@@ -41,7 +41,7 @@ import os
 import socket
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -52,6 +52,7 @@ from consumers.coordination import (
     CoordinationError,
     Fenced,
     Lease,
+    MemberState,
     OwnershipListener,
     ResetRefused,
 )
@@ -127,7 +128,7 @@ def list_groups(state_dir: Path) -> list[str]:
     return sorted(groups)
 
 
-class LocalCoordinator:
+class LocalCoordinator(MemberState):
     """A member of ``group`` on this host (see ``consumers.coordination`` for the contract)."""
 
     def __init__(
@@ -151,23 +152,6 @@ class LocalCoordinator:
         self._stopping = False
 
     # -- identity and local state ------------------------------------------------------------
-
-    @property
-    def group(self) -> str:
-        return self._group
-
-    @property
-    def member_id(self) -> str:
-        return self._member_id
-
-    def set_partitions(self, pids: Iterable[PartitionId]) -> None:
-        new = frozenset(pids)
-        if new != self._partitions:
-            self._partitions = new
-            self._wake.set()
-
-    def owned(self) -> dict[PartitionId, int]:
-        return {pid: lease.epoch for pid, lease in self._leases.items()}
 
     # -- paths and blocking helpers ----------------------------------------------------------
 

@@ -72,6 +72,7 @@ from consumers.coordination import (
     CoordinatorUnavailable,
     Fenced,
     Lease,
+    MemberState,
     OwnershipListener,
     ResetRefused,
 )
@@ -185,7 +186,7 @@ def _translated() -> Iterator[None]:
         raise CoordinationError(str(exc)) from exc
 
 
-class ZooKeeperCoordinator:
+class ZooKeeperCoordinator(MemberState):
     """A member of ``group`` coordinated through ZooKeeper (see ``consumers.coordination``).
 
     ``committed``, ``commit``, ``reset``, ``members`` and ``all_committed`` use the member's
@@ -244,23 +245,6 @@ class ZooKeeperCoordinator:
         }
 
     # -- identity and local state ------------------------------------------------------------
-
-    @property
-    def group(self) -> str:
-        return self._group
-
-    @property
-    def member_id(self) -> str:
-        return self._member_id
-
-    def set_partitions(self, pids: Iterable[PartitionId]) -> None:
-        new = frozenset(pids)
-        if new != self._partitions:
-            self._partitions = new
-            self._wake.set()
-
-    def owned(self) -> dict[PartitionId, int]:
-        return {pid: lease.epoch for pid, lease in self._leases.items()}
 
     # -- paths -------------------------------------------------------------------------------
 
