@@ -431,7 +431,7 @@ async def test_paused_member_is_fenced_and_offsets_never_go_backwards(
             )  # fmt: skip
             # The new owner commits past where the paused member stood.
             await wait_for(
-                lambda: _advanced(zk, committed_before, leases), 15, "commits by the new owner"
+                lambda: _advanced(zk, committed_before, leases), 30, "commits by the new owner"
             )
             takeover = time.monotonic() - stopped_at
             await trio.sleep(max(0.0, SESSION_TIMEOUT_S + 1 - takeover))
