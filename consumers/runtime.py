@@ -239,8 +239,9 @@ class ConsumerRuntime:
         while True:
             try:
                 await self._consume_partition(worker)
-            except JournalError as exc:
-                # Damage or a vanished partition: pause this partition, not the whole member.
+            except (JournalError, CoordinationError, OSError) as exc:
+                # Damage, a vanished partition, or the committed offset unreadable for now (the
+                # coordinator unreachable): pause this partition, not the whole member.
                 delay = backoff.next_delay()
                 log.error(
                     "cannot read partition; paused",

@@ -115,7 +115,7 @@ class JournalReader:
         self,
         part: Path,
         pid: PartitionId,
-        offset: int,
+        offset: int | None,
         config: JournalConfig,
         source: HighWaterMarkSource,
         *,
@@ -129,7 +129,7 @@ class JournalReader:
         self._config = config
         self._source = source
         self._io = io or FileIO()
-        self._next = offset
+        self._next = offset or 0
         self._fd = -1
         self._segment = -1
         self._pos = 0  # file position of the next unread batch of the segment
@@ -137,7 +137,7 @@ class JournalReader:
         self._batch: _Batch | None = None
         self._closed = False
         try:
-            self.seek(offset)
+            self.seek(self.earliest_offset() if offset is None else offset)
         except BaseException:
             self.close()
             raise
@@ -430,12 +430,13 @@ class JournalReader:
 def open_reader(
     directory: Path,
     pid: PartitionId,
-    offset: int,
+    offset: int | None,
     config: JournalConfig | None = None,
     *,
     skip_gaps: bool = False,
 ) -> JournalReader:
-    """A reader of a partition that may be written by another process on this host."""
+    """A reader of a partition that may be written by another process on this host, starting
+    at ``offset``, or at the earliest offset retention has kept when ``offset`` is None."""
     config = config or JournalConfig()
     part = partition_dir(directory, pid)
     try:

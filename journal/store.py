@@ -183,9 +183,10 @@ class Journal:
         return self._writer(pid).hwm
 
     def open_reader(
-        self, pid: PartitionId, offset: int, *, skip_gaps: bool = False
+        self, pid: PartitionId, offset: int | None, *, skip_gaps: bool = False
     ) -> JournalReader:
-        """A reader woken by the writer (no polling); see ``journal.reader``."""
+        """A reader woken by the writer (no polling), from ``offset`` or, when None, the
+        earliest offset kept; see ``journal.reader``."""
         writer = self._writer(pid)
         return JournalReader(
             writer.path,

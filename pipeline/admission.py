@@ -70,14 +70,15 @@ class TokenBucket:
         self._clock = clock
         self._last = clock()
 
-    def take(self, amount: float) -> bool:
+    def ready(self) -> bool:
+        """Whether a call may pass now (the bucket is not in debt)."""
         now = self._clock()
         self.tokens = min(self.capacity, self.tokens + (now - self._last) * self.rate)
         self._last = now
-        if self.tokens < 0:
-            return False
+        return self.tokens >= 0
+
+    def spend(self, amount: float) -> None:
         self.tokens -= amount
-        return True
 
 
 def free_disk_bytes(path: Path) -> int:
@@ -126,10 +127,12 @@ class Admission:
             return Refusal.QUEUE
         if not self.disk_ok():
             return Refusal.DISK
-        if self._messages is not None and not self._messages.take(count):
+        # Both rates are checked before either is spent: a refused call costs nothing.
+        buckets = [(b, n) for b, n in ((self._messages, count), (self._bytes, nbytes)) if b]
+        if not all(bucket.ready() for bucket, _ in buckets):
             return Refusal.RATE
-        if self._bytes is not None and not self._bytes.take(nbytes):
-            return Refusal.RATE
+        for bucket, amount in buckets:
+            bucket.spend(amount)
         return None
 
     def disk_ok(self) -> bool:

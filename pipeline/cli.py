@@ -17,13 +17,13 @@ import trio
 
 from pipeline import __version__, logs
 from pipeline.cli_bench import bench_group
-from pipeline.cli_common import EXIT_CONFIG, EXIT_STARTUP, config_option, load_config
+from pipeline.cli_common import EXIT_STARTUP, config_option, group_section, load_config
 from pipeline.cli_consumers import offsets_group, replay_command
 from pipeline.cli_journal import journal_group
 from pipeline.cli_tools import cat_command, ctl_command
 from pipeline.config import PipelineConfig
 from pipeline.consumer_config import ConsumerSection
-from pipeline.errors import ConfigError, PipelineError, StartupError, find_error
+from pipeline.errors import PipelineError, StartupError, find_error
 from pipeline.services.cli import services
 from pipeline.services.required import start_required_services
 from pipeline.supervisor import run_until_signalled
@@ -110,12 +110,7 @@ def run(config_path: Path | None) -> None:
 def consume(config_path: Path | None, group_name: str) -> None:
     """Run one member of a consumer group (several may run at once, on any host)."""
     config = load_config(config_path)
-    try:
-        section = config.group(group_name)
-    except ConfigError as exc:
-        click.echo(f"pipeline: {exc}", err=True)
-        sys.exit(EXIT_CONFIG)
-    run_daemon(config, server=False, groups=[section])
+    run_daemon(config, server=False, groups=[group_section(config, group_name)])
 
 
 main.add_command(cat_command)

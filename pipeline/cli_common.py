@@ -10,6 +10,7 @@ import click
 
 from pipeline import config as config_module
 from pipeline.config import PipelineConfig
+from pipeline.consumer_config import ConsumerSection
 from pipeline.errors import ConfigError
 
 EXIT_CONFIG = 78  # EX_CONFIG: invalid configuration
@@ -30,4 +31,13 @@ def load_config(config_path: Path | None, **flags: Any) -> PipelineConfig:
         return config_module.load(config_path, overrides=config_module.flag_overrides(**flags))
     except ConfigError as exc:
         click.echo(f"pipeline: invalid configuration: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+
+
+def group_section(config: PipelineConfig, name: str) -> ConsumerSection:
+    """The configured consumer group ``name``; exits 78 naming the known groups otherwise."""
+    try:
+        return config.group(name)
+    except ConfigError as exc:
+        click.echo(f"pipeline: {exc}", err=True)
         sys.exit(EXIT_CONFIG)

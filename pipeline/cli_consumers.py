@@ -12,15 +12,17 @@ import trio
 
 from consumers import (
     CategoryMatcher,
+    CoordinationError,
     FileSink,
     FileSinkConfig,
     ForwardSink,
     ForwardSinkConfig,
     ResetRefused,
     Sink,
+    SinkError,
 )
 from journal import JournalError, PartitionId, PartitionInfo, list_partitions, open_reader
-from pipeline.cli_common import config_option, load_config
+from pipeline.cli_common import config_option, group_section, load_config
 from pipeline.cli_tools import parse_host_port
 from pipeline.config import PipelineConfig
 from pipeline.consumer_app import build_coordinator
@@ -79,6 +81,13 @@ def show_command(config_path: Path | None, groups: tuple[str, ...], as_json: boo
 
 
 async def _offset_rows(config: PipelineConfig, names: list[str]) -> list[dict[str, Any]]:
+    try:
+        return await _offset_rows_unchecked(config, names)
+    except CoordinationError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+async def _offset_rows_unchecked(config: PipelineConfig, names: list[str]) -> list[dict[str, Any]]:
     journal = _journal(config)
     rows: list[dict[str, Any]] = []
     for name in names:
@@ -91,6 +100,7 @@ async def _offset_rows(config: PipelineConfig, names: list[str]) -> list[dict[st
         for pid in _select(list(pids), None, None):
             info = journal.get(pid)
             high = info.high_water_mark if info and info.high_water_mark is not None else 0
+            earliest = info.earliest_offset if info else 0
             offset = committed.get(pid)
             rows.append(
                 {
@@ -99,7 +109,7 @@ async def _offset_rows(config: PipelineConfig, names: list[str]) -> list[dict[st
                     "partition": pid.partition,
                     "committed": offset,
                     "high_water_mark": high,
-                    "lag": max(0, high - (offset or 0)),
+                    "lag": max(0, high - max(offset or 0, earliest)),
                     "members": members,
                 }
             )
@@ -128,7 +138,7 @@ def reset_command(
 ) -> None:
     """Move a group's committed offsets (refused while members are active unless --force)."""
     config = load_config(config_path)
-    section = config.group(group)
+    section = group_section(config, group)
     matches = CategoryMatcher(section.group.categories)
     pids = _select([p for p in _journal(config) if matches(p.category)], category, partition)
     if not pids:
@@ -147,20 +157,32 @@ def reset_command(
             )
     except ResetRefused as exc:
         raise click.ClickException(f"{exc} (stop the members, or pass --force)") from exc
+    except (CoordinationError, JournalError) as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def _resolve(config: PipelineConfig, pid: PartitionId, target: str) -> int:
-    with open_reader(config.journal.dir, pid, 0, config.journal.settings) as reader:
+    """The offset ``target`` names in ``pid``, which must lie between its earliest offset and
+    its high-water mark (an offset outside could never be consumed or committed past)."""
+    where = f"{_text(pid.category)}/{pid.partition}"
+    with open_reader(config.journal.dir, pid, None, config.journal.settings) as reader:
+        earliest, latest = reader.earliest_offset(), reader.high_water_mark()
         if target == "earliest":
-            return reader.earliest_offset()
+            return earliest
         if target == "latest":
-            return reader.high_water_mark()
+            return latest
         if target.startswith("time:"):
-            reader.seek_time(int(target.removeprefix("time:")))
+            try:
+                reader.seek_time(int(target.removeprefix("time:")))
+            except ValueError:
+                raise click.BadParameter(f"{target!r}: time:<ms since the epoch>") from None
             return reader.position
-        if target.isdigit():
-            return int(target)
-    raise click.BadParameter(f"{target!r}: use earliest, latest, an offset or time:<ms>")
+    if not target.isdigit():
+        raise click.BadParameter(f"{target!r}: use earliest, latest, an offset or time:<ms>")
+    offset = int(target)
+    if not earliest <= offset <= latest:
+        raise click.BadParameter(f"{offset} is outside {where}'s offsets {earliest}..{latest}")
+    return offset
 
 
 async def _reset(
@@ -210,7 +232,12 @@ def replay_command(
     if not pids:
         raise click.ClickException(f"no partitions of {category!r}")
     bounds = ReplayRange(from_offset, from_time, to_offset, to_time)
-    plans = [plan_replay(config.journal.dir, pid, bounds, config.journal.settings) for pid in pids]
+    try:
+        plans = [
+            plan_replay(config.journal.dir, pid, bounds, config.journal.settings) for pid in pids
+        ]
+    except JournalError as exc:
+        raise click.ClickException(str(exc)) from exc
     sink: Sink
     if to_scribe is not None:
         host, port = parse_host_port(to_scribe)
@@ -240,6 +267,6 @@ def replay_command(
 
         try:
             written = trio.run(run)
-        except JournalError as exc:
+        except (JournalError, SinkError) as exc:
             raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps({"category": category, "partitions": len(plans), "messages": written}))

@@ -53,7 +53,7 @@ def cat_command(target: str, lines: bool, timeout: float, category: str) -> None
     host, port = parse_host_port(target)
     data = sys.stdin.buffer.read()
     raw_category = category.encode("utf-8", "surrogateescape")
-    messages = data.splitlines() if lines else [data]
+    messages = _lines(data) if lines else [data]
     entries = [LogEntry(category=raw_category, message=m) for m in messages]
     try:
         with ScribeClient.connect(host, port, timeout, framed=True, strict=False) as client:
@@ -63,6 +63,14 @@ def cat_command(target: str, lines: bool, timeout: float, category: str) -> None
     if result == ResultCode.TRY_LATER:
         click.echo("TRY_LATER: the server asked to retry later", err=True)
         sys.exit(EXIT_TRY_LATER)
+
+
+def _lines(data: bytes) -> list[bytes]:
+    """One message per ``\n``-terminated line (other bytes, ``\r`` included, are kept)."""
+    messages = data.split(b"\n")
+    if messages[-1] == b"":
+        messages.pop()
+    return messages
 
 
 CTL_COMMANDS = ("status", "counters", "version", "name", "alive", "stop", "reload")

@@ -71,7 +71,8 @@ class PipelineConfig:
     services: ServicesConfig = field(default_factory=ServicesConfig)
     coordination: CoordinationConfig = field(default_factory=CoordinationConfig)
     consumers: tuple[ConsumerSection, ...] = ()
-    # Where the file came from, so relative paths and reloads resolve against it.
+    # The file the configuration came from, which `reinitialize` reads again.  (Relative paths
+    # in it resolve against the working directory, as on the command line.)
     source: Path | None = None
 
     def group(self, name: str) -> ConsumerSection:

@@ -38,7 +38,7 @@ def plan_replay(
     journal_dir: Path, pid: PartitionId, bounds: ReplayRange, config: JournalConfig | None = None
 ) -> ReplayPlan:
     """Resolve times to offsets; the end never passes the current high-water mark."""
-    with open_reader(journal_dir, pid, 0, config) as reader:
+    with open_reader(journal_dir, pid, None, config) as reader:
         start = reader.earliest_offset()
         if bounds.from_offset is not None:
             start = max(start, bounds.from_offset)

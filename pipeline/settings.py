@@ -112,9 +112,11 @@ def parse_env_value(raw: str) -> Any:
     import tomllib
 
     try:
-        return tomllib.loads(f"v = {raw}")["v"]
+        value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         return raw
+    # TOML dates and times (a directory named 2024-01-01, say) stay text.
+    return value if isinstance(value, str | int | float | bool | list) else raw
 
 
 def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:

@@ -98,8 +98,11 @@ class CodecLimits:
         for name, value in self.__dict__.items():
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.max_unparsed_bytes < self.max_message_bytes:
-            raise ValueError("max_unparsed_bytes must be at least max_message_bytes")
+        # A frame is buffered whole (with its 4-byte length) before it is parsed.
+        if self.max_unparsed_bytes < max(self.max_message_bytes, self.max_frame_bytes + 4):
+            raise ValueError(
+                "max_unparsed_bytes must be at least max_message_bytes and max_frame_bytes + 4"
+            )
         if self.max_depth < 4:
             raise ValueError("max_depth must be at least 4 (the Log call needs 4 levels)")
 

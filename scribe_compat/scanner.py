@@ -296,7 +296,8 @@ def fast_log_columns(
             raise TooManyEntries(count, max_entries)
         pos: int = body + 8
         if count <= 0:
-            return (pos + 1, categories, messages) if count == 0 and data[pos] == T_STOP else None
+            empty = count == 0 and data[pos : pos + 1] == bytes((T_STOP,))
+            return (pos + 1, categories, messages) if empty else None
         hdr, n = unpack3(data, pos)
         if hdr != _CATEGORY_HDR:
             return None

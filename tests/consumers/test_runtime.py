@@ -17,6 +17,7 @@ from coordinator_contract import wait_until
 from consumers import (
     CategoryMatcher,
     ConsumerRuntime,
+    CoordinationError,
     FileSink,
     FileSinkConfig,
     GroupConfig,
@@ -295,3 +296,34 @@ def test_group_config_validation() -> None:
         GroupConfig(name="g", batch_messages=0)
     with pytest.raises(ValueError, match="name"):
         GroupConfig(name="")
+
+
+class FlakyCoordinator(LocalCoordinator):
+    """Reading a committed offset fails ``failures`` times, as with ZooKeeper unreachable."""
+
+    failures = 2
+
+    async def committed(self, pid: PartitionId) -> int | None:
+        if self.failures:
+            self.failures -= 1
+            raise CoordinationError("connection loss (injected)")
+        return await super().committed(pid)
+
+
+async def test_an_unreadable_committed_offset_pauses_the_partition_only(tmp_path: Path) -> None:
+    async with open_journal(tmp_path / "journal", JournalConfig()) as journal:
+        await produce(journal, b"web", 0, 100)
+        group = fast_group(backoff_initial_s=0.01)
+        coordinator = FlakyCoordinator(
+            LocalCoordinatorConfig(state_dir=tmp_path / "state", rescan_interval_s=0.05), "g", "m1"
+        )
+        sink = RecordingSink()
+        runtime = ConsumerRuntime(
+            tmp_path / "journal", group, coordinator, sink, journal_config=JournalConfig()
+        )
+        async with trio.open_nursery() as nursery:
+            await nursery.start(runtime.serve)
+            await wait_until(lambda: sink.count() == 100, 10, "consumed after the failures")
+            runtime.stop()
+    assert coordinator.failures == 0
+    assert sink.delivered[PartitionId(b"web", 0)] == list(range(100))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from journal import JournalConfig, PartitionId, RetentionPolicy, open_journal
+from journal import JournalConfig, PartitionId, RetentionPolicy, open_journal, open_reader
 from journal.segments import list_segments
 
 PID = PartitionId(b"ret", 0)
@@ -56,6 +56,11 @@ async def test_size_retention_respects_floor_and_active_segment(
         assert list_segments(part(tmp_path)) == [8]
         with journal.open_reader(PID, 8) as reader:
             assert [m.message for m in reader.read()] == [b"message-008", b"message-009"]
+        # None: from the earliest offset kept, in this process and from another one
+        with journal.open_reader(PID, None) as reader:
+            assert reader.position == 8
+        with open_reader(tmp_path, PID, None) as reader:
+            assert [m.offset for m in reader.read()] == [8, 9]
         # the size limit keeps what fits
         await journal.append(PID.category, 0, [b"message-010"])
         for i in range(11, 16):

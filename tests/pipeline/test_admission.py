@@ -92,3 +92,11 @@ def test_reconfigure_applies_new_limits() -> None:
     assert admission.check(1, 100) is Refusal.QUEUE
     admission.reconfigure(AdmissionConfig(max_pending_bytes=1000))
     assert admission.check(1, 100) is None
+
+
+def test_a_call_refused_by_one_rate_spends_nothing_of_the_other() -> None:
+    admission, clock, _ = make(AdmissionConfig(rate_messages_per_s=100, rate_bytes_per_s=100))
+    assert admission.check(1, 150) is None  # the byte bucket goes into debt
+    assert admission.check(300, 1) is Refusal.RATE  # had it spent, messages would be at -201
+    clock.now += 0.6  # bytes back to +10
+    assert admission.check(1, 1) is None

@@ -14,7 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trio
 
+from journal import JournalConfig, PartitionId, RetentionPolicy, open_journal
 from scribe_compat import LogEntry, ResultCode, ScribeClient
 
 PIPELINE = [sys.executable, "-c", "from pipeline.cli import main; main()"]
@@ -256,3 +258,56 @@ def test_consume_refuses_an_unknown_group(tmp_path: Path) -> None:
     assert result.returncode == 78
     assert "nope" in result.stderr
     assert os.path.exists(config)
+
+
+def trimmed_journal(tmp_path: Path) -> tuple[Path, int, int]:
+    """A journal of 250 messages in app.x/0 whose oldest segments retention deleted."""
+
+    async def fill() -> tuple[int, int]:
+        config = JournalConfig(segment_bytes=4096)
+        async with open_journal(tmp_path / "journal", config) as journal:
+            for i in range(25):
+                await journal.append(
+                    b"app.x", 0, [b"m%03d-%d " % (i, j) + b"x" * 200 for j in range(10)]
+                )
+            journal.apply_retention(lambda _: RetentionPolicy(max_bytes=8192), lambda _: None)
+            with journal.open_reader(PartitionId(b"app.x", 0), None) as reader:
+                return reader.earliest_offset(), reader.high_water_mark()
+
+    earliest, high = trio.run(fill)
+    assert 0 < earliest < high == 250
+    return write_config(tmp_path, free_port()), earliest, high
+
+
+def test_replay_and_reset_after_retention_trimmed_the_partition(tmp_path: Path) -> None:
+    config, earliest, high = trimmed_journal(tmp_path)
+    result = cli(
+        "journal", "replay", "--config", config, "-c", "app.x", "--to-files", tmp_path / "r"
+    )
+    assert json.loads(result.stdout.splitlines()[-1])["messages"] == high - earliest
+    shown = [
+        json.loads(r)
+        for r in cli("offsets", "show", "--config", config, "--json").stdout.splitlines()
+    ]
+    assert [r["lag"] for r in shown] == [high - earliest]
+    reset = cli("offsets", "reset", "--config", config, "-g", "archive", "--to", "earliest")
+    assert json.loads(reset.stdout)["offset"] == earliest
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "says"),
+    [
+        (("-g", "archive", "--to", "99999"), 2, "outside"),
+        (("-g", "archive", "--to", "time:abc"), 2, "time:"),
+        (("-g", "archive", "--to", "soon"), 2, "earliest, latest"),
+        (("-g", "nosuch", "--to", "earliest"), 78, "nosuch"),
+    ],
+)
+def test_offsets_reset_refuses_bad_targets_clearly(
+    tmp_path: Path, args: tuple[str, ...], code: int, says: str
+) -> None:
+    config, _, _ = trimmed_journal(tmp_path)
+    result = cli("offsets", "reset", "--config", config, *args, check=False)
+    assert result.returncode == code, result.stderr
+    assert says in result.stderr
+    assert "Traceback" not in result.stderr

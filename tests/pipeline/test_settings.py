@@ -82,6 +82,7 @@ def test_environment_overrides_nest_on_double_underscores() -> None:
         "PIPELINE_SERVER__LIMITS__MAX_FRAME_BYTES": "1024",
         "PIPELINE_JOURNAL__DIR": "/data/journal",
         "PIPELINE_LOG__LEVEL": "debug",
+        "PIPELINE_SERVICES__VAR_DIR": "2024-01-01",
         "PIPELINE_CONFIG": "ignored: no section separator",
         "OTHER": "x",
     }
@@ -89,6 +90,7 @@ def test_environment_overrides_nest_on_double_underscores() -> None:
         "server": {"port": 1464, "limits": {"max_frame_bytes": 1024}},
         "journal": {"dir": "/data/journal"},
         "log": {"level": "debug"},
+        "services": {"var_dir": "2024-01-01"},
     }
 
 

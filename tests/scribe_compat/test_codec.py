@@ -22,13 +22,13 @@ from scribe_compat import (
     MalformedMessage,
     MessageTooLarge,
     NestingTooDeep,
+    ProtocolError,
     RejectedCall,
     RemoteApplicationError,
     ResultCode,
     ServerConnection,
     TooManyEntries,
     UnknownMethod,
-    UnparsedBytesExceeded,
     detect_framing,
 )
 from scribe_compat.codec import encode_call
@@ -409,7 +409,7 @@ def test_frame_limit_checked_on_the_header() -> None:
 
 
 def test_unframed_message_limit() -> None:
-    limits = CodecLimits(max_message_bytes=1000, max_unparsed_bytes=1000)
+    limits = CodecLimits(max_message_bytes=1000, max_frame_bytes=996, max_unparsed_bytes=1000)
     big = log_request([LogEntry(category=b"c", message=b"x" * 2000)], framed=False, strict=True)
     conn = ServerConnection(limits)
     conn.receive_data(big[:100])
@@ -428,18 +428,14 @@ def test_unframed_message_limit() -> None:
 
 def test_unparsed_bytes_limit() -> None:
     # Only bytes not yet forming a complete message count: pipelined complete calls do not.
-    limits = CodecLimits(max_message_bytes=100, max_unparsed_bytes=200, max_frame_bytes=1000)
+    limits = CodecLimits(max_message_bytes=100, max_unparsed_bytes=200, max_frame_bytes=196)
     small = log_request([LogEntry(category=b"c", message=b"m")], framed=False, strict=True)
     conn = ServerConnection(limits)
     conn.receive_data(small * 20)
     assert len(events(conn)) == 20
-    conn = ServerConnection(limits)
-    conn.receive_data(_i32(1000) + b"\x00" * 150)
-    assert conn.next_event() is NEED_DATA
-    conn.receive_data(b"\x00" * 100)
-    with pytest.raises(UnparsedBytesExceeded, match="max_unparsed_bytes") as info:
-        conn.next_event()
-    assert (info.value.value, info.value.maximum) == (254, 200)
+    # A frame is buffered whole before it is parsed, so the limit must hold the largest frame.
+    with pytest.raises(ValueError, match="max_frame_bytes"):
+        CodecLimits(max_message_bytes=100, max_unparsed_bytes=200, max_frame_bytes=1000)
 
 
 @pytest.mark.parametrize("is_framed", [True, False])
@@ -541,3 +537,20 @@ def test_log_batch_columns_match_the_entries(is_framed: bool, with_metadata: boo
     assert [(e.category, e.message, e.metadata) for e in batch.entries()] == [
         (e.category, e.message, e.metadata) for e in sent
     ]
+
+
+def test_an_empty_list_cut_before_its_stop_byte_is_a_protocol_error() -> None:
+    # A framed Log whose args end right after "list of 0 structs": the fast path must not read
+    # past the end (IndexError would break the codec's contract).
+    body = bytes.fromhex("0f00010c00000000")
+    message = _i32(3) + b"Log" + bytes([1]) + _i32(7) + body
+    conn = ServerConnection()
+    conn.receive_data(framed(message))
+    with pytest.raises(ProtocolError):
+        conn.next_event()
+
+
+def test_unparsed_bytes_must_hold_a_whole_frame() -> None:
+    with pytest.raises(ValueError, match="max_frame_bytes"):
+        CodecLimits(max_frame_bytes=32 << 20)
+    CodecLimits(max_frame_bytes=32 << 20, max_unparsed_bytes=(32 << 20) + 4)

@@ -35,7 +35,7 @@ from scribe_compat.idl import METHODS
 SMALL = CodecLimits(
     max_frame_bytes=4096,
     max_message_bytes=4096,
-    max_unparsed_bytes=4096,
+    max_unparsed_bytes=4100,
     max_entries_per_call=50,
     max_container_size=100,
     max_depth=6,
