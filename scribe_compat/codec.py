@@ -333,7 +333,7 @@ class ServerConnection:
                 name_bytes, header.seqid, header.strict, oneway, framed, UnknownMethod(name)
             )
         try:
-            if not validated and method.name == "Log":
+            if method.name == "Log":
                 batch = self._fast_log(payload, header)
                 if batch is not None:
                     return Call(
@@ -349,8 +349,8 @@ class ServerConnection:
         return Call(name, header.seqid, header.strict, oneway, framed, args, method)
 
     def _fast_log(self, payload: bytes, header: Header) -> LogBatch | None:
-        """A framed ``Log`` in the common shape, sliced into columns; None for any other shape
-        (the general path then validates it and names the problem)."""
+        """A ``Log`` in the common shape, sliced into columns; None for any other shape (the
+        general path then validates it and names the problem)."""
         columns = fast_log_columns(payload, header.body, self.limits.max_entries_per_call)
         if columns is None or columns[0] != len(payload):
             return None

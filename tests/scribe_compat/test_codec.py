@@ -517,8 +517,8 @@ def test_any_call_sent_as_oneway_gets_no_reply() -> None:
 @pytest.mark.parametrize("is_framed", [True, False])
 @pytest.mark.parametrize("with_metadata", [True, False])
 def test_log_batch_columns_match_the_entries(is_framed: bool, with_metadata: bool) -> None:
-    # Framed calls of the common shape are sliced into columns without thriftpy2 objects;
-    # other shapes (unframed, metadata) are decoded; both give the same batch.
+    # Calls of the common shape are sliced into columns without thriftpy2 objects; other
+    # shapes (metadata) are decoded; both give the same batch.
     sent = [
         LogEntry(
             category=b"c%d\x00" % (i % 3),
@@ -533,7 +533,7 @@ def test_log_batch_columns_match_the_entries(is_framed: bool, with_metadata: boo
     assert batch.messages == [e.message for e in sent]
     expected_metadata = [e.metadata for e in sent] if with_metadata else None
     assert batch.metadata == expected_metadata
-    assert (call.batch is not None) == (is_framed and not with_metadata)
+    assert (call.batch is not None) == (not with_metadata)
     assert [(e.category, e.message, e.metadata) for e in batch.entries()] == [
         (e.category, e.message, e.metadata) for e in sent
     ]
