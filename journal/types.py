@@ -26,7 +26,8 @@ class PartitionId:
             raise ValueError(f"partition must be an integer in [0, {MAX_PARTITION}]")
 
     def __str__(self) -> str:
-        return f"{self.category!r}/{self.partition}"
+        """``category/partition`` for logs and messages (undecodable bytes as ``\\xNN``)."""
+        return f"{self.category.decode('utf-8', 'backslashreplace')}/{self.partition}"
 
 
 @dataclass(frozen=True)
