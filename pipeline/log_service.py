@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 import trio
 
-from journal import Journal, JournalClosed, JournalError, JournalFull, PartitionId
+from journal import Journal, JournalClosed, JournalError, JournalFull
 from pipeline import __version__
 from pipeline.admission import Admission, Refusal
 from pipeline.logs import RateLimitedLog
@@ -175,9 +175,7 @@ class LogService:
         return FbStatus.ALIVE
 
     def get_status_details(self) -> str:
-        problems = [
-            f"journal writer failed: {_pid_text(f.pid)}: {f.error}" for f in self.journal.failures()
-        ]
+        problems = [f"journal writer failed: {f.pid}: {f.error}" for f in self.journal.failures()]
         if disk := self.admission.disk_problem():
             problems.append(disk)
         if self.admission.stopping:
@@ -225,7 +223,3 @@ class LogService:
         log.info("shutdown requested over fb303")
         if self._request_stop is not None:
             self._request_stop()
-
-
-def _pid_text(pid: PartitionId) -> str:
-    return f"{pid.category.decode('utf-8', 'backslashreplace')}/{pid.partition}"
