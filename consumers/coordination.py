@@ -40,6 +40,7 @@ Offsets
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -47,6 +48,8 @@ from typing import Protocol
 import trio
 
 from journal import PartitionId
+
+log = logging.getLogger(__name__)
 
 
 class CoordinationError(Exception):
@@ -171,3 +174,17 @@ class MemberState:
 
     def owned(self) -> dict[PartitionId, int]:
         return {pid: lease.epoch for pid, lease in self._leases.items()}
+
+    async def _grant(self, listener: OwnershipListener, lease: Lease) -> None:
+        """Record a partition just taken, log it, and hand it to the listener."""
+        self._leases[lease.pid] = lease
+        log.info(
+            "partition assigned",
+            extra={
+                "group": self._group,
+                "member": self._member_id,
+                "pid": str(lease.pid),
+                "epoch": lease.epoch,
+            },
+        )
+        await listener.assigned(lease)

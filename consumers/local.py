@@ -421,19 +421,8 @@ class LocalCoordinator(MemberState):
             if taken is None:
                 continue
             fd, epoch = taken
-            lease = Lease(pid, epoch)
             self._lock_fds[pid] = fd
-            self._leases[pid] = lease
-            log.info(
-                "partition assigned",
-                extra={
-                    "group": self._group,
-                    "member": self._member_id,
-                    "pid": str(pid),
-                    "epoch": epoch,
-                },
-            )
-            await listener.assigned(lease)
+            await self._grant(listener, Lease(pid, epoch))
 
     async def run(
         self,

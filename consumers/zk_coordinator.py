@@ -646,19 +646,8 @@ class ZooKeeperCoordinator(MemberState):
                 continue
             if not _connected(client):  # suspended meanwhile
                 return self._retry_interval_s  # the owner node stays ours: taken up on reconnect
-            lease = Lease(pid, epoch)
-            self._leases[pid] = lease
             self.counters["taken"] += 1
-            log.info(
-                "partition assigned",
-                extra={
-                    "group": self._group,
-                    "member": self._member_id,
-                    "pid": str(pid),
-                    "epoch": epoch,
-                },
-            )
-            await listener.assigned(lease)
+            await self._grant(listener, Lease(pid, epoch))
         return self._rescan_interval_s if converged else self._retry_interval_s
 
     # -- the member's task -------------------------------------------------------------------

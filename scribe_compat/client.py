@@ -186,15 +186,7 @@ class ScribeClient:
 
     def _receive_reply(self) -> object:
         conn = self._conn
-        while True:
-            try:
-                event = conn.next_event()
-            except ProtocolError as exc:
-                raise BadReplyError(exc.reason) from exc
-            if event is CLOSED:
-                raise TransportError("server closed the connection", self.peer)
-            if event is not NEED_DATA:
-                return event.value
+        while (value := _next_reply(conn, self.peer)) is NEED_DATA:
             try:
                 data = self._sock.recv(_RECEIVE_SIZE)
             except TimeoutError as exc:
@@ -202,6 +194,7 @@ class ScribeClient:
             except OSError as exc:
                 raise TransportError(f"receive failed: {exc}", self.peer) from exc
             conn.receive_data(data)
+        return value
 
     def log_prepared(self, prepared: PreparedLog) -> ResultCode:
         """Send pre-encoded bytes from ``prepare_log`` and return the result."""
@@ -255,6 +248,19 @@ class ScribeClient:
 
     def shutdown(self) -> None:
         self._call(_none, "shutdown")
+
+
+def _next_reply(conn: ClientConnection, peer: str) -> object:
+    """The value of the next complete reply, or ``NEED_DATA``; raises ``ClientError``."""
+    try:
+        event = conn.next_event()
+    except ProtocolError as exc:
+        raise BadReplyError(exc.reason) from exc
+    if event is CLOSED:
+        raise TransportError("server closed the connection", peer)
+    if event is NEED_DATA:
+        return NEED_DATA
+    return event.value
 
 
 def _check_prepared(prepared: PreparedLog, conn: ClientConnection) -> None:
@@ -341,16 +347,9 @@ class AsyncScribeClient:
 
     async def _receive_reply(self) -> object:
         conn = self._conn
-        while True:
-            try:
-                event = conn.next_event()
-            except ProtocolError as exc:
-                raise BadReplyError(exc.reason) from exc
-            if event is CLOSED:
-                raise TransportError("server closed the connection", self.peer)
-            if event is not NEED_DATA:
-                return event.value
+        while (value := _next_reply(conn, self.peer)) is NEED_DATA:
             conn.receive_data(await self._stream.receive_some(_RECEIVE_SIZE))
+        return value
 
     async def log_prepared(self, prepared: PreparedLog) -> ResultCode:
         """Send pre-encoded bytes from ``prepare_log`` and return the result."""
