@@ -135,10 +135,12 @@ async def run_ingest(
     return result
 
 
-def decode_rate(batch: int = 1000, message_bytes: int = 200, seconds: float = 2.0) -> float:
-    """Entries per second that the server's codec decodes from framed ``Log`` calls."""
+def decode_rate(
+    batch: int = 1000, message_bytes: int = 200, seconds: float = 2.0, *, framed: bool = True
+) -> float:
+    """Entries per second that the server's codec decodes from ``Log`` calls."""
     settings = IngestSettings(batch=batch, message_bytes=message_bytes)
-    request = prepare_log(make_entries(settings, 0), framed=True, strict=False).request
+    request = prepare_log(make_entries(settings, 0), framed=framed, strict=not framed).request
     copies = 50
     data = request * copies
     entries = 0

@@ -96,6 +96,7 @@ def machine_command(directory: Path | None, seconds: float, write_mb: int, as_js
         limits = machine.measure(Path(tmp), seconds=seconds, total_mb=write_mb)
     report = dataclasses.asdict(limits)
     report["decode_entries_per_s"] = decode_rate(seconds=seconds)
+    report["decode_unframed_entries_per_s"] = decode_rate(seconds=seconds, framed=False)
     report = {k: round(v, 1) if isinstance(v, float) else v for k, v in report.items()}
     if as_json:
         click.echo(json.dumps(report))
