@@ -188,3 +188,15 @@ class MemberState:
             },
         )
         await listener.assigned(lease)
+
+    def _log_lost(self, lease: Lease, reason: str) -> None:
+        log.warning(
+            "partition lost",
+            extra={
+                "group": self._group,
+                "member": self._member_id,
+                "pid": str(lease.pid),
+                "epoch": lease.epoch,
+                "reason": reason,
+            },
+        )

@@ -384,16 +384,7 @@ class LocalCoordinator(MemberState):
     def _lose(self, listener: OwnershipListener, lease: Lease, reason: str) -> None:
         self._release(lease.pid)
         listener.lost(lease)
-        log.warning(
-            "partition lost",
-            extra={
-                "group": self._group,
-                "member": self._member_id,
-                "pid": str(lease.pid),
-                "epoch": lease.epoch,
-                "reason": reason,
-            },
-        )
+        self._log_lost(lease, reason)
 
     def _order(self, pid: PartitionId) -> tuple[int, bytes, int]:
         # Each member tries free partitions in its own pseudo-random order, so members starting

@@ -555,16 +555,7 @@ class ZooKeeperCoordinator(MemberState):
         del self._leases[lease.pid]
         self.counters["lost"] += 1
         listener.lost(lease)
-        log.warning(
-            "partition lost",
-            extra={
-                "group": self._group,
-                "member": self._member_id,
-                "pid": str(lease.pid),
-                "epoch": lease.epoch,
-                "reason": reason,
-            },
-        )
+        self._log_lost(lease, reason)
 
     def _lose_all(self, listener: OwnershipListener, reason: str) -> None:
         for lease in sorted(self._leases.values(), key=lambda lease: _pid_key(lease.pid)):
