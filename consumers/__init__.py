@@ -5,6 +5,7 @@ Imports ``journal`` and ``scribe_compat``, never ``pipeline``.
 
 from consumers.backoff import Backoff
 from consumers.config import (
+    CassandraSinkConfig,
     FileSinkConfig,
     ForwardSinkConfig,
     GroupConfig,
@@ -34,6 +35,7 @@ from consumers.sinks import (
 __all__ = [
     "ORIGINAL_CATEGORY_KEY",
     "Backoff",
+    "CassandraSinkConfig",
     "CategoryMatcher",
     "ConsumerRuntime",
     "CoordinationError",

@@ -5,6 +5,13 @@ optional password authentication) and yields a `CassandraSession` whose methods 
 coroutines returning typed frozen dataclasses; the driver's exceptions come out as
 `consumers.errors`.
 
+Writes (`CassandraSession.bind`, `CassandraSession.write`): statements are prepared once, bound
+on the trio thread (binding serializes the values, so a value of the wrong type fails there, as
+`CassandraBindError` naming the column), marked idempotent (every write the pipeline makes is:
+keys and write times derive from the event), and sent as UNLOGGED batches of rows that share one
+partition key.  At most ``max_in_flight`` requests are outstanding per process; the driver's
+callbacks only hand each outcome to trio.
+
 Threads: connecting and shutting down block, and enter trio through one adapter,
 `trio.to_thread.run_sync` with a `CapacityLimiter`.  Requests use the driver's own asynchronous
 path: its callbacks run on the driver's event-loop thread and only hand the result to trio with
@@ -17,6 +24,7 @@ from __future__ import annotations
 import enum
 import math
 import re
+import struct
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -25,6 +33,7 @@ from typing import Any
 import trio
 from cassandra import (
     AuthenticationFailed,
+    ConsistencyLevel,
     DriverException,
     OperationTimedOut,
     RequestExecutionException,
@@ -35,10 +44,12 @@ from cassandra import (
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
-from cassandra.query import tuple_factory
+from cassandra.query import UNSET_VALUE, BatchStatement, BatchType, tuple_factory
 
 from consumers.errors import (
     CassandraAuthFailed,
+    CassandraBindError,
+    CassandraInvalidRequest,
     CassandraQueryError,
     CassandraTimeout,
     CassandraUnavailable,
@@ -47,8 +58,11 @@ from consumers.errors import (
 )
 
 __all__ = [
+    "UNSET",
+    "Bound",
     "CassandraConfig",
     "CassandraSession",
+    "Consistency",
     "Prepared",
     "Replication",
     "ReplicationStrategy",
@@ -59,6 +73,15 @@ __all__ = [
 
 # Threads connecting or shutting down at once; requests do not use threads.
 DEFAULT_THREADS = 4
+
+# How Cassandra words a request against a table or keyspace that is not there (5.0, then 4.x).
+_SCHEMA_MISSING = re.compile(
+    r"(table|keyspace) \S+ does not exist|unconfigured table",
+    re.IGNORECASE,
+)
+
+# Bind this for a column to write nothing to it (no cell, no tombstone; protocol v4 and later).
+UNSET: Any = UNSET_VALUE
 
 # Unquoted CQL identifiers: letters, digits, underscore; Cassandra caps names at 48 characters.
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,47}")
@@ -103,28 +126,62 @@ class Replication:
         return "{" + inner + "}"
 
 
+class Consistency(enum.Enum):
+    """Consistency levels a write may ask for."""
+
+    ONE = "ONE"
+    TWO = "TWO"
+    THREE = "THREE"
+    QUORUM = "QUORUM"
+    ALL = "ALL"
+    LOCAL_QUORUM = "LOCAL_QUORUM"
+    EACH_QUORUM = "EACH_QUORUM"
+    LOCAL_ONE = "LOCAL_ONE"
+
+    @property
+    def level(self) -> int:
+        return int(getattr(ConsistencyLevel, self.value))
+
+
 def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
 @dataclass(frozen=True)
 class CassandraConfig:
-    """How to reach Cassandra, and the keyspace to use (created when missing)."""
+    """The ``[cassandra]`` table: how to reach the cluster, the keyspace (created when missing),
+    and how writes are sent.  One per process, shared by every consumer group."""
 
-    contact_points: tuple[str, ...] = ("127.0.0.1",)
+    # Contact points: any nodes of the cluster; the driver discovers the others.
+    hosts: tuple[str, ...] = ("127.0.0.1",)
     port: int = 9042
-    local_datacenter: str = "datacenter1"
+    # Token-aware routing prefers replicas in this datacenter (SimpleSnitch calls it datacenter1).
+    local_dc: str = "datacenter1"
     username: str | None = None
     password: str | None = None
     protocol_version: int = 5
-    keyspace: str = "pipeline"
+    keyspace: str = "scribe_pipeline"
     replication: Replication = field(default_factory=Replication)
+    # LOCAL_QUORUM survives one replica down at replication factor 3 and reads back what was
+    # written at the same level; LOCAL_ONE is faster and weaker.
+    consistency: Consistency = Consistency.LOCAL_QUORUM
     connect_timeout_s: float = 5.0
     request_timeout_s: float = 10.0
+    # Requests outstanding at once in this process: the driver's own measurements reach their
+    # ceiling between 128 and 512; more only queues inside the driver.
+    max_in_flight: int = 256
+    # UNLOGGED batches only ever hold rows of one partition key, and stay well under Cassandra's
+    # batch_size_fail_threshold (50 KiB by default; counted on the server's encoding, which is
+    # larger than the bound values this limit adds up).
+    max_batch_rows: int = 100
+    max_batch_bytes: int = 32 * 1024
+    # Create and migrate the pipeline's own tables at start (CREATE ... IF NOT EXISTS,
+    # versioned).  Off: the tables must exist already (`pipeline schema apply`).
+    create_schema: bool = True
 
     def __post_init__(self) -> None:
-        if not self.contact_points or any(not p for p in self.contact_points):
-            raise InvalidConnectionConfig("contact_points", "expected at least one host")
+        if not self.hosts or any(not p for p in self.hosts):
+            raise InvalidConnectionConfig("hosts", "expected at least one host")
         if not 0 < self.port < 65536:
             raise InvalidConnectionConfig("port", f"expected 1-65535, got {self.port}")
         if (self.username is None) != (self.password is None):
@@ -141,10 +198,14 @@ class CassandraConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise InvalidConnectionConfig(name, f"expected a positive number, got {value!r}")
+        for name in ("max_in_flight", "max_batch_rows", "max_batch_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidConnectionConfig(name, f"expected a positive integer, got {value!r}")
 
     @property
     def address(self) -> str:
-        return ", ".join(f"{host}:{self.port}" for host in self.contact_points)
+        return ", ".join(f"{host}:{self.port}" for host in self.hosts)
 
 
 @dataclass(frozen=True)
@@ -163,10 +224,30 @@ class Rows:
 
 @dataclass(frozen=True)
 class Prepared:
-    """A prepared statement; pass it to `CassandraSession.execute`."""
+    """A prepared statement; pass it to `CassandraSession.execute` or `CassandraSession.bind`."""
 
     query: str
     statement: Any = field(repr=False, compare=False)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The names of its bind markers, in order."""
+        return tuple(c.name for c in self.statement.column_metadata)
+
+
+class Bound:
+    """A prepared statement bound to values, ready for `CassandraSession.write`.
+
+    ``routing_key`` is the serialized partition key (rows with equal keys may share a batch);
+    ``size`` the bytes of the bound values.
+    """
+
+    __slots__ = ("routing_key", "size", "statement")
+
+    def __init__(self, statement: Any) -> None:
+        self.statement = statement
+        self.routing_key: bytes = statement.routing_key or b""
+        self.size = sum(len(v) for v in statement.values if isinstance(v, bytes))
 
 
 def _cluster(config: CassandraConfig) -> Any:
@@ -174,14 +255,13 @@ def _cluster(config: CassandraConfig) -> Any:
     if config.username is not None:
         auth = PlainTextAuthProvider(username=config.username, password=config.password)
     profile = ExecutionProfile(
-        load_balancing_policy=TokenAwarePolicy(
-            DCAwareRoundRobinPolicy(local_dc=config.local_datacenter)
-        ),
+        load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=config.local_dc)),
         request_timeout=config.request_timeout_s,
         row_factory=tuple_factory,
+        consistency_level=config.consistency.level,
     )
     return Cluster(
-        contact_points=list(config.contact_points),
+        contact_points=list(config.hosts),
         port=config.port,
         protocol_version=config.protocol_version,
         auth_provider=auth,
@@ -199,17 +279,13 @@ def _translate_connect(exc: BaseException, config: CassandraConfig) -> StorageEr
         if any(isinstance(e, AuthenticationFailed) for e in errors):
             return CassandraAuthFailed(
                 f"Cassandra at {config.address} refused the credentials",
-                contact_points=config.contact_points,
+                contact_points=config.hosts,
             )
         reason = "; ".join(str(e) for e in errors) or str(exc)
-        return CassandraUnavailable(
-            config.contact_points, config.port, config.connect_timeout_s, reason
-        )
+        return CassandraUnavailable(config.hosts, config.port, config.connect_timeout_s, reason)
     if isinstance(exc, AuthenticationFailed):
-        return CassandraAuthFailed(str(exc), contact_points=config.contact_points)
-    return CassandraUnavailable(
-        config.contact_points, config.port, config.connect_timeout_s, repr(exc)
-    )
+        return CassandraAuthFailed(str(exc), contact_points=config.hosts)
+    return CassandraUnavailable(config.hosts, config.port, config.connect_timeout_s, repr(exc))
 
 
 def _translate_request(exc: BaseException, query: str) -> StorageError:
@@ -217,11 +293,40 @@ def _translate_request(exc: BaseException, query: str) -> StorageError:
         return CassandraTimeout(query, str(exc))
     if isinstance(exc, NoHostAvailable):
         return CassandraQueryError(query, f"no host available: {exc}")
-    if isinstance(exc, Unavailable | RequestExecutionException | RequestValidationException):
+    if isinstance(exc, RequestValidationException):
+        if _SCHEMA_MISSING.search(str(exc)):
+            # A dropped table or keyspace: the data is fine, the schema will come back.
+            return CassandraQueryError(query, str(exc))
+        # Invalid request, syntax, unauthorized, already exists: sending it again cannot help.
+        return CassandraInvalidRequest(query, str(exc))
+    if isinstance(exc, Unavailable | RequestExecutionException):
         return CassandraQueryError(query, str(exc))
     if isinstance(exc, DriverException):
         return CassandraQueryError(query, repr(exc))
     return CassandraQueryError(query, repr(exc))
+
+
+def _request_for(group: Sequence[Bound]) -> Any:
+    if len(group) == 1:
+        return group[0].statement
+    batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+    for bound in group:
+        batch.add(bound.statement)
+    batch.is_idempotent = True
+    return batch
+
+
+def _describe(group: Sequence[Bound]) -> str:
+    query = str(group[0].statement.prepared_statement.query_string)
+    return query if len(group) == 1 else f"BATCH of {len(group)}: {query}"
+
+
+def _bind_error_column(message: str, columns: Sequence[str]) -> str:
+    # The driver names the column in quotes ('... for column "x". Expected ...').
+    for column in columns:
+        if f'"{column}"' in message or f"'{column}'" in message:
+            return column
+    return "?"
 
 
 def _connect(config: CassandraConfig) -> tuple[Any, Any]:
@@ -263,6 +368,7 @@ class CassandraSession:
         self._session = session
         self._limiter = limiter
         self._token = trio.lowlevel.current_trio_token()
+        self._in_flight = trio.Semaphore(config.max_in_flight)
 
     async def _request(self, query: str, start: Any) -> Any:
         """Start a driver request with ``start()`` and wait for its result in trio.
@@ -316,6 +422,63 @@ class CassandraSession:
             text, lambda: self._session.execute_async(statement, params)
         )
         return result
+
+    def bind(self, prepared: Prepared, values: Sequence[Any] | Mapping[str, Any]) -> Bound:
+        """Bind ``values`` (by position, or by name with absent names left `UNSET`).
+
+        Raises `CassandraBindError` naming the column when a value does not fit its type.
+        """
+        try:
+            statement = prepared.statement.bind(values)
+        except (TypeError, ValueError, OverflowError, struct.error) as exc:
+            column = _bind_error_column(str(exc), prepared.columns)
+            raise CassandraBindError(prepared.query, column, str(exc)) from exc
+        statement.is_idempotent = True
+        return Bound(statement)
+
+    async def write(self, groups: Sequence[Sequence[Bound]]) -> list[StorageError | None]:
+        """Send each group as one request (an UNLOGGED batch when it holds more than one row;
+        every row of a group must share its partition key) and wait for all of them.
+
+        Returns one outcome per group: None when Cassandra acknowledged it, else the translated
+        error.  At most ``max_in_flight`` requests of this session are outstanding at once.
+        """
+        outcomes: list[StorageError | None] = [None] * len(groups)
+        if not groups:
+            return outcomes
+        pending = len(groups)
+        all_done = trio.Event()
+        token = self._token
+        in_flight = self._in_flight
+
+        def finish(index: int, error: BaseException | None) -> None:  # trio thread
+            nonlocal pending
+            in_flight.release()
+            if error is not None:
+                outcomes[index] = _translate_request(error, _describe(groups[index]))
+            pending -= 1
+            if not pending:
+                all_done.set()
+
+        def hand_over(index: int, error: BaseException | None) -> None:  # driver thread
+            with suppress(trio.RunFinishedError):
+                token.run_sync_soon(finish, index, error)
+
+        # Every request is started and waited for: a write's outcome must never be unknown.
+        with trio.CancelScope(shield=True):
+            for index, group in enumerate(groups):
+                await in_flight.acquire()
+                try:
+                    future = self._session.execute_async(_request_for(group))
+                except Exception as exc:
+                    finish(index, exc)
+                    continue
+                future.add_callbacks(
+                    lambda _rows, i=index: hand_over(i, None),
+                    lambda exc, i=index: hand_over(i, exc),
+                )
+            await all_done.wait()
+        return outcomes
 
     async def prepare(self, query: str) -> Prepared:
         """Prepare ``query`` on the cluster (blocking in the driver, so in a worker thread)."""

@@ -10,10 +10,11 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 MiB = 1 << 20
 
-SINK_KINDS = ("files", "forward")
+SINK_KINDS = ("files", "forward", "cassandra")
 
 
 def _positive(name: str, value: float) -> None:
@@ -181,6 +182,21 @@ class ForwardSinkConfig:
             raise ValueError("backoff_max_s must not be less than backoff_initial_s")
         if self.max_attempts is not None and self.max_attempts < 1:
             raise ValueError(f"max_attempts must be positive or None, got {self.max_attempts}")
+
+
+@dataclass(frozen=True)
+class CassandraSinkConfig:
+    """A group's ``[consumers.cassandra]``: which materializer, and its options.
+
+    ``materializer`` is a built-in name (``events``, ``latest``, ``mapping``) or a plugin's
+    ``package.module:ClassName``; ``options`` is the built-in's options dataclass, or the dict
+    a plugin is built from.  The cluster itself is the top-level ``[cassandra]`` table.
+    """
+
+    materializer: str = "events"
+    options: Any = None
+    # A directory put on the import path before a plugin is imported.
+    plugin_path: Path | None = None
 
 
 @dataclass(frozen=True)

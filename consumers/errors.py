@@ -17,7 +17,13 @@
           ├── CassandraUnavailable    nothing answers within the timeout (contact points, port)
           ├── CassandraAuthFailed     the server refused the credentials
           ├── CassandraTimeout        a request got no answer in time (query)
-          └── CassandraQueryError     the server rejected a request (query, reason)
+          ├── CassandraQueryError     the server rejected a request (query, reason)
+          │    └── CassandraInvalidRequest  invalid, whatever the cluster's state: never retry
+          ├── CassandraBindError      a value does not fit its column's type (column, reason)
+          └── SchemaMismatch          the tables do not fit what the pipeline writes (problems)
+
+Only ``CassandraInvalidRequest`` and ``CassandraBindError`` say that the data itself is at fault
+(a sink turns them into dead letters); every other ``StorageError`` may pass, and is retried.
 
 kazoo's and cassandra-driver's exceptions are translated into these in the one module that talks
 to each library (`consumers.zookeeper`, `consumers.cassandra`); the original is the `__cause__`.
@@ -148,6 +154,29 @@ class CassandraQueryError(StorageError):
         self.reason = reason
 
 
+class CassandraInvalidRequest(CassandraQueryError):  # noqa: N818
+    """The request is invalid whatever the cluster's state (bad value, too large, no such
+    table): sending it again cannot succeed."""
+
+
+class CassandraBindError(StorageError):
+    """A value cannot be serialized for its column; ``column`` names it."""
+
+    def __init__(self, query: str, column: str, reason: str) -> None:
+        super().__init__(f"column {column!r}: {reason}")
+        self.query = query
+        self.column = column
+        self.reason = reason
+
+
 def _shorten(text: str, limit: int = 120) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class SchemaMismatch(StorageError):  # noqa: N818
+    """The tables in Cassandra do not fit what the pipeline writes; ``problems`` lists why."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = tuple(problems)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from consumers.cassandra import CassandraConfig
 from journal import JournalConfig
 from pipeline import settings
 from pipeline.admission import AdmissionConfig
@@ -70,6 +71,8 @@ class PipelineConfig:
     log: LogConfig = field(default_factory=LogConfig)
     services: ServicesConfig = field(default_factory=ServicesConfig)
     coordination: CoordinationConfig = field(default_factory=CoordinationConfig)
+    # The Cassandra cluster every group with ``sink = "cassandra"`` writes to.
+    cassandra: CassandraConfig = field(default_factory=CassandraConfig)
     consumers: tuple[ConsumerSection, ...] = ()
     # The file the configuration came from, which `reinitialize` reads again.  (Relative paths
     # in it resolve against the working directory, as on the command line.)
@@ -102,6 +105,7 @@ def from_mapping(data: Mapping[str, Any], source: Path | None = None) -> Pipelin
         ("routing", RoutingConfig),
         ("log", LogConfig),
         ("coordination", CoordinationConfig),
+        ("cassandra", CassandraConfig),
     ):
         if key in data:
             parts[key] = settings.build(cls, data[key], key)

@@ -24,23 +24,64 @@ from consumers import (
     Sink,
     list_groups,
 )
+from consumers.config import CassandraSinkConfig
 from consumers.coordination import CoordinationError
+from consumers.errors import SchemaMismatch, StorageError
+from consumers.origin import JournalIdentity
+from consumers.sinks.cassandra import BUILTINS, CassandraSink, Materializer, build_plugin, is_plugin
 from consumers.zk_coordinator import ZooKeeperCoordinator
 from consumers.zk_coordinator import list_groups as list_zookeeper_groups
 from journal import PartitionId, list_partitions
 from pipeline.config import PipelineConfig
 from pipeline.consumer_config import ConsumerSection, CoordinationKind
 from pipeline.errors import ConfigError, StartupError, find_error
+from pipeline.storage import Storage
 
 log = logging.getLogger(__name__)
 
 
-def build_sink(section: ConsumerSection) -> Sink:
+def build_sink(config: PipelineConfig, section: ConsumerSection, storage: Storage) -> Sink:
+    journal_id = JournalIdentity(config.journal.dir)
     if section.group.sink == "files" and section.files is not None:
         return FileSink(section.files)
     if section.group.sink == "forward" and section.forward is not None:
-        return ForwardSink(section.forward)
+        return ForwardSink(section.forward, journal_id=journal_id)
+    if section.group.sink == "cassandra" and section.cassandra is not None:
+        return CassandraSink(
+            storage.session,
+            build_materializer(section.cassandra),
+            group=section.name,
+            journal_id=journal_id,
+            config=config.cassandra,
+        )
     raise ConfigError(f"consumers.{section.name}.sink", f"unknown sink {section.group.sink!r}")
+
+
+def build_materializer(sink: CassandraSinkConfig) -> Materializer:
+    """The materializer a group's ``[consumers.cassandra]`` names (options checked at load)."""
+    if is_plugin(sink.materializer):
+        return build_plugin(sink.materializer, sink.options, sink.plugin_path)
+    return BUILTINS[sink.materializer][1](sink.options)
+
+
+async def start_sink(section: ConsumerSection, sink: Sink) -> None:
+    """Create or check a Cassandra sink's tables before the member joins its group.
+
+    A schema that does not fit is a configuration error (exit 78).  Cassandra unreachable is
+    not: the member starts, and the sink starts with the first batch it can write.
+    """
+    if not isinstance(sink, CassandraSink):
+        return
+    try:
+        for line in await sink.start():
+            log.info("schema", extra={"group": section.name, "change": line})
+    except SchemaMismatch as exc:
+        raise ConfigError(f"consumers.{section.name}.cassandra", str(exc)) from exc
+    except StorageError as exc:
+        log.warning(
+            "Cassandra unreachable; the group writes once it answers",
+            extra={"group": section.name, "error": str(exc)},
+        )
 
 
 def build_coordinator(
@@ -68,11 +109,15 @@ def build_coordinator(
 
 @asynccontextmanager
 async def open_member(
-    config: PipelineConfig, section: ConsumerSection, member_id: str | None = None
+    config: PipelineConfig,
+    section: ConsumerSection,
+    storage: Storage,
+    member_id: str | None = None,
 ) -> AsyncIterator[ConsumerRuntime]:
     """A running member of ``section``'s group; leaves the group gracefully on exit."""
-    sink = build_sink(section)
+    sink = build_sink(config, section, storage)
     try:
+        await start_sink(section, sink)
         coordinator = build_coordinator(config, section.name, member_id)
         runtime = ConsumerRuntime(
             config.journal.dir,
@@ -105,12 +150,13 @@ async def open_member(
 async def serve_member(
     config: PipelineConfig,
     section: ConsumerSection,
+    storage: Storage,
     stop: trio.Event,
     *,
     task_status: trio.TaskStatus[ConsumerRuntime] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run one member until ``stop`` is set, then leave the group gracefully (commit, release)."""
-    async with open_member(config, section) as runtime:
+    async with open_member(config, section, storage) as runtime:
         task_status.started(runtime)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_log_status, runtime, config.log.status_interval_s)

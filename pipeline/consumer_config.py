@@ -19,14 +19,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from consumers import FileSinkConfig, ForwardSinkConfig, GroupConfig
+from consumers import CassandraSinkConfig, FileSinkConfig, ForwardSinkConfig, GroupConfig
+from consumers.sinks.cassandra import BUILTINS, PluginError, build_plugin, is_plugin
 from consumers.zookeeper import ZooKeeperConfig
 from pipeline import settings
 from pipeline.errors import ConfigError
 
 DEFAULT_ZOOKEEPER_CHROOT = "/scribe-pipeline"
 
-SINK_TABLES: dict[str, type[Any]] = {"files": FileSinkConfig, "forward": ForwardSinkConfig}
+SINK_TABLES: dict[str, type[Any]] = {
+    "files": FileSinkConfig,
+    "forward": ForwardSinkConfig,
+    "cassandra": CassandraSinkConfig,
+}
 
 
 class CoordinationKind(enum.Enum):
@@ -71,6 +76,7 @@ class ConsumerSection:
     group: GroupConfig
     files: FileSinkConfig | None = None
     forward: ForwardSinkConfig | None = None
+    cassandra: CassandraSinkConfig | None = None
     # ``pipeline run`` starts this group beside the server; false leaves it to ``pipeline consume``.
     embedded: bool = True
 
@@ -88,8 +94,12 @@ def consumer_section(table: Any, key: str) -> ConsumerSection:
     if unknown:
         raise ConfigError(f"{key}.{unknown[0]}", f"unknown key (known: {', '.join(sorted(known))})")
     group = settings.build(GroupConfig, {k: v for k, v in table.items() if k in group_keys}, key)
-    sinks = {
-        name: settings.build(cls, table[name], f"{key}.{name}")
+    sinks: dict[str, Any] = {
+        name: (
+            cassandra_sink_config(table[name], f"{key}.{name}")
+            if cls is CassandraSinkConfig
+            else settings.build(cls, table[name], f"{key}.{name}")
+        )
         for name, cls in SINK_TABLES.items()
         if name in table
     }
@@ -98,6 +108,33 @@ def consumer_section(table: Any, key: str) -> ConsumerSection:
         raise ConfigError(table_name, f"sink {group.sink!r} needs its [{table_name}] table")
     embedded = settings.convert(bool, table.get("embedded", True), f"{key}.embedded")
     return ConsumerSection(group=group, embedded=embedded, **sinks)
+
+
+def cassandra_sink_config(table: Any, key: str) -> CassandraSinkConfig:
+    """``[consumers.cassandra]``: ``materializer``, ``plugin_path`` and the materializer's own
+    options, checked now (a plugin is imported and built once to check its options)."""
+    if not isinstance(table, Mapping):
+        raise ConfigError(key, "expected a table")
+    rest = dict(table)
+    name = settings.convert(str, rest.pop("materializer", "events"), f"{key}.materializer")
+    raw_path = rest.pop("plugin_path", None)
+    plugin_path = (
+        None if raw_path is None else settings.convert(Path, raw_path, f"{key}.plugin_path")
+    )
+    if is_plugin(name):
+        try:
+            build_plugin(name, rest, plugin_path)
+        except PluginError as exc:
+            raise ConfigError(f"{key}.materializer", str(exc)) from None
+        return CassandraSinkConfig(name, rest, plugin_path)
+    builtin = BUILTINS.get(name)
+    if builtin is None:
+        known = ", ".join(sorted(BUILTINS))
+        raise ConfigError(
+            f"{key}.materializer",
+            f"unknown materializer {name!r} (built in: {known}; or a plugin's module:Class)",
+        )
+    return CassandraSinkConfig(name, settings.build(builtin[0], rest, key), plugin_path)
 
 
 def consumer_sections(value: Any) -> tuple[ConsumerSection, ...]:

@@ -20,6 +20,7 @@ from pipeline.config import PipelineConfig
 from pipeline.consumer_app import consumer_counters, retention_floors, serve_member
 from pipeline.consumer_config import ConsumerSection
 from pipeline.daemon import Daemon, serve_pipeline
+from pipeline.storage import open_storage
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +39,16 @@ async def run_until_signalled(
 
             async def supervise() -> None:
                 nonlocal daemon
-                async with trio.open_nursery() as services:
+                async with (
+                    open_storage(config.cassandra) as storage,
+                    trio.open_nursery() as services,
+                ):
                     if server:
                         daemon = await services.start(_serve_server, config, stop_members)
                     for section in groups:
-                        runtime = await services.start(serve_member, config, section, stop_members)
+                        runtime = await services.start(
+                            serve_member, config, section, storage, stop_members
+                        )
                         if daemon is not None:
                             daemon.service.counter_sources.append(
                                 functools.partial(consumer_counters, runtime)

@@ -9,6 +9,9 @@
   close the connection, back off, reconnect, send again (``retries`` and ``reconnects``).
 * Each entry goes with its original category: the metadata key ``scribe_category`` (where the
   catch-all route keeps it) overrides the partition's category and is not forwarded itself.
+* Each entry carries its origin (``scribe_origin``, `consumers.origin`): where it was first
+  journaled, kept when it already has one, so the materializers of every tier downstream write
+  it as one event however many hops or redundant aggregators it passes.
 * A call cancelled half way closes the connection (a reply may still be in flight).  After a
   transport error the upstream may have stored the batch: the resend is a duplicate, never a gap.
 """
@@ -17,12 +20,14 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
 
 import trio
 
 from consumers.backoff import Backoff
 from consumers.config import ForwardSinkConfig
+from consumers.origin import ORIGIN_KEY, local_origin
 from consumers.sinks.base import ORIGINAL_CATEGORY_KEY, SinkError, original_category
 from journal import JournalMessage, PartitionId
 from scribe_compat import AsyncScribeClient, ClientError, LogEntry, ResultCode
@@ -34,20 +39,30 @@ class _TryLater(Exception):  # noqa: N818 (internal control flow, never escapes)
     pass
 
 
-def _entry(pid: PartitionId, message: JournalMessage) -> LogEntry:
-    metadata = message.metadata
-    if metadata and ORIGINAL_CATEGORY_KEY in metadata:
-        metadata = {k: v for k, v in metadata.items() if k != ORIGINAL_CATEGORY_KEY} or None
+def _entry(journal_id: uuid.UUID | None, pid: PartitionId, message: JournalMessage) -> LogEntry:
+    metadata = dict(message.metadata) if message.metadata else {}
+    metadata.pop(ORIGINAL_CATEGORY_KEY, None)
+    if journal_id is not None and ORIGIN_KEY not in metadata:
+        metadata[ORIGIN_KEY] = local_origin(journal_id, pid, message).encode()
     return LogEntry(
-        category=original_category(pid, message), message=message.message, metadata=metadata
+        category=original_category(pid, message), message=message.message, metadata=metadata or None
     )
 
 
 class ForwardSink:
     """Forwards batches to ``config.host:config.port``; see the module docstring."""
 
-    def __init__(self, config: ForwardSinkConfig, *, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        config: ForwardSinkConfig,
+        *,
+        journal_id: uuid.UUID | Callable[[], uuid.UUID] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        """``journal_id`` (or a function reading it) is the journal read, for the origin
+        stamp; without one, entries are forwarded unstamped."""
         self._config = config
+        self._journal_id = journal_id
         self._rng = rng if rng is not None else random.Random()
         self._lock = trio.Lock()
         self._client: AsyncScribeClient | None = None
@@ -65,7 +80,9 @@ class ForwardSink:
         return dict(self._counters)
 
     async def write(self, pid: PartitionId, messages: Sequence[JournalMessage]) -> None:
-        entries = [_entry(pid, m) for m in messages]
+        source = self._journal_id
+        journal_id = source() if callable(source) else source
+        entries = [_entry(journal_id, pid, m) for m in messages]
         step = self._config.max_entries_per_call
         for start in range(0, len(entries), step):
             await self._send(pid, entries[start : start + step])

@@ -107,7 +107,7 @@ class ManagedCassandra(ManagedService):
 
     def probe(self, timeout_s: float) -> None:
         config = CassandraConfig(
-            contact_points=(self.settings.host,),
+            hosts=(self.settings.host,),
             port=self.settings.port,
             connect_timeout_s=timeout_s,
             request_timeout_s=timeout_s,

@@ -291,7 +291,7 @@ def test_group_config_validation() -> None:
     with pytest.raises(ValueError, match="categories"):
         GroupConfig(name="g", categories=("a*b",))
     with pytest.raises(ValueError, match="sink"):
-        GroupConfig(name="g", sink="cassandra")
+        GroupConfig(name="g", sink="kafka")
     with pytest.raises(ValueError, match="batch_messages"):
         GroupConfig(name="g", batch_messages=0)
     with pytest.raises(ValueError, match="name"):

@@ -157,7 +157,7 @@ def cassandra_config(
     """A keyspace of this test's own."""
     hosts, port = cassandra_available
     return CassandraConfig(
-        contact_points=hosts,
+        hosts=hosts,
         port=port,
         keyspace="t_" + _unique(request.node.name)[-30:],
         connect_timeout_s=CONNECT_TIMEOUT_S,
