@@ -16,11 +16,13 @@ from journal.errors import (
     JournalFull,
     JournalLocked,
     OffsetOutOfRange,
+    UnknownJournal,
     UnknownPartition,
     UnsupportedFormat,
     WriterFailed,
 )
 from journal.fileio import FileIO
+from journal.identity import read_journal_id
 from journal.layout import category_dir_name, category_from_dir_name, read_category
 from journal.reader import JournalReader, open_reader
 from journal.store import Journal, open_journal
@@ -57,6 +59,7 @@ __all__ = [
     "PartitionInfo",
     "RepairResult",
     "RetentionPolicy",
+    "UnknownJournal",
     "UnknownPartition",
     "UnsupportedFormat",
     "VerifyProblem",
@@ -68,6 +71,7 @@ __all__ = [
     "open_journal",
     "open_reader",
     "read_category",
+    "read_journal_id",
     "repair",
     "verify",
 ]

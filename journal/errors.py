@@ -11,6 +11,8 @@
      │                                               partition); it never acknowledges again
      ├── JournalClosed                               the journal is closing or closed
      ├── JournalLocked(path)                         another process has the journal open
+     ├── UnknownJournal(path)                        also a LookupError: no journal identity file
+     │                                               (no writer has opened the directory yet)
      ├── UnknownPartition(pid)                       also a LookupError
      ├── OffsetOutOfRange(pid, offset, earliest, high_water_mark)
      │                                               also an IndexError; deleted by retention, or
@@ -82,6 +84,16 @@ class JournalLocked(JournalError):  # noqa: N818 (names fixed by the interface)
 
     def __init__(self, path: Path) -> None:
         super().__init__(f"{path}: the journal is in use by another process")
+        self.path = path
+
+
+class UnknownJournal(JournalError, LookupError):  # noqa: N818 (names fixed by the interface)
+    """No journal identity at ``path``: no writer has opened that journal directory yet."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(
+            f"{path}: no journal identity (no writer has opened this journal directory yet)"
+        )
         self.path = path
 
 

@@ -6,6 +6,7 @@ Directory layout
 ::
 
     <journal-dir>/.lock                          flock held by the process that writes
+    <journal-dir>/journal+id                     the journal's identity (below)
     <journal-dir>/<category-dir>/category        the raw category bytes (see journal.layout)
     <journal-dir>/<category-dir>/<partition>/    partition: decimal, 0 .. 2**31 - 1
         hwm                                      high-water mark and recovery checkpoint
@@ -13,6 +14,16 @@ Directory layout
         <first offset, 20 digits>.index          sparse index of that segment (a hint)
         <segment>.log.torn-<n>                   bytes recovery cut from a torn tail
         <segment>.log.cut-<n>                    bytes ``repair`` cut at damage
+
+The journal's identity, ``journal+id``, is a random UUID (uuid4) in its canonical text form
+(36 characters, lower-case hex with hyphens) and a newline: 37 bytes, nothing else.  The first
+``open_journal`` of a directory without one (new, or written by code older than the file) creates
+it atomically (temporary file, fdatasync, rename, fsync of the directory); nothing changes it
+afterwards.  A file of any other content is damage (``JournalCorrupt``), never replaced.  It tells
+journals apart wherever their messages meet (``(journal_id, partition, offset)`` keys of rows
+materialized from several log servers).  Its name holds ``+``, a byte the category encoding always
+escapes (``journal.layout``), so no category directory can ever have it (``journal-id`` would be
+the category ``journal-id``'s).  A temporary file a crash left while creating it is ignored.
 
 A segment's name is the offset of its first message.  Segments of a partition are contiguous:
 each starts where the previous one ends, except after ``repair`` or a lost INTERVAL-mode tail,
@@ -88,7 +99,9 @@ reader in another process that races a rewrite sees a crc mismatch and reads aga
 
 from __future__ import annotations
 
+import contextlib
 import struct
+import uuid
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -134,6 +147,9 @@ INDEX_SUFFIX: Final = ".index"
 HWM_FILE: Final = "hwm"
 CATEGORY_FILE: Final = "category"
 LOCK_FILE: Final = ".lock"
+JOURNAL_ID_FILE: Final = "journal+id"
+JOURNAL_ID_SIZE: Final = 37  # canonical UUID text and a newline
+assert len(f"{uuid.UUID(int=0)}\n") == JOURNAL_ID_SIZE
 TORN_INFIX: Final = ".torn-"
 CUT_INFIX: Final = ".cut-"
 
@@ -294,6 +310,28 @@ def check_batch(header: BatchHeader, header_bytes: bytes, payload: bytes) -> Non
         raise FormatError("offset beyond 2**63")
     if header.max_timestamp_ms < header.first_timestamp_ms:
         raise FormatError("max timestamp before first timestamp")
+
+
+# ---- journal identity ----
+
+
+def encode_journal_id(journal_id: uuid.UUID) -> bytes:
+    return f"{journal_id}\n".encode("ascii")
+
+
+def decode_journal_id(data: bytes) -> uuid.UUID:
+    """Parse a ``journal+id`` file; raises FormatError for anything but what
+    ``encode_journal_id`` writes."""
+    if len(data) == JOURNAL_ID_SIZE and data.endswith(b"\n"):
+        text = data[:-1].decode("ascii", "replace")
+        with contextlib.suppress(ValueError):
+            journal_id = uuid.UUID(text)
+            if str(journal_id) == text:
+                return journal_id
+    raise FormatError(
+        f"not a journal identity: {len(data)} bytes where a UUID in canonical form and a "
+        f"newline ({JOURNAL_ID_SIZE} bytes) belong"
+    )
 
 
 # ---- index ----

@@ -7,6 +7,7 @@ import fcntl
 import logging
 import os
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -25,6 +26,7 @@ from journal.errors import (
 )
 from journal.fileio import FileIO
 from journal.format import LOCK_FILE, encode_payload
+from journal.identity import ensure_journal_id
 from journal.layout import parse_partition_name, read_category
 from journal.reader import JournalReader
 from journal.recovery import PartitionState, create_partition, recover_partition
@@ -70,9 +72,11 @@ class Journal:
         io: FileIO,
         nursery: trio.Nursery,
         limiter: trio.CapacityLimiter,
+        journal_id: uuid.UUID,
     ) -> None:
         self.directory = directory
         self.config = config
+        self._journal_id = journal_id
         self._clock = clock
         self._io = io
         self._nursery = nursery
@@ -82,6 +86,11 @@ class Journal:
         self._refused: dict[PartitionId, BaseException] = {}
         self._create_lock = trio.Lock()
         self._closed = False
+
+    @property
+    def journal_id(self) -> uuid.UUID:
+        """The journal's identity (``journal+id``): created with it, never changed."""
+        return self._journal_id
 
     # ---------------------------------------------------------------- writing
 
@@ -309,9 +318,11 @@ async def open_journal(
 ) -> AsyncIterator[Journal]:
     """Open (creating if needed) a journal directory and recover its partitions.
 
-    Partitions whose recovery refuses to open (damage before the tail) are reported by
-    ``failures()`` and their appends raise ``WriterFailed``; the others work.  On exit every
-    writer drains its queue, fdatasyncs, and writes a clean checkpoint.
+    A directory without an identity gets one (``Journal.journal_id``); a damaged identity file
+    refuses to open it (``JournalCorrupt``).  Partitions whose recovery refuses to open (damage
+    before the tail) are reported by ``failures()`` and their appends raise ``WriterFailed``; the
+    others work.  On exit every writer drains its queue, fdatasyncs, and writes a clean
+    checkpoint.
     ``clock`` gives wall-clock seconds (timestamps, segment age); ``file_io`` is the write path's
     system calls (tests replace it).
     """
@@ -323,12 +334,15 @@ async def open_journal(
     lock = _lock(directory)
     try:
         limiter = trio.CapacityLimiter(config.io_threads)
+        journal_id = await trio.to_thread.run_sync(
+            ensure_journal_id, directory, io, limiter=limiter
+        )
         states, refused = await trio.to_thread.run_sync(
             _recover_all, directory, config, io, limiter=limiter
         )
         try:
             async with trio.open_nursery() as nursery:
-                journal = Journal(directory, config, clock, io, nursery, limiter)
+                journal = Journal(directory, config, clock, io, nursery, limiter, journal_id)
                 journal._refused.update(refused)
                 try:
                     for state in states:

@@ -10,6 +10,7 @@ import base64
 import contextlib
 import json
 import sys
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,11 @@ from journal import (
     JournalReader,
     PartitionId,
     PartitionInfo,
+    UnknownJournal,
     VerifyProblem,
     list_partitions,
     open_reader,
+    read_journal_id,
     repair,
     verify,
 )
@@ -91,12 +94,18 @@ def journal_group() -> None:
 @journal_dir_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per partition.")
 def ls_command(journal_dir: Path, as_json: bool) -> None:
-    """List partitions with their offsets, sizes and segments."""
+    """List partitions with their offsets, sizes and segments, after the journal's identity."""
     infos = _select(journal_dir, None, None)
+    journal_id = _journal_id(journal_dir)
     if as_json:
         for info in infos:
-            click.echo(json.dumps(_info_record(info)))
+            record = _info_record(info)
+            if journal_id is not None:
+                record["journal_id"] = str(journal_id)
+            click.echo(json.dumps(record))
         return
+    if journal_id is not None:
+        click.echo(f"journal {journal_id}")
     click.echo(
         f"{'CATEGORY':32} {'PART':>4} {'EARLIEST':>12} {'NEXT':>12} {'SEGS':>5} {'BYTES':>14}"
     )
@@ -106,6 +115,16 @@ def ls_command(journal_dir: Path, as_json: bool) -> None:
             f"{r['category'][:32]:32} {r['partition']:>4} {r['earliest_offset']:>12} "
             f"{r['high_water_mark']:>12} {r['segments']:>5} {r['bytes']:>14}"
         )
+
+
+def _journal_id(journal_dir: Path) -> uuid.UUID | None:
+    """The journal's identity; None when no writer has opened it since identities exist."""
+    try:
+        return read_journal_id(journal_dir)
+    except UnknownJournal:
+        return None
+    except JournalError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def _info_record(info: PartitionInfo) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import uuid
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from journal.format import (
     HEADER_SIZE,
     HWM_SIZE,
     INDEX_ENTRY_SIZE,
+    JOURNAL_ID_SIZE,
     NO_BATCH,
     BatchHeader,
     FormatError,
@@ -23,9 +25,11 @@ from journal.format import (
     check_batch,
     decode_hwm,
     decode_index,
+    decode_journal_id,
     decode_payload,
     encode_batch,
     encode_index_entry,
+    encode_journal_id,
     parse_header,
     parse_segment_name,
     segment_name,
@@ -170,3 +174,13 @@ async def test_verify_reports_index_damage_as_not_fatal(tmp_path: Path) -> None:
     result = repair(tmp_path, PartitionId(b"c", 0), config)
     assert result.indexes_rebuilt >= 1 and result.cut_file is None
     assert verify(tmp_path, config=config) == []
+
+
+def test_journal_id_round_trip_and_damage() -> None:
+    journal_id = uuid.uuid4()
+    data = encode_journal_id(journal_id)
+    assert data == f"{journal_id}\n".encode() and len(data) == JOURNAL_ID_SIZE
+    assert decode_journal_id(data) == journal_id
+    for bad in (b"", data[:-1], data + b"\n", data.upper(), b" " + data[:-1], b"\0" * 37):
+        with pytest.raises(FormatError, match="journal identity"):
+            decode_journal_id(bad)

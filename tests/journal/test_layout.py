@@ -19,6 +19,7 @@ from journal import (
     open_journal,
     read_category,
 )
+from journal.format import JOURNAL_ID_FILE, LOCK_FILE
 from journal.layout import MAX_NAME
 
 NASTY = [
@@ -33,6 +34,9 @@ NASTY = [
     b"\0",
     b"nul\0inside",
     b".hidden",
+    b".lock",
+    b"journal+id",
+    b"journal-id",
     b"~",
     b"%",
     b"%41",
@@ -104,7 +108,7 @@ async def test_no_category_writes_outside_the_journal(tmp_path: Path) -> None:
     ]
     assert outside == []
     for entry in os.scandir(journal_dir):
-        assert entry.is_dir() or entry.name == ".lock"
+        assert entry.is_dir() or entry.name in (LOCK_FILE, JOURNAL_ID_FILE)
     infos = list_partitions(journal_dir)
     assert sorted((i.category, i.partition) for i in infos) == sorted(
         (c, i % 3) for i, c in enumerate(NASTY)
