@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 CACHE := .cache
-CONFIG ?= conf/pipeline.toml
+CONFIG ?= conf/events.toml
 export PIP_CACHE_DIR := $(CURDIR)/$(CACHE)/pip
 
 .PHONY: install run test lint bench crash-test services services-stop clean

@@ -17,13 +17,19 @@ import trio
 
 from pipeline import __version__, logs
 from pipeline.cli_bench import bench_group
-from pipeline.cli_common import EXIT_STARTUP, config_option, group_section, load_config
+from pipeline.cli_common import (
+    EXIT_CONFIG,
+    EXIT_STARTUP,
+    config_option,
+    group_section,
+    load_config,
+)
 from pipeline.cli_consumers import offsets_group, replay_command
 from pipeline.cli_journal import journal_group
 from pipeline.cli_tools import cat_command, ctl_command
 from pipeline.config import PipelineConfig
 from pipeline.consumer_config import ConsumerSection
-from pipeline.errors import PipelineError, StartupError, find_error
+from pipeline.errors import ConfigError, PipelineError, StartupError, find_error
 from pipeline.services.cli import services
 from pipeline.services.required import start_required_services
 from pipeline.supervisor import run_until_signalled
@@ -42,6 +48,10 @@ def run_daemon(
         if isinstance(error, StartupError):
             click.echo(f"pipeline: cannot start: {error}", err=True)
             sys.exit(EXIT_STARTUP)
+        if isinstance(error, ConfigError):
+            # Found only once running: a consumer group's tables do not fit its configuration.
+            click.echo(f"pipeline: invalid configuration: {error}", err=True)
+            sys.exit(EXIT_CONFIG)
         click.echo(f"pipeline: {error}", err=True)
         sys.exit(1)
 

@@ -39,6 +39,15 @@ from pipeline.storage import Storage
 
 log = logging.getLogger(__name__)
 
+# The sink figures a status line shows when the sink has them (the Cassandra sink does).
+STATUS_SINK_METRICS = (
+    "rows_written",
+    "dead_letters",
+    "retries",
+    "cassandra_latency_p50_us",
+    "cassandra_latency_p99_us",
+)
+
 
 def build_sink(config: PipelineConfig, section: ConsumerSection, storage: Storage) -> Sink:
     journal_id = JournalIdentity(config.journal.dir)
@@ -185,6 +194,7 @@ async def _log_status(runtime: ConsumerRuntime, interval_s: float) -> None:
         await trio.sleep(interval_s)
         metrics = runtime.metrics()
         lag = sum(p["lag"] or 0 for p in metrics["partitions"].values())
+        sink = metrics["sink"]
         log.info(
             "consumer status",
             extra={
@@ -194,6 +204,7 @@ async def _log_status(runtime: ConsumerRuntime, interval_s: float) -> None:
                 "messages": metrics["messages_consumed"],
                 "commits": metrics["commits"],
                 "lag": lag,
+                **{key: sink[key] for key in STATUS_SINK_METRICS if key in sink},
             },
         )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import uuid
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from consumers import (
     LocalCoordinatorConfig,
     SinkError,
 )
+from consumers.origin import ORIGIN_KEY, Origin, decode_origin
 from journal import JournalConfig, JournalMessage, PartitionId, open_journal
 from scribe_compat import LogBatch, LogEntry, ResultCode, ServerConfig, serve_scribe
 
@@ -113,6 +115,26 @@ async def test_original_category_from_metadata(nursery: trio.Nursery) -> None:
     assert [(e.category, e.message) for e in upstream.stored] == [(b"orig", b"m"), (b"orig2", b"n")]
     assert upstream.stored[0].metadata == {b"k": b"v"}
     assert not upstream.stored[1].metadata
+    await sink.aclose()
+
+
+async def test_forwarded_entries_carry_their_origin_and_keep_an_earlier_one(
+    nursery: trio.Nursery,
+) -> None:
+    upstream = Upstream()
+    server = await nursery.start(serve_scribe, upstream, ServerConfig(port=0))
+    journal_id = uuid.UUID("00000000-0000-4000-8000-00000000000a")
+    sink = ForwardSink(forward_config(server.address[1]), journal_id=lambda: journal_id)
+    earlier = Origin(uuid.UUID(int=7), b"leaf-category", 3, 99, 1_000_000)
+    here = [JournalMessage(5, 1, b"new", None, 1_000_123)]
+    passed_on = [JournalMessage(6, 1, b"old", {ORIGIN_KEY: earlier.encode(), b"k": b"v"}, 7)]
+    await sink.write(PID, here)
+    await sink.write(PID, passed_on)
+    first, second = upstream.stored
+    assert first.metadata is not None and second.metadata is not None
+    assert decode_origin(first.metadata[ORIGIN_KEY]) == Origin(journal_id, b"web", 0, 5, 1_000_123)
+    assert decode_origin(second.metadata[ORIGIN_KEY]) == earlier
+    assert second.metadata[b"k"] == b"v"
     await sink.aclose()
 
 

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from consumers.sinks.cassandra import EventsOptions
 from pipeline import config as config_module
 from pipeline.config import PipelineConfig
 from pipeline.errors import ConfigError
 from pipeline.routing import RouteConfig
 
 EXAMPLE = Path(__file__).parents[2] / "conf" / "pipeline.toml"
+CASSANDRA_GROUP = '[[consumers]]\nname = "g"\nsink = "cassandra"\n[consumers.cassandra]\n'
 
 
 def without_source(config: PipelineConfig) -> PipelineConfig:
@@ -80,6 +82,22 @@ def test_routes_from_toml(tmp_path: Path) -> None:
         ('[routing]\nroutes = [{category = "a*b"}]\n', "routing.routes[0]"),
         ("[admission]\nmax_pending_bytes = true\n", "admission.max_pending_bytes"),
         ('[log]\nlevel = "loud"\n', "log"),
+        ('[cassandra]\nconsistency = "SOME"\n', "cassandra.consistency"),
+        ("[cassandra]\nmax_in_flight = 0\n", "cassandra"),
+        (
+            '[cassandra.replication]\nstrategy = "NetworkTopologyStrategy"\n',
+            "cassandra.replication",
+        ),
+        (CASSANDRA_GROUP + 'materializer = "nope"\n', "consumers[0].cassandra.materializer"),
+        (CASSANDRA_GROUP + 'materializer = "mapping"\n', "consumers[0].cassandra"),
+        (CASSANDRA_GROUP + 'materializer = "latest"\n', "consumers[0].cassandra"),
+        (CASSANDRA_GROUP + "bucket_s = 0\n", "consumers[0].cassandra"),
+        (CASSANDRA_GROUP + "colour = 1\n", "consumers[0].cassandra.colour"),
+        (
+            CASSANDRA_GROUP + 'materializer = "no.such:Plugin"\n',
+            "consumers[0].cassandra.materializer",
+        ),
+        (CASSANDRA_GROUP.replace("[consumers.cassandra]\n", ""), "consumers[0].cassandra"),
     ],
 )
 def test_invalid_values_name_the_key(tmp_path: Path, text: str, key: str) -> None:
@@ -105,6 +123,29 @@ def test_example_file_names_every_coordination_key() -> None:
     assert {f.name for f in dataclasses.fields(defaults)} <= set(data["coordination"])
     zookeeper = {f.name for f in dataclasses.fields(defaults.zookeeper)} - {"auth_digest"}
     assert zookeeper <= set(data["coordination"]["zookeeper"])
+
+
+def test_example_file_names_every_cassandra_key() -> None:
+    data = config_module.read_file(EXAMPLE)
+    defaults = PipelineConfig().cassandra
+    optional = {"username", "password"}  # shown commented out: no login by default
+    assert {f.name for f in dataclasses.fields(defaults)} - optional <= set(data["cassandra"])
+    replication = {f.name for f in dataclasses.fields(defaults.replication)}
+    assert replication <= set(data["cassandra"]["replication"])
+
+
+def test_cassandra_examples_load_with_their_materializers() -> None:
+    events = config_module.load(EXAMPLE.with_name("events.toml"), environ={})
+    section = events.group("events")
+    assert section.cassandra is not None
+    assert section.cassandra.materializer == "events"
+    assert section.cassandra.options == EventsOptions()
+    mapping = config_module.load(EXAMPLE.with_name("mapping.toml"), environ={}).group("logins")
+    assert mapping.cassandra is not None
+    assert mapping.cassandra.options.columns["user_id"] == "user.id"
+    plugin = config_module.load(EXAMPLE.with_name("access_log.toml"), environ={})
+    options = plugin.group("access-log").cassandra
+    assert options is not None and options.options == {"table": "http_requests", "bucket_s": 3600}
 
 
 def test_zookeeper_example_configuration_loads() -> None:
