@@ -43,7 +43,11 @@ from cassandra import (
 )
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable
-from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+from cassandra.policies import (
+    DCAwareRoundRobinPolicy,
+    ExponentialReconnectionPolicy,
+    TokenAwarePolicy,
+)
 from cassandra.query import UNSET_VALUE, BatchStatement, BatchType, tuple_factory
 
 from consumers.errors import (
@@ -270,6 +274,9 @@ def _cluster(config: CassandraConfig) -> Any:
         control_connection_timeout=config.connect_timeout_s,
         # A single local node is no reason to wait for schema agreement long.
         max_schema_agreement_wait=config.request_timeout_s,
+        # The driver's default waits up to 10 minutes between attempts to reach a node that
+        # was down; a paused partition should resume within seconds of the node's return.
+        reconnection_policy=ExponentialReconnectionPolicy(base_delay=0.5, max_delay=10.0),
     )
 
 
