@@ -36,23 +36,53 @@ Batch (a record; all integers little-endian)
     offset size  field
          0    4  length       u32  bytes after this field: 36 + len(payload)
          4    4  crc          u32  zlib.crc32 of bytes 8 .. 4 + length (the rest of the batch)
-         8    1  version      u8   1
+         8    1  version      u8   2 (1 is still read, see below)
          9    1  flags        u8   bit 0 (FLAG_METADATA): entries carry metadata; others zero
-        10    2  reserved     u16  0
+        10    2  first_us     u16  version 2: the microsecond within ``first_ts_ms`` of the first
+                                   message, 0 .. 999; version 1: reserved, 0
         12    8  base_offset  u64  offset of the first message (offsets stay below 2**63)
         20    4  count        u32  number of messages, at least 1
-        24    8  first_ts_ms  i64  timestamp of the first message, ms since the Unix epoch
-        32    8  max_ts_ms    i64  largest timestamp in the batch
+        24    8  first_ts_ms  i64  time of the first message, ms since the Unix epoch
+        32    8  max_ts_ms    i64  time of the last message, in ms (see the time rule)
         40    n  payload           msgpack array of ``count`` entries
 
 Each payload entry is a msgpack ``bin`` (the message), or with FLAG_METADATA an array
-``[bin, map of bin to bin | nil]``.  Readers also accept the ``str`` family for bytes.  The
-writer stamps every message of a batch with the time it writes the batch, never earlier than the
-previous batch's, so timestamps never decrease along a partition (``seek_time`` relies on this).
+``[bin, map of bin to bin | nil]``.  Readers also accept the ``str`` family for bytes.
 
-A batch is valid when its length fits the file, its crc matches, and its version is known.  A
-batch with a matching crc but an unknown version was written by newer code: it is never cut as
-garbage (``UnsupportedFormat``).
+Message times.  Message ``i`` of a batch (0-based) has the time, in microseconds since the Unix
+epoch, ``first_ts_ms * 1000 + first_us + i``: a group of messages is stamped once and given
+consecutive microseconds, which may spill into later milliseconds.  ``max_ts_ms`` is the
+millisecond of the last message, ``(first_ts_ms * 1000 + first_us + count - 1) // 1000``; a
+version-2 batch whose ``max_ts_ms`` is below that is invalid.  The writer keeps ``last_us``, the
+time of the last message it wrote, and stamps each batch ``first = max(now_ms * 1000,
+last_us + 1)`` (``first_ts_ms = first // 1000``, ``first_us = first % 1000``), then
+``last_us = first + count - 1``.  So along a partition
+
+* message times strictly increase (sinks derive Cassandra's ``USING TIMESTAMP`` from them: a
+  later event of a key always wins, also within one millisecond), across write groups, segments,
+  restarts and recovery: on open the writer resumes at ``last_us = (max_ts_ms + 1) * 1000 - 1``
+  of the last batch recovery kept (or, after a power loss took an unsynced tail readers may have
+  seen, ``hwm_ts_ms``), which is at or after its last message's time;
+* ``first_ts_ms`` and ``max_ts_ms`` never decrease, and a batch's ``max_ts_ms`` is at most the
+  next batch's ``first_ts_ms`` (``seek_time``, the index and retention rely on this);
+* times are the wall clock's (at the write of their group), and drift ahead of it only while one
+  partition takes more than 1000 messages per millisecond: by the surplus microseconds, caught up
+  as soon as the rate drops.  (A clock stepping back, or a reopen within the millisecond of the
+  last batch, holds times just above the last one in the same way.)
+
+Version 1 (older code) stamped every message of a batch with one millisecond (``first_ts_ms ==
+max_ts_ms``) and kept bytes 10 .. 12 zero; it reads as ``first_us = 0``, so its messages' times
+are ``first_ts_ms * 1000 + i``, increasing within a batch but not across version-1 batches of one
+millisecond.  The first version-2 batch after them starts after the last one's messages (recovery
+counts a version-1 batch's spill past its ``max_ts_ms``).  Going back to older code is safe: it
+checks the version right after the crc and refuses a version-2 batch as ``UnsupportedFormat``,
+so nothing is cut as garbage on a downgrade; the partition refuses to open instead (only
+``repair`` run by the older code would cut it, and keep it in a side file).
+
+A batch is valid when its length fits the file, its crc matches, its version is known, its flags
+are, its ``first_us`` is below 1000 (zero in version 1), it holds at least one message and its
+timestamps are as above.  A batch with a matching crc but an unknown version was written by newer
+code: it is never cut as garbage (``UnsupportedFormat``).
 
 Index entry (``.index``: entries only, no header)
 =================================================
@@ -109,7 +139,9 @@ from typing import Final
 
 import msgpack  # untyped (mypy override in pyproject); used only in this module
 
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
+# Versions this code reads; it writes FORMAT_VERSION.  Version 1 has no ``first_us``.
+_READ_VERSIONS: Final = frozenset({1, FORMAT_VERSION})
 FLAG_METADATA: Final = 0x01
 _KNOWN_FLAGS: Final = FLAG_METADATA
 
@@ -124,6 +156,7 @@ assert HEADER_SIZE == 40
 # ``length`` counts the crc and the rest of the header plus the payload.
 LENGTH_OVERHEAD: Final = HEADER_SIZE - 4
 MAX_OFFSET: Final = (1 << 63) - 1
+US_PER_MS: Final = 1000
 
 # ---- index ----
 INDEX_ENTRY = struct.Struct("<QQqI")
@@ -170,16 +203,36 @@ class FormatError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class BatchHeader:
-    """The fixed 40 bytes in front of a batch's payload."""
+    """The fixed 40 bytes in front of a batch's payload.
+
+    ``first_us`` is bytes 10 .. 12 as found: ``check_batch`` validates it (zero in version 1).
+    """
 
     length: int
     crc: int
     version: int
     flags: int
+    first_us: int
     base_offset: int
     count: int
     first_timestamp_ms: int
     max_timestamp_ms: int
+
+    @property
+    def first_timestamp_us(self) -> int:
+        """The time of the first message, in microseconds since the epoch."""
+        return self.first_timestamp_ms * US_PER_MS + (self.first_us if self.version > 1 else 0)
+
+    @property
+    def last_timestamp_us(self) -> int:
+        """The time of the last message, in microseconds since the epoch."""
+        return self.first_timestamp_us + self.count - 1
+
+    @property
+    def last_timestamp_ms(self) -> int:
+        """The millisecond of the last message: ``max_ts_ms``, unless a version-1 batch of more
+        than 1000 messages spills past it."""
+        return max(self.max_timestamp_ms, self.last_timestamp_us // US_PER_MS)
 
     @property
     def size(self) -> int:
@@ -258,11 +311,26 @@ def decode_payload(
 # ---- batch header ----
 
 
+def batch_times(first_timestamp_us: int, count: int) -> tuple[int, int, int]:
+    """``(first_ts_ms, first_us, max_ts_ms)`` of a batch of ``count`` messages whose first
+    message has the time ``first_timestamp_us`` (the time rule in the module docstring)."""
+    first_ts_ms, first_us = divmod(first_timestamp_us, US_PER_MS)
+    return first_ts_ms, first_us, (first_timestamp_us + count - 1) // US_PER_MS
+
+
 def encode_header(
-    payload: bytes, flags: int, base_offset: int, count: int, first_ts_ms: int, max_ts_ms: int
+    payload: bytes,
+    flags: int,
+    base_offset: int,
+    count: int,
+    first_ts_ms: int,
+    first_us: int,
+    max_ts_ms: int,
 ) -> bytes:
     """The 40-byte header for ``payload``, crc included."""
-    rest = _HEADER_REST.pack(FORMAT_VERSION, flags, 0, base_offset, count, first_ts_ms, max_ts_ms)
+    rest = _HEADER_REST.pack(
+        FORMAT_VERSION, flags, first_us, base_offset, count, first_ts_ms, max_ts_ms
+    )
     crc = zlib.crc32(payload, zlib.crc32(rest))
     return _LENGTH_CRC.pack(LENGTH_OVERHEAD + len(payload), crc) + rest
 
@@ -272,10 +340,13 @@ def encode_batch(
     metadata: Sequence[dict[bytes, bytes] | None] | None,
     base_offset: int,
     timestamp_ms: int,
+    first_us: int = 0,
 ) -> bytes:
-    """A whole batch (tests and tools; the writer builds header and payload separately)."""
+    """A whole batch whose first message has the time ``timestamp_ms`` and ``first_us`` (tests
+    and tools; the writer builds header and payload separately)."""
     payload, flags = encode_payload(messages, metadata)
-    header = encode_header(payload, flags, base_offset, len(messages), timestamp_ms, timestamp_ms)
+    times = batch_times(timestamp_ms * US_PER_MS + first_us, len(messages))
+    header = encode_header(payload, flags, base_offset, len(messages), *times)
     return header + payload
 
 
@@ -284,32 +355,37 @@ def parse_header(data: bytes, available: int, max_record_bytes: int) -> BatchHea
     file from its start.  Checks what the header alone can show; the crc needs the payload."""
     if len(data) < HEADER_SIZE:
         raise FormatError(f"file ends inside a batch header ({len(data)} bytes)", truncated=True)
-    length, crc, version, flags, _reserved, base, count, first_ts, max_ts = HEADER.unpack_from(data)
+    length, crc, version, flags, first_us, base, count, first_ts, max_ts = HEADER.unpack_from(data)
     if length < LENGTH_OVERHEAD or length - LENGTH_OVERHEAD > max_record_bytes:
         raise FormatError(f"implausible batch length {length}")
     if 4 + length > available:
         raise FormatError(
             f"file ends inside a batch ({available} of {4 + length} bytes)", truncated=True
         )
-    return BatchHeader(length, crc, version, flags, base, count, first_ts, max_ts)
+    return BatchHeader(length, crc, version, flags, first_us, base, count, first_ts, max_ts)
 
 
 def check_batch(header: BatchHeader, header_bytes: bytes, payload: bytes) -> None:
     """Verify the crc, then the fields only trusted once the crc matches."""
     if zlib.crc32(payload, zlib.crc32(header_bytes[8:HEADER_SIZE])) != header.crc:
         raise FormatError("crc mismatch")
-    if header.version != FORMAT_VERSION:
+    if header.version not in _READ_VERSIONS:
         raise FormatError(f"unknown format version {header.version}", version=header.version)
     if header.flags & ~_KNOWN_FLAGS:
         raise FormatError(f"unknown flags {header.flags:#x}")
-    if header_bytes[10:12] != b"\0\0":
-        raise FormatError("reserved bytes are not zero")
+    if header.version == 1:
+        if header.first_us != 0:
+            raise FormatError("reserved bytes are not zero")
+    elif header.first_us >= US_PER_MS:
+        raise FormatError(f"first_us {header.first_us} is not below 1000")
     if header.count < 1:
         raise FormatError("empty batch")
     if header.base_offset + header.count > MAX_OFFSET:
         raise FormatError("offset beyond 2**63")
     if header.max_timestamp_ms < header.first_timestamp_ms:
         raise FormatError("max timestamp before first timestamp")
+    if header.version > 1 and header.last_timestamp_us // US_PER_MS > header.max_timestamp_ms:
+        raise FormatError("max timestamp before the last message's time")
 
 
 # ---- journal identity ----

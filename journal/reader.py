@@ -29,6 +29,7 @@ from journal.fileio import FileIO, pread_exact
 from journal.format import (
     HEADER_SIZE,
     HWM_FILE,
+    US_PER_MS,
     BatchHeader,
     FormatError,
     IndexEntry,
@@ -93,7 +94,7 @@ class FileHighWaterMark:
 
 
 class _Batch:
-    __slots__ = ("base", "end", "messages", "metadata", "timestamp_ms")
+    __slots__ = ("base", "end", "messages", "metadata", "timestamp_ms", "timestamp_us")
 
     def __init__(
         self,
@@ -104,6 +105,7 @@ class _Batch:
         self.base = header.base_offset
         self.end = header.end_offset
         self.timestamp_ms = header.first_timestamp_ms
+        self.timestamp_us = header.first_timestamp_us  # of the first message; message i: + i
         self.messages = messages
         self.metadata = metadata
 
@@ -167,8 +169,8 @@ class JournalReader:
         self._next = offset
 
     def seek_time(self, timestamp_ms: int) -> None:
-        """Read next from the first message written at or after ``timestamp_ms`` (the
-        high-water mark when there is none)."""
+        """Read next from the first message whose time (``timestamp_us``) is at or after
+        ``timestamp_ms`` (the high-water mark when there is none)."""
         self._check_open()
         self.seek(self._offset_for_time(timestamp_ms))
 
@@ -189,13 +191,14 @@ class JournalReader:
             i = self._next - batch.base
             stop = min(batch.end, hwm) - batch.base
             messages, metadata, ts = batch.messages, batch.metadata, batch.timestamp_ms
+            ts_us = batch.timestamp_us
             while i < stop and len(out) < max_messages:
                 message = messages[i]
                 if out and size + len(message) > max_bytes:
                     self._next = batch.base + i
                     return out
                 meta = metadata[i] if metadata is not None else None
-                out.append(JournalMessage(batch.base + i, ts, message, meta))
+                out.append(JournalMessage(batch.base + i, ts, message, meta, ts_us + i))
                 size += len(message)
                 i += 1
             self._next = batch.base + i
@@ -389,8 +392,9 @@ class JournalReader:
             os.close(fd)
 
     def _offset_for_time(self, timestamp_ms: int) -> int:
-        # Timestamps never decrease along a partition: the answer is in the last segment whose
-        # first message is older than ``timestamp_ms``, or at the next segment's start.
+        # Message times increase along a partition, and ms timestamps never decrease: the answer
+        # is in the last segment whose first message is older than ``timestamp_ms``, or at the
+        # next segment's start.  Index entries and headers name a batch's last message's ms.
         hwm = self.high_water_mark()
         segments = list_segments(self.path)
         if not segments:
@@ -421,7 +425,10 @@ class JournalReader:
             except FormatError as exc:
                 raise self._corrupt(self._pos, exc.reason) from None
             if header.max_timestamp_ms >= timestamp_ms:
-                return header.base_offset
+                # Its messages have consecutive microseconds: skip those before the time (the
+                # clamp only guards against a header whose crc is not checked here).
+                skip = timestamp_ms * US_PER_MS - header.first_timestamp_us
+                return header.base_offset + min(max(skip, 0), header.count - 1)
             self._pos += header.size
             self._pos_offset = header.end_offset
         return min(self._pos_offset, hwm)

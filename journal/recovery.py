@@ -36,6 +36,7 @@ from journal.format import (
     HWM_FILE,
     NO_BATCH,
     TORN_INFIX,
+    BatchHeader,
     FormatError,
     HighWaterMark,
     IndexEntry,
@@ -176,11 +177,15 @@ def recover_partition(
         raise JournalCorrupt(
             segment_path(part, cp.cp_segment), 0, "the segment the checkpoint names is missing"
         )
-    _check_checkpoint(part, cp, config)
+    last_checkpointed = _check_checkpoint(part, cp, config)
 
     chain = [b for b in segments if b >= cp.cp_segment]
     position, expected = cp.cp_position, cp.cp_offset
+    # The millisecond of the last kept message: the writer's times continue above it.  (The
+    # batch's own header also covers a version-1 batch's spill past its max_ts_ms.)
     last_ts = cp.cp_timestamp_ms
+    if last_checkpointed is not None:
+        last_ts = max(last_ts, last_checkpointed.last_timestamp_ms)
     active, active_end = cp.cp_segment, ScanEnd(position, expected, cp.cp_last_batch, None, None)
     cut_at: tuple[int, int] | None = None
     aside: list[int] = []
@@ -267,7 +272,8 @@ def recover_partition(
             "journal lost acknowledged data; continuing after a gap",
             extra={"partition": str(pid), "recovered": state.next_offset, "hwm": cp.hwm},
         )
-        state = _fresh(part, pid, io, cp.hwm, last_ts)
+        # Nor times at or below those of the messages they may have seen.
+        state = _fresh(part, pid, io, cp.hwm, max(last_ts, cp.hwm_timestamp_ms))
     write_hwm(io, part, checkpoint_of(state))
     log.info(
         "journal partition recovered",
@@ -303,8 +309,9 @@ def _sync_file(io: FileIO, path: Path) -> None:
         os.close(fd)
 
 
-def _check_checkpoint(part: Path, cp: HighWaterMark, config: JournalConfig) -> None:
-    """Damage at the checkpoint itself is damage before the tail: refuse."""
+def _check_checkpoint(part: Path, cp: HighWaterMark, config: JournalConfig) -> BatchHeader | None:
+    """Damage at the checkpoint itself is damage before the tail: refuse.  Returns the last
+    checkpointed batch's header (None: the checkpoint names no batch)."""
     path = segment_path(part, cp.cp_segment)
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -316,7 +323,7 @@ def _check_checkpoint(part: Path, cp: HighWaterMark, config: JournalConfig) -> N
         if cp.cp_last_batch == NO_BATCH:
             if cp.cp_position != 0 or cp.cp_offset != cp.cp_segment:
                 raise JournalCorrupt(path, cp.cp_position, "checkpoint without a last batch")
-            return
+            return None
         try:
             header, _ = read_batch(fd, cp.cp_last_batch, cp.cp_position, config.max_record_bytes)
         except FormatError as exc:
@@ -325,6 +332,7 @@ def _check_checkpoint(part: Path, cp: HighWaterMark, config: JournalConfig) -> N
             raise JournalCorrupt(
                 path, cp.cp_last_batch, "last checkpointed batch does not match the checkpoint"
             )
+        return header
     finally:
         os.close(fd)
 

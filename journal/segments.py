@@ -70,7 +70,10 @@ def read_batch(
 
 @dataclass
 class ScanEnd:
-    """Where a scan stopped: after the last valid batch, and why (``error`` None: end of file)."""
+    """Where a scan stopped: after the last valid batch, and why (``error`` None: end of file).
+
+    ``last_timestamp_ms`` is the millisecond of the last valid batch's last message (None: no
+    batch scanned)."""
 
     position: int
     next_offset: int
@@ -101,7 +104,7 @@ def scan(
             return ScanEnd(position, offset, last_batch, last_ts, exc)
         if on_batch is not None:
             on_batch(position, header)
-        last_batch, last_ts = position, header.max_timestamp_ms
+        last_batch, last_ts = position, header.last_timestamp_ms
         position += header.size
         offset = header.end_offset
     return ScanEnd(position, offset, last_batch, last_ts, None)

@@ -270,6 +270,9 @@ def _repair(part: Path, pid: PartitionId, config: JournalConfig, io: FileIO) -> 
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))
         io.fsync_dir(part)
         active, position, last_batch, next_offset = resume, 0, NO_BATCH, resume
+    if old is not None:
+        # Readers may have seen times of what was cut: the writer's times continue above them.
+        last_ts = max(last_ts, old.hwm_timestamp_ms)
     checkpoint = HighWaterMark(
         next_offset, last_ts, active, position, next_offset, last_batch, last_ts
     )

@@ -18,7 +18,11 @@ Invariants (the worker thread owns the files and the ``_state``; the trio side o
 * a failed fdatasync (or any other I/O error) fails the writer for good: it never acknowledges
   again, because after a failed fsync the kernel may have dropped the dirty pages and a retry can
   "succeed" without the data (the PostgreSQL fsync lesson);
-* the checkpoint in the ``hwm`` file only ever names fdatasynced data.
+* the checkpoint in the ``hwm`` file only ever names fdatasynced data;
+* message times (``journal.format``'s time rule) are assigned with the offsets, from ``_last_us``,
+  the time of the last message written, which also advances only after a successful write.  It
+  starts at the end of the millisecond of the last batch recovery kept, so times strictly
+  increase along the partition across groups, segments and restarts.
 """
 
 from __future__ import annotations
@@ -36,7 +40,15 @@ import trio
 from journal.config import Durability, JournalConfig
 from journal.errors import JournalClosed, JournalFull, WriterFailed
 from journal.fileio import FileIO, write_all
-from journal.format import HEADER_SIZE, HWM_FILE, INDEX_ENTRY_SIZE, NO_BATCH, IndexEntry
+from journal.format import (
+    HEADER_SIZE,
+    HWM_FILE,
+    INDEX_ENTRY_SIZE,
+    NO_BATCH,
+    US_PER_MS,
+    IndexEntry,
+    batch_times,
+)
 from journal.format import encode_header as _encode_header
 from journal.format import encode_index_entry as _encode_index_entry
 from journal.recovery import PartitionState, checkpoint_of
@@ -114,9 +126,11 @@ class PartitionWriter:
         self._closing = False
         self.finished = trio.Event()
         self._sync_due: float | None = None
-        self._last_ts = state.last_timestamp_ms
         # worker-thread side
         self._state = state
+        # ``last_timestamp_ms`` is the last batch's ``max_ts_ms``, the millisecond of its last
+        # message (-1: none), so the next message's time is above that batch's every message.
+        self._last_us = (state.last_timestamp_ms + 1) * US_PER_MS - 1
         self._checkpoint = checkpoint_of(state)
         self._hwm_ts = state.last_timestamp_ms
         self._hwm_synced_at = time.monotonic()
@@ -231,13 +245,13 @@ class PartitionWriter:
             self._fail(outcome.fatal)
 
     async def _commit(self, group: list[_Pending]) -> None:
-        # Timestamps never decrease along a partition, whatever the wall clock does.
-        ts = max(int(self._clock() * 1000), self._last_ts)
+        # The worker thread keeps times increasing, whatever the wall clock does.
+        now_ms = int(self._clock() * 1000)
         self._inflight = group
-        outcome = await trio.to_thread.run_sync(self._write_group, group, ts, limiter=self._limiter)
+        outcome = await trio.to_thread.run_sync(
+            self._write_group, group, now_ms, limiter=self._limiter
+        )
         self._inflight = []
-        if outcome.done:
-            self._last_ts = ts
         for i, item in enumerate(group):
             if i < outcome.done:
                 self._resolve(item, None)
@@ -276,7 +290,7 @@ class PartitionWriter:
 
     # ---------------------------------------------------------------- worker thread
 
-    def _write_group(self, group: list[_Pending], ts: int) -> _Outcome:
+    def _write_group(self, group: list[_Pending], now_ms: int) -> _Outcome:
         st = self._state
         cfg = self._config
         age_ms = cfg.segment_age_s * 1000
@@ -284,34 +298,49 @@ class PartitionWriter:
         chunk: list[bytes] = []
         marks: list[IndexEntry] = []
         position, offset, last_batch = st.segment_size, st.next_offset, st.last_batch
-        first_ts = st.segment_first_timestamp_ms
+        segment_first_ms = st.segment_first_timestamp_ms
         last_index = self._last_index_position
+        last_us = self._last_us
+        now_us = now_ms * US_PER_MS
         in_chunk = 0
         try:
             for item in group:
                 size = HEADER_SIZE + len(item.payload)
+                # The time rule (journal.format): the batch's messages get the microseconds
+                # after the last message's, or from now on.
+                first = max(now_us, last_us + 1)
+                first_ms, first_us, max_ms = batch_times(first, item.count)
                 if position > 0 and (
                     position + size > cfg.segment_bytes
-                    or (first_ts is not None and ts - first_ts >= age_ms)
+                    or (segment_first_ms is not None and first_ms - segment_first_ms >= age_ms)
                 ):
-                    self._commit_chunk(chunk, marks, position, offset, last_batch, first_ts, ts)
+                    self._commit_chunk(
+                        chunk, marks, position, offset, last_batch, segment_first_ms, last_us
+                    )
                     done += in_chunk
                     chunk, marks, in_chunk = [], [], 0
                     self._roll(offset)
-                    position, last_batch, first_ts, last_index = 0, NO_BATCH, None, 0
+                    position, last_batch, segment_first_ms, last_index = 0, NO_BATCH, None, 0
                 item.base_offset = offset
                 if position - last_index >= cfg.index_interval_bytes:
-                    marks.append(IndexEntry(offset, position, ts))
+                    marks.append(IndexEntry(offset, position, max_ms))
                     last_index = position
-                chunk.append(_encode_header(item.payload, item.flags, offset, item.count, ts, ts))
+                chunk.append(
+                    _encode_header(
+                        item.payload, item.flags, offset, item.count, first_ms, first_us, max_ms
+                    )
+                )
                 chunk.append(item.payload)
                 in_chunk += 1
                 last_batch = position
                 position += size
                 offset += item.count
-                if first_ts is None:
-                    first_ts = ts
-            self._commit_chunk(chunk, marks, position, offset, last_batch, first_ts, ts)
+                last_us = first + item.count - 1
+                if segment_first_ms is None:
+                    segment_first_ms = first_ms
+            self._commit_chunk(
+                chunk, marks, position, offset, last_batch, segment_first_ms, last_us
+            )
             done += in_chunk
             if cfg.durability is Durability.FSYNC:
                 self._io.fdatasync(self._fd)
@@ -363,8 +392,8 @@ class PartitionWriter:
         position: int,
         offset: int,
         last_batch: int,
-        first_ts: int | None,
-        ts: int,
+        segment_first_ms: int | None,
+        last_us: int,
     ) -> None:
         if not chunk:
             return
@@ -382,8 +411,10 @@ class PartitionWriter:
         st.segment_size = position
         st.next_offset = offset
         st.last_batch = last_batch
-        st.last_timestamp_ms = ts
-        st.segment_first_timestamp_ms = first_ts
+        # The last batch's max_ts_ms: the millisecond of its last message.
+        st.last_timestamp_ms = last_us // US_PER_MS
+        st.segment_first_timestamp_ms = segment_first_ms
+        self._last_us = last_us
         if marks:
             self._append_index(marks)
 

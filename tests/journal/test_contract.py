@@ -292,3 +292,25 @@ async def test_metadata_round_trip(tmp_path: Path, config: JournalConfig) -> Non
         with journal.open_reader(PartitionId(b"meta", 0), 0) as reader:
             got = [(m.message, m.metadata) for m in reader.read()]
     assert got == [(b"a", {b"k": b"v"}), (b"b", None), (b"c", {}), (b"d", None)]
+
+
+async def test_times_strictly_increase_across_segments_and_reopen(
+    tmp_path: Path, config: JournalConfig, kit
+) -> None:
+    clock = kit.FakeClock()  # everything in one millisecond
+    now_ms = int(clock.now * 1000)
+    async with open_journal(tmp_path, config, clock=clock) as journal:
+        await fill(journal, 4)
+    async with open_journal(tmp_path, config, clock=clock) as journal:
+        await fill(journal, 3, start=4)
+        with journal.open_reader(PID, 0) as reader:
+            got = read_all(reader, max_messages=3)
+    # consecutive microseconds; after the reopen, from the millisecond after the last message's
+    assert [m.timestamp_us for m in got] == [
+        *(now_ms * 1000 + k for k in range(4 * BATCH)),
+        *((now_ms + 1) * 1000 + k for k in range(3 * BATCH)),
+    ]
+    assert [m.timestamp_ms for m in got] == [now_ms] * 4 * BATCH + [now_ms + 1] * 3 * BATCH
+    with open_reader(tmp_path, PID, 0) as reader:
+        reader.seek_time(now_ms + 1)
+        assert reader.position == 4 * BATCH

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import struct
 import uuid
+import zlib
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from hypothesis import strategies as st
 
 from journal import JournalConfig, JournalLocked, PartitionId, open_journal, repair, verify
 from journal.format import (
+    FORMAT_VERSION,
     HEADER,
     HEADER_SIZE,
     HWM_SIZE,
@@ -22,6 +25,7 @@ from journal.format import (
     FormatError,
     HighWaterMark,
     IndexEntry,
+    batch_times,
     check_batch,
     decode_hwm,
     decode_index,
@@ -30,6 +34,7 @@ from journal.format import (
     encode_batch,
     encode_index_entry,
     encode_journal_id,
+    encode_payload,
     parse_header,
     parse_segment_name,
     segment_name,
@@ -174,6 +179,61 @@ async def test_verify_reports_index_damage_as_not_fatal(tmp_path: Path) -> None:
     result = repair(tmp_path, PartitionId(b"c", 0), config)
     assert result.indexes_rebuilt >= 1 and result.cut_file is None
     assert verify(tmp_path, config=config) == []
+
+
+def raw_batch(
+    version: int, first_us: int, count: int, first_ts: int, max_ts: int, base: int = 0
+) -> bytes:
+    """A batch built field by field (the crc matches), whatever the fields say."""
+    payload, flags = encode_payload([b"m%d" % i for i in range(count)], None)
+    rest = HEADER.pack(0, 0, version, flags, first_us, base, count, first_ts, max_ts)[8:]
+    crc = zlib.crc32(payload, zlib.crc32(rest))
+    return struct.pack("<II", len(rest) + 4 + len(payload), crc) + rest + payload
+
+
+@given(st.integers(1, 3000), st.integers(0, 999), st.integers(0, 1 << 50), st.integers(0, 1 << 62))
+def test_version_2_message_times(count: int, first_us: int, ts: int, base: int) -> None:
+    header, _, _ = parse(encode_batch([b"m"] * count, None, base, ts, first_us))
+    assert header.version == FORMAT_VERSION == 2
+    assert (header.first_timestamp_ms, header.first_us) == (ts, first_us)
+    assert header.first_timestamp_us == ts * 1000 + first_us
+    assert header.last_timestamp_us == ts * 1000 + first_us + count - 1
+    assert header.max_timestamp_ms == header.last_timestamp_us // 1000 == header.last_timestamp_ms
+    assert batch_times(header.first_timestamp_us, count) == (ts, first_us, header.max_timestamp_ms)
+
+
+def test_first_us_is_bytes_10_to_12() -> None:
+    data = encode_batch([b"x"], None, 7, 1000, 999)
+    assert data[10:12] == (999).to_bytes(2, "little")
+
+
+@pytest.mark.parametrize("first_us", [1000, 1001, 0xFFFF])
+def test_version_2_first_us_of_1000_or_more_is_refused(first_us: int) -> None:
+    with pytest.raises(FormatError, match="first_us") as info:
+        parse(raw_batch(2, first_us, 1, 1000, 1002))
+    assert info.value.version is None  # damage, not a newer format
+
+
+def test_version_2_max_ts_must_cover_the_last_message() -> None:
+    assert parse(raw_batch(2, 998, 3, 1000, 1001))[0].last_timestamp_us == 1_001_000
+    with pytest.raises(FormatError, match="last message"):
+        parse(raw_batch(2, 998, 3, 1000, 1000))  # its last message is in ms 1001
+
+
+def test_version_1_batch_reads_with_first_us_0() -> None:
+    header, messages, _ = parse(raw_batch(1, 0, 3, 5000, 5000, base=9))
+    assert (header.version, header.first_us, header.base_offset) == (1, 0, 9)
+    assert messages == [b"m0", b"m1", b"m2"]
+    assert header.first_timestamp_us == 5_000_000
+    assert header.last_timestamp_ms == 5000
+    # a version-1 batch stamped all its messages with one ms; more than 1000 spill past it
+    spill = parse(raw_batch(1, 0, 2500, 5000, 5000))[0]
+    assert (spill.max_timestamp_ms, spill.last_timestamp_ms) == (5000, 5002)
+
+
+def test_version_1_reserved_bytes_must_still_be_zero() -> None:
+    with pytest.raises(FormatError, match="reserved bytes are not zero"):
+        parse(raw_batch(1, 5, 1, 5000, 5000))
 
 
 def test_journal_id_round_trip_and_damage() -> None:

@@ -25,7 +25,14 @@ from journal import (
     repair,
     verify,
 )
-from journal.format import HEADER, HEADER_SIZE, decode_hwm, encode_batch, encode_payload
+from journal.format import (
+    FORMAT_VERSION,
+    HEADER,
+    HEADER_SIZE,
+    decode_hwm,
+    encode_batch,
+    encode_payload,
+)
 
 PID = PartitionId(b"rec", 0)
 OTHER = PartitionId(b"other", 0)
@@ -259,12 +266,12 @@ async def test_damage_in_the_middle_is_found_by_readers_verify_and_repair(
 async def test_unknown_version_is_refused_not_cut(tmp_path: Path, config: JournalConfig) -> None:
     image, hwm = await acked_image(tmp_path, config)
     segment = active_segment(image)
-    append_bytes(segment, batch_with_version(2, hwm))
+    append_bytes(segment, batch_with_version(FORMAT_VERSION + 1, hwm))
     size = segment.stat().st_size
     async with open_journal(image, config) as journal:
         [failure] = journal.failures()
         assert isinstance(failure.error, UnsupportedFormat)
-        assert failure.error.version == 2
+        assert failure.error.version == FORMAT_VERSION + 1
     assert segment.stat().st_size == size  # nothing was cut
     assert list(part(image).glob("*.torn-*")) == []
 

@@ -1,15 +1,17 @@
 """A hypothesis state machine over appends, crashes and reopens.
 
 Invariant: every acknowledged message (and anything a reader has seen since) survives every crash
-and recovery at its offset, offsets are dense from the earliest to the high-water mark, and the
-high-water mark never goes back.  A crash is a copy of the journal taken while it is open (what
-``kill -9`` leaves, since the journal buffers nothing in user space), whose tail is then torn,
-garbled or has a flipped byte after the durable point, optionally with the checkpoint file of an
-earlier moment (a power loss that did not persist its last rewrite).
+and recovery at its offset, offsets are dense from the earliest to the high-water mark, the
+high-water mark never goes back, and message times strictly increase along the partition.  A crash
+is a copy of the journal taken while it is open (what ``kill -9`` leaves, since the journal buffers
+nothing in user space), whose tail is then torn, garbled or has a flipped byte after the durable
+point, optionally with the checkpoint file of an earlier moment (a power loss that did not persist
+its last rewrite).
 """
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import tempfile
 from pathlib import Path
@@ -24,7 +26,6 @@ from journal.format import encode_batch
 
 PID = PartitionId(b"sm", 0)
 CONFIG = JournalConfig(segment_bytes=200, index_interval_bytes=64)
-TS = 1_700_000_000_000
 
 messages = st.binary(min_size=0, max_size=40)
 batches = st.lists(st.lists(messages, min_size=1, max_size=4), min_size=1, max_size=4)
@@ -94,9 +95,13 @@ class JournalMachine(RuleBasedStateMachine):
                     await self._append(journal, batch)
                 shutil.copytree(self.dir, image)  # the crash: the journal is still open
                 next_offset = journal.high_water_mark(PID)
+                with journal.open_reader(PID, next_offset - 1) as reader:
+                    last_us = reader.read()[-1].timestamp_us
             self.dir = image
             segment = sorted(self._part().glob("*.log"))[-1]
-            unacked = encode_batch([b"unacked", garbage], None, next_offset, TS)
+            # stamped as the writer would have stamped it
+            ts_ms, first_us = divmod(last_us + 1, 1000)
+            unacked = encode_batch([b"unacked", garbage], None, next_offset, ts_ms, first_us)
             with segment.open("ab") as f:
                 if damage == "torn":
                     f.write(unacked[: where % len(unacked)])
@@ -123,7 +128,7 @@ class JournalMachine(RuleBasedStateMachine):
             self._check()
 
     def _check(self) -> None:
-        async def main() -> list[tuple[int, bytes]]:
+        async def main() -> list[tuple[int, bytes, int, int]]:
             async with open_journal(self.dir, CONFIG) as journal:
                 assert journal.failures() == []
                 if PID not in journal.partitions():
@@ -131,17 +136,23 @@ class JournalMachine(RuleBasedStateMachine):
                 hwm = journal.high_water_mark(PID)
                 assert hwm >= self.hwm, "the high-water mark went back"
                 self.hwm = hwm
-                out: list[tuple[int, bytes]] = []
+                out: list[tuple[int, bytes, int, int]] = []
                 with journal.open_reader(PID, 0) as reader:
                     while chunk := reader.read(max_messages=7):
-                        out += [(m.offset, m.message) for m in chunk]
+                        out += [
+                            (m.offset, m.message, m.timestamp_ms, m.timestamp_us) for m in chunk
+                        ]
                 return out
 
         seen = trio.run(main)
-        offsets = [offset for offset, _ in seen]
+        offsets = [offset for offset, *_ in seen]
+        ms = [m for *_, m, _ in seen]
+        us = [u for *_, u in seen]
+        assert all(a <= b for a, b in itertools.pairwise(ms)), "ms timestamps went back"
+        assert all(a < b for a, b in itertools.pairwise(us)), "times do not strictly increase"
         assert offsets == list(range(len(seen))), "offsets are not dense"
         assert len(seen) == self.hwm
-        got = dict(seen)
+        got = {offset: message for offset, message, *_ in seen}
         for offset, message in self.model.items():
             assert got.get(offset) == message, f"acknowledged offset {offset} lost or changed"
         # whatever a reader has now seen (e.g. a whole unacknowledged batch) must stay too
