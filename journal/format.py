@@ -6,7 +6,7 @@ Directory layout
 ::
 
     <journal-dir>/.lock                          flock held by the process that writes
-    <journal-dir>/journal+id                     the journal's identity (below)
+    <journal-dir>/.journal-id                    the journal's identity (below)
     <journal-dir>/<category-dir>/category        the raw category bytes (see journal.layout)
     <journal-dir>/<category-dir>/<partition>/    partition: decimal, 0 .. 2**31 - 1
         hwm                                      high-water mark and recovery checkpoint
@@ -15,15 +15,15 @@ Directory layout
         <segment>.log.torn-<n>                   bytes recovery cut from a torn tail
         <segment>.log.cut-<n>                    bytes ``repair`` cut at damage
 
-The journal's identity, ``journal+id``, is a random UUID (uuid4) in its canonical text form
+The journal's identity, ``.journal-id``, is a random UUID (uuid4) in its canonical text form
 (36 characters, lower-case hex with hyphens) and a newline: 37 bytes, nothing else.  The first
 ``open_journal`` of a directory without one (new, or written by code older than the file) creates
 it atomically (temporary file, fdatasync, rename, fsync of the directory); nothing changes it
 afterwards.  A file of any other content is damage (``JournalCorrupt``), never replaced.  It tells
 journals apart wherever their messages meet (``(journal_id, partition, offset)`` keys of rows
-materialized from several log servers).  Its name holds ``+``, a byte the category encoding always
-escapes (``journal.layout``), so no category directory can ever have it (``journal-id`` would be
-the category ``journal-id``'s).  A temporary file a crash left while creating it is ignored.
+materialized from several log servers).  Like ``.lock`` its name starts with a dot, which the
+category encoding always escapes (``journal.layout``), so no category directory can ever have it.
+A temporary file a crash left while creating it is ignored.
 
 A segment's name is the offset of its first message.  Segments of a partition are contiguous:
 each starts where the previous one ends, except after ``repair`` or a lost INTERVAL-mode tail,
@@ -180,7 +180,7 @@ INDEX_SUFFIX: Final = ".index"
 HWM_FILE: Final = "hwm"
 CATEGORY_FILE: Final = "category"
 LOCK_FILE: Final = ".lock"
-JOURNAL_ID_FILE: Final = "journal+id"
+JOURNAL_ID_FILE: Final = ".journal-id"
 JOURNAL_ID_SIZE: Final = 37  # canonical UUID text and a newline
 assert len(f"{uuid.UUID(int=0)}\n") == JOURNAL_ID_SIZE
 TORN_INFIX: Final = ".torn-"
@@ -396,7 +396,7 @@ def encode_journal_id(journal_id: uuid.UUID) -> bytes:
 
 
 def decode_journal_id(data: bytes) -> uuid.UUID:
-    """Parse a ``journal+id`` file; raises FormatError for anything but what
+    """Parse a ``.journal-id`` file; raises FormatError for anything but what
     ``encode_journal_id`` writes."""
     if len(data) == JOURNAL_ID_SIZE and data.endswith(b"\n"):
         text = data[:-1].decode("ascii", "replace")

@@ -1,4 +1,4 @@
-"""The journal's identity: a random UUID kept in ``<journal-dir>/journal+id`` (see
+"""The journal's identity: a random UUID kept in ``<journal-dir>/.journal-id`` (see
 ``journal.format``), created by the first writer to open the directory and never changed."""
 
 from __future__ import annotations

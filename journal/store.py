@@ -89,7 +89,7 @@ class Journal:
 
     @property
     def journal_id(self) -> uuid.UUID:
-        """The journal's identity (``journal+id``): created with it, never changed."""
+        """The journal's identity (``.journal-id``): created with it, never changed."""
         return self._journal_id
 
     # ---------------------------------------------------------------- writing

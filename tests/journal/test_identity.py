@@ -53,7 +53,7 @@ async def test_created_once_and_stable_across_reopen(tmp_path: Path) -> None:
     # written atomically: synced, renamed into place, the directory synced; no temporary left
     assert io.fdatasyncs >= 1 and tmp_path in io.dirs
     files = [e.name for e in await trio.to_thread.run_sync(os.scandir, tmp_path) if e.is_file()]
-    assert sorted(files) == [".lock", "journal+id"]
+    assert sorted(files) == [".journal-id", ".lock"]
     before = os.stat(path)
     for _ in range(2):
         async with open_journal(tmp_path, JournalConfig()) as journal:

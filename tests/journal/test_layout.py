@@ -35,7 +35,7 @@ NASTY = [
     b"nul\0inside",
     b".hidden",
     b".lock",
-    b"journal+id",
+    b".journal-id",
     b"journal-id",
     b"~",
     b"%",
