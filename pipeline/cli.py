@@ -17,6 +17,7 @@ import trio
 
 from pipeline import __version__, logs
 from pipeline.cli_bench import bench_group
+from pipeline.cli_cassandra import deadletters_group, events_command, schema_group
 from pipeline.cli_common import (
     EXIT_CONFIG,
     EXIT_STARTUP,
@@ -130,3 +131,6 @@ journal_group.add_command(replay_command)
 main.add_command(offsets_group)
 main.add_command(bench_group)
 main.add_command(services)
+main.add_command(schema_group)
+main.add_command(deadletters_group)
+main.add_command(events_command)
