@@ -355,3 +355,32 @@ def test_plugin_errors_are_clear() -> None:
     with pytest.raises(PluginError, match="does not implement the materializer protocol"):
         build_plugin("collections:OrderedDict", {})
     assert str(CONF / "plugins") in sys.path
+
+
+# -- dead letters ----------------------------------------------------------------------------
+
+
+def test_dead_letters_read_back_failure_times_as_utc_whatever_the_local_zone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import datetime
+    import time
+
+    from consumers.sinks.cassandra.deadletters import _from_row
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        row = ("g", b"c", JOURNAL, 0, 1, 5, "m", "e", b"x", None, datetime.datetime(2026, 12, 1))
+        assert _from_row(row).failed_at_ms == 1_796_083_200_000
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+def test_dead_letters_cut_huge_messages_and_say_so() -> None:
+    from consumers.sinks.cassandra.deadletters import MAX_KEPT_MESSAGE_BYTES, values
+
+    row = values("g", "events", event(0, b"x" * (MAX_KEPT_MESSAGE_BYTES + 1)), "too big", 1)
+    assert len(row["message"]) == MAX_KEPT_MESSAGE_BYTES
+    assert row["error"] == f"too big (message of {MAX_KEPT_MESSAGE_BYTES + 1} bytes cut to 4194304)"

@@ -13,6 +13,7 @@ plugin, a value Cassandra refuses as invalid.  Timeouts and an unavailable clust
 
 from __future__ import annotations
 
+import datetime
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -109,7 +110,10 @@ def _from_row(row: Sequence[Any]) -> DeadLetter:
         message=bytes(message or b""),
         metadata=dict(metadata) if metadata else None,
     )
-    failed_ms = int(failed_at.timestamp() * 1000) if failed_at is not None else 0
+    failed_ms = 0
+    if failed_at is not None:
+        # The driver hands timestamps out as naive datetimes in UTC.
+        failed_ms = int(failed_at.replace(tzinfo=datetime.UTC).timestamp() * 1000)
     return DeadLetter(str(group), event, str(materializer), str(error), failed_ms)
 
 
