@@ -8,10 +8,11 @@
   backoff) and send it again (counter ``retries``).  A transport error, timeout or bad reply:
   close the connection, back off, reconnect, send again (``retries`` and ``reconnects``).
 * Each entry goes with its original category: the metadata key ``scribe_category`` (where the
-  catch-all route keeps it) overrides the partition's category and is not forwarded itself.
+  catch-all route keeps it) overrides the partition's category.
 * Each entry carries its origin (``scribe_origin``, `consumers.origin`): where it was first
   journaled, kept when it already has one, so the materializers of every tier downstream write
-  it as one event however many hops or redundant aggregators it passes.
+  it as one event however many hops or redundant aggregators it passes.  An entry with an origin
+  keeps ``scribe_category`` too, so that every tier sees the same metadata.
 * A call cancelled half way closes the connection (a reply may still be in flight).  After a
   transport error the upstream may have stored the batch: the resend is a duplicate, never a gap.
 """
@@ -41,9 +42,13 @@ class _TryLater(Exception):  # noqa: N818 (internal control flow, never escapes)
 
 def _entry(journal_id: uuid.UUID | None, pid: PartitionId, message: JournalMessage) -> LogEntry:
     metadata = dict(message.metadata) if message.metadata else {}
-    metadata.pop(ORIGINAL_CATEGORY_KEY, None)
     if journal_id is not None and ORIGIN_KEY not in metadata:
         metadata[ORIGIN_KEY] = local_origin(journal_id, pid, message).encode()
+    if ORIGIN_KEY not in metadata:
+        # The entry goes with its original category; the key has said all it had to.
+        metadata.pop(ORIGINAL_CATEGORY_KEY, None)
+    # With an origin the key stays: the origin names the catch-all partition the event was
+    # journaled in, and downstream tiers must see the same event (metadata included) as here.
     return LogEntry(
         category=original_category(pid, message), message=message.message, metadata=metadata or None
     )

@@ -135,6 +135,16 @@ async def test_forwarded_entries_carry_their_origin_and_keep_an_earlier_one(
     assert decode_origin(first.metadata[ORIGIN_KEY]) == Origin(journal_id, b"web", 0, 5, 1_000_123)
     assert decode_origin(second.metadata[ORIGIN_KEY]) == earlier
     assert second.metadata[b"k"] == b"v"
+    # A catch-all event keeps its original category beside the origin of its catch-all
+    # partition, so every tier downstream sees the event as the leaf did.
+    catch_all = PartitionId(b"scribe_unroutable", 0)
+    await sink.write(catch_all, [JournalMessage(0, 1, b"m", {b"scribe_category": b"stray"}, 9)])
+    third = upstream.stored[2]
+    assert third.category == b"stray"
+    assert third.metadata is not None and third.metadata[b"scribe_category"] == b"stray"
+    assert decode_origin(third.metadata[ORIGIN_KEY]) == Origin(
+        journal_id, b"scribe_unroutable", 0, 0, 9
+    )
     await sink.aclose()
 
 
