@@ -22,7 +22,7 @@ from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Self
 
 import pytest
 import trio
@@ -108,18 +108,27 @@ class ServerProcess:
         assert self.proc is not None
         return self.proc.pid
 
-    def start(self, timeout: float = 15.0) -> ServerProcess:
-        assert self.proc is None or self.proc.poll() is not None, "already running"
+    def arguments(self) -> list[str | Path]:
+        """The ``pipeline`` command line this process runs."""
         args: list[str | Path] = ["serve", "--host", "127.0.0.1", "--port", "0"]
         args += ["--journal-dir", self.journal_dir]
         if self.config is not None:
             args += ["--config", self.config]
-        args += self.extra
+        return args + self.extra
+
+    def working_directory(self) -> Path:
+        # The journal's parent, so a relative path the server wrongly derived from a category
+        # would land where ``files_outside`` looks.
+        return self.journal_dir.parent
+
+    def start(self, timeout: float = 15.0) -> Self:
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        args = self.arguments()
+        name = f"pipeline {args[0]}"
         self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
-        # The working directory is the journal's parent, so a relative path the server wrongly
-        # derived from a category would land where ``files_outside`` looks.
-        self.journal_dir.parent.mkdir(parents=True, exist_ok=True)
+        cwd = self.working_directory()
+        cwd.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 pipeline_command(*args),
@@ -127,7 +136,7 @@ class ServerProcess:
                 stderr=log,
                 stdin=subprocess.DEVNULL,
                 env=env,
-                cwd=self.journal_dir.parent,
+                cwd=cwd,
             )
         deadline = time.monotonic() + timeout
         while True:
@@ -137,11 +146,11 @@ class ServerProcess:
                 return self
             if self.proc.poll() is not None:
                 raise RuntimeError(
-                    f"pipeline serve exited with {self.proc.returncode}:\n{self.log()}"
+                    f"{name} exited with {self.proc.returncode}:\n{self.log()[-5000:]}"
                 )
             if time.monotonic() > deadline:
                 self.kill()
-                raise RuntimeError(f"pipeline serve did not listen in {timeout}s:\n{self.log()}")
+                raise RuntimeError(f"{name} did not listen in {timeout}s:\n{self.log()}")
             time.sleep(0.01)
 
     def running(self) -> bool:

@@ -22,7 +22,6 @@ import json
 import os
 import random
 import socket
-import subprocess
 import time
 import uuid
 from collections import Counter
@@ -30,7 +29,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 import trio
@@ -48,7 +47,7 @@ from pipeline.services.cassandra import ManagedCassandra
 from pipeline.services.process import port_accepts
 from scribe_compat import AsyncScribeClient, ClientError, LogEntry, ResultCode
 
-from ..e2e.conftest import LISTENING, ServerProcess, pipeline_command, read_partition, run_pipeline
+from ..e2e.conftest import ServerProcess, read_partition, run_pipeline
 from .conftest import managed_cassandra
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -75,39 +74,21 @@ backoff_max_s = 1.0
 class RunProcess(ServerProcess):
     """``pipeline run --config``: the log server and the configuration's embedded consumer
     groups in one process, on the port the configuration names; restartable on the same
-    journal and state directories.  (Everything but ``start`` is the e2e ``ServerProcess``.)"""
+    journal and state directories."""
 
     def __init__(self, config: Path, journal_dir: Path, log_path: Path) -> None:
         super().__init__(journal_dir, log_path, config, ())
 
-    def start(self, timeout: float = 30.0) -> RunProcess:
-        assert self.proc is None or self.proc.poll() is not None, "already running"
+    def arguments(self) -> list[str | Path]:
         assert self.config is not None
-        self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                pipeline_command("run", "--config", self.config),
-                stdout=log,
-                stderr=log,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                cwd=self.config.parent,
-            )
-        deadline = time.monotonic() + timeout
-        while True:
-            match = LISTENING.search(self.new_log())
-            if match:
-                self.port = int(match.group(1))
-                return self
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"pipeline run exited with {self.proc.returncode}:\n{self.log()[-5000:]}"
-                )
-            if time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError(f"pipeline run did not listen in {timeout}s:\n{self.log()}")
-            time.sleep(0.02)
+        return ["run", "--config", self.config]
+
+    def working_directory(self) -> Path:
+        assert self.config is not None
+        return self.config.parent
+
+    def start(self, timeout: float = 30.0) -> Self:
+        return super().start(timeout)
 
     async def astart(self) -> RunProcess:
         return await trio.to_thread.run_sync(self.start)
