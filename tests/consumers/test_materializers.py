@@ -27,7 +27,7 @@ from consumers.sinks.cassandra import (
     build_plugin,
 )
 from consumers.sinks.cassandra.cqltypes import ConversionError, converter, parse_type
-from consumers.sinks.cassandra.events import twcs_options
+from consumers.sinks.cassandra.events import twcs
 from consumers.sinks.cassandra.schema import problems
 
 JOURNAL = uuid.UUID("00000000-0000-4000-8000-000000000001")
@@ -85,10 +85,13 @@ def test_events_rows_bucket_by_hour_and_keep_metadata() -> None:
 
 
 def test_events_with_a_ttl_use_time_window_compaction() -> None:
-    assert "TimeWindowCompactionStrategy" in twcs_options(30 * 86400)
-    assert "'DAYS', 'compaction_window_size': '1'" in twcs_options(30 * 86400)
-    assert "'HOURS', 'compaction_window_size': '2'" in twcs_options(60 * 3600)
-    assert "'MINUTES'" in twcs_options(600)
+    assert dict(twcs(30 * 86400)) == {
+        "class": "TimeWindowCompactionStrategy",
+        "compaction_window_unit": "DAYS",
+        "compaction_window_size": "1",
+    }
+    assert dict(twcs(60 * 3600))["compaction_window_size"] == "2"
+    assert dict(twcs(600))["compaction_window_unit"] == "MINUTES"
     cql = EventsMaterializer(EventsOptions(ttl_s=86400)).tables()[0].create_cql("ks")
     assert "TimeWindowCompactionStrategy" in cql
     assert "PRIMARY KEY ((category, bucket), event_time, journal_id, partition, offset)" in cql

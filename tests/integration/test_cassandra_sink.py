@@ -295,3 +295,22 @@ async def test_cassandra_down_is_a_retryable_sink_error(
     await cassandra.execute("DROP TABLE events")  # not invalid data: a missing table
     with pytest.raises(SinkError):
         await events.write(PartitionId(b"app", 0), messages(3))
+
+
+async def test_a_changed_ttl_moves_the_events_table_to_new_compaction_windows(
+    cassandra: CassandraSession, cassandra_config: CassandraConfig
+) -> None:
+    query = (
+        "SELECT compaction FROM system_schema.tables WHERE keyspace_name = %s AND table_name = %s"
+    )
+    first = sink(cassandra, cassandra_config, EventsMaterializer(EventsOptions(ttl_s=3600)))
+    await first.start()
+    (compaction,) = await rows(cassandra, query, cassandra_config.keyspace, "events")
+    assert compaction[0]["class"].endswith("TimeWindowCompactionStrategy")
+    assert compaction[0]["compaction_window_unit"] == "MINUTES"
+    later = sink(cassandra, cassandra_config, EventsMaterializer(EventsOptions(ttl_s=30 * 86400)))
+    done = await later.start()
+    assert any("altered" in line for line in done)
+    (compaction,) = await rows(cassandra, query, cassandra_config.keyspace, "events")
+    assert compaction[0]["compaction_window_unit"] == "DAYS"
+    assert await later.start() == []  # and then it fits

@@ -42,9 +42,6 @@ MAX_TTL_S = 630_720_000
 
 
 def events_table(name: str, ttl_s: int = 0) -> TableSpec:
-    options: tuple[str, ...] = ()
-    if ttl_s:
-        options = (twcs_options(ttl_s),)
     return TableSpec(
         name=name,
         columns=(
@@ -64,23 +61,24 @@ def events_table(name: str, ttl_s: int = 0) -> TableSpec:
             ("partition", "ASC"),
             ("offset", "ASC"),
         ),
-        options=options,
+        compaction=twcs(ttl_s) if ttl_s else (),
         comment="scribe-pipeline events: one row per journaled event",
     )
 
 
-def twcs_options(ttl_s: int) -> str:
-    """TimeWindowCompactionStrategy with about 30 windows per TTL, in whole units."""
+def twcs(ttl_s: int) -> tuple[tuple[str, str], ...]:
+    """TimeWindowCompactionStrategy with about 30 windows per TTL, in whole units: whole windows
+    expire together and are dropped without compaction."""
     window_s = max(60, ttl_s // 30)
     unit, size = next(
         (unit, size)
         for unit, size in (("DAYS", 86400), ("HOURS", 3600), ("MINUTES", 60))
         if window_s >= size
     )
-    count = window_s // size
     return (
-        "compaction = {'class': 'TimeWindowCompactionStrategy', "
-        f"'compaction_window_unit': '{unit}', 'compaction_window_size': '{count}'}}"
+        ("class", "TimeWindowCompactionStrategy"),
+        ("compaction_window_unit", unit),
+        ("compaction_window_size", str(window_s // size)),
     )
 
 

@@ -106,6 +106,10 @@ class TableSpec:
     options: tuple[str, ...] = ()
     migrations: tuple[str, ...] = ()
     comment: str = ""
+    # The compaction strategy and its options (empty: Cassandra's default, left as it is).
+    # Unlike the columns it may change between versions of a configuration (a new TTL):
+    # `schema.apply` alters a table whose compaction differs.
+    compaction: tuple[tuple[str, str], ...] = ()
 
     @property
     def version(self) -> int:
@@ -120,6 +124,8 @@ class TableSpec:
         clustering = "".join(f", {name}" for name, _ in self.clustering)
         key = f"(({', '.join(self.partition_key)}){clustering})"
         options = list(self.options)
+        if self.compaction:
+            options.insert(0, self.compaction_cql())
         if self.clustering:
             order = ", ".join(f"{name} {direction}" for name, direction in self.clustering)
             options.insert(0, f"CLUSTERING ORDER BY ({order})")
@@ -131,6 +137,11 @@ class TableSpec:
             f"    PRIMARY KEY {key}\n){with_clause}"
         )
 
+    def compaction_cql(self) -> str:
+        """``compaction = {...}`` for CREATE and ALTER."""
+        inner = ", ".join(f"'{key}': '{value}'" for key, value in self.compaction)
+        return f"compaction = {{{inner}}}"
+
 
 @dataclass(frozen=True)
 class LiveTable:
@@ -140,6 +151,7 @@ class LiveTable:
     columns: Mapping[str, str]
     partition_key: tuple[str, ...]
     clustering: tuple[str, ...] = ()
+    compaction: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def primary_key(self) -> tuple[str, ...]:

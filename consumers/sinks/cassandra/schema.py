@@ -5,12 +5,13 @@ version applied and its CQL.  `apply` brings each table to its spec's version: v
 ``CREATE TABLE IF NOT EXISTS``, each later version one migration (``ALTER TABLE ... ADD``), run
 in order and tolerant of having run before (a migration that finds its column already there
 counts as done).  A table found without a recorded version (created by hand, or by an older
-pipeline before versions were kept) is adopted when its columns fit.  A table at a newer
+pipeline before versions were kept) is adopted when its columns fit.  A table whose compaction
+differs from its spec's (an events table whose TTL changed) is altered to it.  A table at a newer
 version than this code knows is refused, never downgraded.
 
 `problems` compares specs with the live tables (`read_tables`, from ``system_schema``): missing
-tables, missing columns, columns of another type, another primary key.  The sink refuses to start
-while there are any; ``pipeline schema diff`` prints them.
+tables, missing columns, columns of another type, another primary key, another compaction.  The
+sink refuses to start while there are any; ``pipeline schema diff`` prints them.
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ async def read_tables(
         )
         if not rows.rows:
             continue
+        options = await session.execute(
+            "SELECT compaction FROM system_schema.tables"
+            " WHERE keyspace_name = %s AND table_name = %s",
+            (keyspace, name),
+        )
+        compaction = options.one()
         columns = {str(r[0]): str(r[1]) for r in rows.rows}
         keys: dict[str, list[tuple[int, str]]] = {"partition_key": [], "clustering": []}
         for column, _, kind, position in rows.rows:
@@ -60,6 +67,7 @@ async def read_tables(
             columns,
             tuple(c for _, c in sorted(keys["partition_key"])),
             tuple(c for _, c in sorted(keys["clustering"])),
+            dict(compaction[0]) if compaction and compaction[0] else {},
         )
     return tables
 
@@ -78,6 +86,11 @@ def problems(specs: Sequence[TableSpec], live: Mapping[str, LiveTable]) -> list[
                 found.append(f"table {spec.name!r}: column {column!r} ({kind}) is missing")
             elif normalize(have) != normalize(kind):
                 found.append(f"table {spec.name!r}: column {column!r} is {have}, expected {kind}")
+        if not compaction_fits(spec, table):
+            found.append(
+                f"table {spec.name!r}: compaction is {_compaction(table.compaction)}, expected "
+                f"{_compaction(dict(spec.compaction))} (`pipeline schema apply` changes it)"
+            )
         clustering = tuple(name for name, _ in spec.clustering)
         if table.partition_key != spec.partition_key or table.clustering != clustering:
             found.append(
@@ -85,6 +98,22 @@ def problems(specs: Sequence[TableSpec], live: Mapping[str, LiveTable]) -> list[
                 f", expected {_key(spec.partition_key, clustering)}"
             )
     return found
+
+
+def compaction_fits(spec: TableSpec, table: LiveTable) -> bool:
+    """Whether the live table compacts as the spec says (a spec without one: any way)."""
+    for key, value in spec.compaction:
+        have = table.compaction.get(key, "")
+        # The server names classes in full (org.apache.cassandra.db.compaction.X).
+        if have != value and not (key == "class" and have.endswith("." + value)):
+            return False
+    return True
+
+
+def _compaction(options: Mapping[str, str]) -> str:
+    strategy = options.get("class", "?").rsplit(".", 1)[-1]
+    rest = ", ".join(f"{k}={v}" for k, v in sorted(options.items()) if k.startswith("compaction_"))
+    return f"{strategy}({rest})" if rest else strategy
 
 
 def _key(partition: tuple[str, ...], clustering: tuple[str, ...]) -> str:
@@ -125,6 +154,11 @@ async def apply(
                     f"{spec.version}: upgrade the pipeline"
                 ]
             )
+        if spec.name in live and not compaction_fits(spec, live[spec.name]):
+            await session.execute(
+                f"ALTER TABLE {keyspace}.{spec.name} WITH {spec.compaction_cql()}"
+            )
+            done.append(f"altered {keyspace}.{spec.name}: {_compaction(dict(spec.compaction))}")
         if current == spec.version:
             continue
         if current is None:
