@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import enum
 import math
+import operator
 import re
 import struct
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -232,6 +234,13 @@ class Prepared:
 
     query: str
     statement: Any = field(repr=False, compare=False)
+    # Picks a bound statement's serialized partition-key values out of all of its values.
+    _key_of: Callable[[Sequence[Any]], Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        indexes = getattr(self.statement, "routing_key_indexes", None)
+        key_of = operator.itemgetter(*indexes) if indexes else _no_key
+        object.__setattr__(self, "_key_of", key_of)
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -239,19 +248,32 @@ class Prepared:
         return tuple(c.name for c in self.statement.column_metadata)
 
 
+def _no_key(_values: Sequence[Any]) -> bytes:
+    return b""
+
+
 class Bound:
     """A prepared statement bound to values, ready for `CassandraSession.write`.
 
-    ``routing_key`` is the serialized partition key (rows with equal keys may share a batch);
-    ``size`` the bytes of the bound values.
+    ``partition_key`` stands for the partition key: the serialized values of its columns
+    (bytes, or a tuple of bytes for a composite key; rows with equal ones may share a batch);
+    ``routing_key`` is the serialized partition key itself; ``size`` the bytes of the bound
+    values.
     """
 
-    __slots__ = ("routing_key", "size", "statement")
+    __slots__ = ("partition_key", "size", "statement")
 
-    def __init__(self, statement: Any) -> None:
+    def __init__(self, statement: Any, partition_key: Any) -> None:
         self.statement = statement
-        self.routing_key: bytes = statement.routing_key or b""
-        self.size = sum(len(v) for v in statement.values if isinstance(v, bytes))
+        # Cheaper than the driver's routing key, which packs a composite key into new bytes:
+        # a batch computes that once, from its first row.
+        self.partition_key = partition_key
+        # Bound values are bytes, None or the driver's UNSET (counted as 0).
+        self.size = sum(map(operator.length_hint, statement.values))
+
+    @property
+    def routing_key(self) -> bytes:
+        return self.statement.routing_key or b""
 
 
 def _cluster(config: CassandraConfig) -> Any:
@@ -441,7 +463,7 @@ class CassandraSession:
             column = _bind_error_column(str(exc), prepared.columns)
             raise CassandraBindError(prepared.query, column, str(exc)) from exc
         statement.is_idempotent = True
-        return Bound(statement)
+        return Bound(statement, prepared._key_of(statement.values))
 
     async def write(self, groups: Sequence[Sequence[Bound]]) -> list[StorageError | None]:
         """Send each group as one request (an UNLOGGED batch when it holds more than one row;
@@ -457,29 +479,58 @@ class CassandraSession:
         all_done = trio.Event()
         token = self._token
         in_flight = self._in_flight
+        futures: list[Any] = [None] * len(groups)
 
         def finish(index: int, error: BaseException | None) -> None:  # trio thread
             nonlocal pending
             in_flight.release()
+            future, futures[index] = futures[index], None
+            if future is not None:
+                # A finished driver future still holds its cancelled timeout timer, whose
+                # callback holds the future: a reference cycle that keeps the request and
+                # every bound row in memory until a full garbage collection.  Cut it, so it
+                # all goes at once (the driver's own paging does the same).
+                future._timer = None
             if error is not None:
                 outcomes[index] = _translate_request(error, _describe(groups[index]))
             pending -= 1
             if not pending:
                 all_done.set()
 
+        # Outcomes reach trio in bulk: one wakeup of the trio thread for all the requests
+        # that finished meanwhile, not one each (a thousand single-row requests per batch).
+        finished: deque[tuple[int, BaseException | None]] = deque()
+        drain_pending = False
+
+        def drain() -> None:  # trio thread
+            nonlocal drain_pending
+            drain_pending = False  # before taking any: a later outcome schedules a new drain
+            while finished:
+                finish(*finished.popleft())
+
         def hand_over(index: int, error: BaseException | None) -> None:  # driver thread
-            with suppress(trio.RunFinishedError):
-                token.run_sync_soon(finish, index, error)
+            nonlocal drain_pending
+            finished.append((index, error))  # before looking at drain_pending: never stranded
+            if not drain_pending:
+                drain_pending = True
+                with suppress(trio.RunFinishedError):
+                    token.run_sync_soon(drain)
 
         # Every request is started and waited for: a write's outcome must never be unknown.
         with trio.CancelScope(shield=True):
             for index, group in enumerate(groups):
-                await in_flight.acquire()
+                try:
+                    # Without a wait, no schedule point: a thousand single-row requests are
+                    # started in one go instead of a trip through trio's scheduler each.
+                    in_flight.acquire_nowait()
+                except trio.WouldBlock:
+                    await in_flight.acquire()
                 try:
                     future = self._session.execute_async(_request_for(group))
                 except Exception as exc:
                     finish(index, exc)
                     continue
+                futures[index] = future
                 future.add_callbacks(
                     lambda _rows, i=index: hand_over(i, None),
                     lambda exc, i=index: hand_over(i, exc),

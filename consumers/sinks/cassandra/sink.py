@@ -59,6 +59,8 @@ from journal import JournalMessage, PartitionId
 log = logging.getLogger(__name__)
 
 DEAD_LETTER_LOG_INTERVAL_S = 10.0
+# Rows bound between two schedule points (about a millisecond's work).
+BIND_CHUNK_ROWS = 100
 
 
 @dataclass(frozen=True)
@@ -183,7 +185,17 @@ class CassandraSink:
     async def write(self, pid: PartitionId, messages: Sequence[JournalMessage]) -> None:
         await self._ensure_started(pid)
         journal_id = self._journal_id()
-        events = [self.event(journal_id, pid, m) for m in messages]
+        category, partition = pid.category, pid.partition
+        # A message without metadata has no origin but where it was read: the same Event as
+        # `event` makes, without building its Origin first.
+        events = [
+            self.event(journal_id, pid, m)
+            if m.metadata
+            else Event(
+                category, journal_id, partition, m.offset, m.timestamp_us, m.message, m.metadata
+            )
+            for m in messages
+        ]
         await self.write_events(events, str(pid))
 
     async def _ensure_started(self, pid: PartitionId | None = None) -> None:
@@ -232,7 +244,7 @@ class CassandraSink:
         await self._ensure_started()
         out = self._materialize(events)
         rejected = {id(r.event): r for r in out.rejected}
-        bound = self._bind(out.rows, rejected)
+        bound = await self._bind(out.rows, rejected)
         refused = await self._send(bound, where)
         for row, error in refused:
             rejected.setdefault(id(row.event), Rejected(row.event, f"Cassandra refused: {error}"))
@@ -272,26 +284,35 @@ class CassandraSink:
             out.rejected += one.rejected
         return out
 
-    def _bind(self, rows: Sequence[Row], rejected: dict[int, Rejected]) -> list[tuple[Row, Bound]]:
-        session = self._live_session()
+    async def _bind(
+        self, rows: Sequence[Row], rejected: dict[int, Rejected]
+    ) -> list[tuple[Row, Bound]]:
+        bind = self._live_session().bind
+        inserts = self._inserts
         bound: list[tuple[Row, Bound]] = []
-        for row in rows:
-            if id(row.event) in rejected:
+        for index, row in enumerate(rows):
+            if index % BIND_CHUNK_ROWS == BIND_CHUNK_ROWS - 1:
+                # Binding a thousand rows takes the trio thread over 10 ms: let the other
+                # partitions' finished requests be handled meanwhile, and their next ones go out.
+                await trio.lowlevel.checkpoint()
+            if rejected and id(row.event) in rejected:
                 continue
-            insert = self._inserts.get(row.table)
+            insert = inserts.get(row.table)
             try:
                 if insert is None:
                     raise ValueError(f"table {row.table!r} is not one the materializer declared")
                 values = row.values
-                unknown = [c for c in values if c not in insert.known]
-                if unknown:
-                    raise ValueError(f"table {row.table!r} has no column {unknown[0]!r}")
+                if not insert.known.issuperset(values):
+                    unknown = next(c for c in values if c not in insert.known)
+                    raise ValueError(f"table {row.table!r} has no column {unknown!r}")
                 params: list[Any] = [values.get(c, UNSET) for c in insert.columns]
                 params += (row.timestamp_us, row.ttl_s)
-                bound.append((row, session.bind(insert.prepared, params)))
+                bound.append((row, bind(insert.prepared, params)))
             except (ValueError, CassandraBindError) as exc:
                 rejected[id(row.event)] = Rejected(row.event, str(exc))
         # Rows of an event rejected after some of its rows were bound are dropped with it.
+        if not rejected:
+            return bound
         return [(row, b) for row, b in bound if id(row.event) not in rejected]
 
     # -- send --------------------------------------------------------------------------------
@@ -300,12 +321,12 @@ class CassandraSink:
         """Rows grouped by table and partition key, cut at the batch limits, in first-seen
         order."""
         max_rows, max_bytes = self._config.max_batch_rows, self._config.max_batch_bytes
-        open_batches: dict[tuple[str, bytes], list[tuple[Row, Bound]]] = {}
-        sizes: dict[tuple[str, bytes], int] = {}
+        open_batches: dict[tuple[str, Any], list[tuple[Row, Bound]]] = {}
+        sizes: dict[tuple[str, Any], int] = {}
         batches: list[list[tuple[Row, Bound]]] = []
         for item in bound:
             row, statement = item
-            key = (row.table, statement.routing_key)
+            key = (row.table, statement.partition_key)
             current = open_batches.get(key)
             if (
                 current is None
