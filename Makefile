@@ -33,6 +33,13 @@ lint: install
 bench: install
 	scripts/run-bench
 
+# Events into Cassandra: the bare driver's ceiling, the sink, the whole consumer, end to end
+# (docs/benchmarks.md).  Its keyspace is dropped afterwards.
+.PHONY: bench-materialize
+bench-materialize: install
+	$(BIN)/pipeline services start --only cassandra
+	$(BIN)/pipeline bench materialize
+
 crash-test: install
 	CRASH_ROUNDS=$${CRASH_ROUNDS:-200} $(BIN)/pytest -m crash tests
 

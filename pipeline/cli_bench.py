@@ -1,24 +1,33 @@
-"""``pipeline bench ...``: the ingest load generator and the machine's own limits."""
+"""``pipeline bench ...``: the ingest load generator, the machine's own limits, and
+materialization into Cassandra."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import click
 import trio
 
 from pipeline import machine
 from pipeline.bench import IngestResult, IngestSettings, decode_rate, run_ingest
+from pipeline.bench_materialize import (
+    BARE_BATCHES,
+    BenchError,
+    MaterializeSettings,
+    run_materialize,
+)
 from pipeline.cli_tools import parse_host_port
 
 
 @click.group("bench")
 def bench_group() -> None:
-    """Benchmarks: load any Scribe server, measure this machine."""
+    """Benchmarks: load any Scribe server, measure this machine, materialize into Cassandra."""
 
 
 @bench_group.command("ingest")
@@ -104,3 +113,163 @@ def machine_command(directory: Path | None, seconds: float, write_mb: int, as_js
         for key, value in report.items():
             click.echo(f"{key}: {value:,}")
     sys.stdout.flush()
+
+
+def _keyspace_prefix(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    # The keyspace is PREFIX_<8 hex digits>; Cassandra names are at most 48 characters.
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,38}", value):
+        raise click.BadParameter("expected a letter, then up to 38 letters, digits or _")
+    return value
+
+
+@bench_group.command("materialize")
+@click.option(
+    "--cassandra",
+    "target",
+    default="127.0.0.1:9042",
+    show_default=True,
+    help="A Cassandra contact point, host[:port].",
+)
+@click.option(
+    "--rows",
+    type=click.IntRange(1000, 10_000_000),
+    default=300_000,
+    show_default=True,
+    help="Rows per throughput phase at most; the consumer drains a journal of this many.",
+)
+@click.option(
+    "--duration",
+    "-d",
+    type=click.FloatRange(0.5, 3600),
+    default=10.0,
+    show_default=True,
+    help="Seconds per throughput phase at most, and of the end-to-end load.",
+)
+@click.option(
+    "--message-bytes",
+    "-s",
+    type=click.IntRange(16, 400),
+    default=200,
+    show_default=True,
+    help="Message size (at most 400: a bare batch of 100 rows stays under Cassandra's 50 KiB).",
+)
+@click.option(
+    "--in-flight",
+    type=click.IntRange(1, 4096),
+    default=256,
+    show_default=True,
+    help="Requests in flight: the bare single-row loop's and the sink session's.",
+)
+@click.option(
+    "--batch-in-flight",
+    type=click.IntRange(1, 256),
+    default=64,
+    show_default=True,
+    help="Batches of 100 in flight in the bare loops (smaller batches: as many rows).",
+)
+@click.option(
+    "--partitions",
+    type=click.IntRange(1, 64),
+    default=4,
+    show_default=True,
+    help="Journal partitions written at once (one category and partition key each).",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(100, 1_000_000),
+    default=20_000.0,
+    show_default=True,
+    help="End to end: events per second offered.",
+)
+@click.option(
+    "--keyspace-prefix",
+    default="bench_materialize",
+    show_default=True,
+    callback=_keyspace_prefix,
+    help="The run's keyspace is PREFIX_<random>, dropped at the end.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def materialize_command(
+    target: str,
+    rows: int,
+    duration: float,
+    message_bytes: int,
+    in_flight: int,
+    batch_in_flight: int,
+    partitions: int,
+    rate: float,
+    keyspace_prefix: str,
+    as_json: bool,
+) -> None:
+    """Events into Cassandra: the bare driver's ceiling, the sink, the whole consumer, and
+    end-to-end latency, in one run in a keyspace of its own."""
+    host, port = parse_host_port(target, default_port=9042)
+    settings = MaterializeSettings(
+        hosts=(host,),
+        port=port,
+        rows=rows,
+        duration_s=duration,
+        message_bytes=message_bytes,
+        in_flight=in_flight,
+        batch_in_flight=batch_in_flight,
+        partitions=partitions,
+        rate=rate,
+        keyspace_prefix=keyspace_prefix,
+    )
+    try:
+        report = trio.run(run_materialize, settings, lambda line: click.echo(line, err=True))
+    except BenchError as exc:
+        raise click.ClickException(str(exc)) from exc
+    summary = report.summary()
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    click.echo("\n".join(materialize_lines(summary)))
+
+
+def materialize_lines(summary: dict[str, Any]) -> list[str]:
+    """The text report of `pipeline bench materialize`."""
+    bare, sink, ratios, met = (
+        summary["bare"],
+        summary["sink"],
+        summary["ratios"],
+        summary["targets_met"],
+    )
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "MISSED"
+
+    depth = summary["batch_in_flight"]
+    lines = [
+        f"bare driver, events table, {summary['message_bytes']}-byte messages:",
+        f"  {'single rows':<19} {summary['in_flight']:>4} in flight"
+        f"  {bare['single']['rows_per_s']:>9,} rows/s",
+    ]
+    for size in BARE_BATCHES:
+        lines.append(
+            f"  batches of {size:>3} rows {depth[f'batch_{size}']:>4} in flight"
+            f"  {bare[f'batch_{size}']['rows_per_s']:>9,} rows/s"
+        )
+    lines.append(f"sink, journal batches of 1000 on {summary['partitions']} partitions at once:")
+    for name, ratio, against in (
+        ("events", ratios["events_vs_bare_batch"], "the best bare batch"),
+        ("latest", ratios["latest_vs_bare_single"], "bare single rows"),
+        ("mapping", ratios["mapping_vs_bare_single"], "bare single rows"),
+    ):
+        lines.append(
+            f"  {name:<34}  {sink[name]['rows_per_s']:>9,} rows/s  {ratio:4.0%} of {against}"
+            f" (target 80%: {verdict(met[name])})"
+        )
+    consumer, e2e = summary["consumer"], summary["e2e"]
+    lines.append(
+        f"whole consumer: {consumer['rows_per_s']:,} rows/s from start to all committed"
+        f" ({consumer['rows']:,} rows in {consumer['seconds_to_committed']} s;"
+        f" all written after {consumer['seconds_to_written']} s)"
+    )
+    lines.append(
+        f"end to end at {e2e['offered_per_s']:,} events/s: Log OK to row readable"
+        f" p50 {e2e['p50_ms']} ms, p99 {e2e['p99_ms']} ms, max {e2e['max_ms']} ms"
+        f" ({e2e['marks']} marks, {e2e['missing']} missing;"
+        f" target p99 < 1 s: {verdict(met['e2e_p99_under_1s'])})"
+    )
+    return lines
