@@ -140,12 +140,10 @@ class CassandraSink:
         """
         source = self._session_source
         session = source if isinstance(source, CassandraSession) else await source()
+        done = await self._start(session)
+        # Only now: a session set means every insert is prepared (`started`, `_ensure_started`).
         self._session = session
-        try:
-            return await self._start(session)
-        except BaseException:
-            self._session = None
-            raise
+        return done
 
     async def _start(self, session: CassandraSession) -> list[str]:
         owned = [*self._materializer.tables(), deadletters.DEAD_LETTERS]
@@ -162,15 +160,17 @@ class CassandraSink:
             self._materializer.check(live)
         except MaterializerError as exc:
             raise SchemaMismatch([f"{self._materializer.name} materializer: {exc}"]) from exc
+        inserts: dict[str, _Insert] = {}
         for name in sorted(writes):
             columns = tuple(sorted(live[name].columns))
             timestamped = name != deadletters.TABLE
-            self._inserts[name] = _Insert(
+            inserts[name] = _Insert(
                 await session.prepare(self._insert_cql(name, columns, timestamped)),
                 columns,
                 frozenset(columns),
                 timestamped,
             )
+        self._inserts = inserts
         return done
 
     def _insert_cql(self, table: str, columns: tuple[str, ...], timestamped: bool) -> str:
