@@ -350,11 +350,28 @@ def _describe(group: Sequence[Bound]) -> str:
     return query if len(group) == 1 else f"BATCH of {len(group)}: {query}"
 
 
-def _bind_error_column(message: str, columns: Sequence[str]) -> str:
+def _bind_error_column(message: str, columns: Sequence[str]) -> str | None:
     # The driver names the column in quotes ('... for column "x". Expected ...').
     for column in columns:
         if f'"{column}"' in message or f"'{column}'" in message:
             return column
+    return None
+
+
+def _failing_column(prepared: Prepared, values: Sequence[Any] | Mapping[str, Any]) -> str:
+    """The first column whose value its type cannot serialize (for errors the driver does not
+    name a column in)."""
+    metadata = prepared.statement.column_metadata
+    version = prepared.statement.protocol_version
+    if isinstance(values, Mapping):
+        values = [values.get(column.name, UNSET_VALUE) for column in metadata]
+    for column, value in zip(metadata, values, strict=False):
+        if value is None or value is UNSET_VALUE:
+            continue
+        try:
+            column.type.serialize(value, version)
+        except Exception:
+            return str(column.name)
     return "?"
 
 
@@ -459,8 +476,12 @@ class CassandraSession:
         """
         try:
             statement = prepared.statement.bind(values)
-        except (TypeError, ValueError, OverflowError, struct.error) as exc:
-            column = _bind_error_column(str(exc), prepared.columns)
+        # A value of the wrong type raises any of these; the driver turns only TypeError and
+        # struct.error into its message naming the column (text: AttributeError on .encode).
+        except (TypeError, ValueError, OverflowError, AttributeError, struct.error) as exc:
+            column = _bind_error_column(str(exc), prepared.columns) or _failing_column(
+                prepared, values
+            )
             raise CassandraBindError(prepared.query, column, str(exc)) from exc
         statement.is_idempotent = True
         return Bound(statement, prepared._key_of(statement.values))

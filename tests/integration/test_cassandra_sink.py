@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -13,13 +14,18 @@ from consumers.errors import SchemaMismatch
 from consumers.origin import ORIGIN_KEY, Origin
 from consumers.sinks.base import SinkError
 from consumers.sinks.cassandra import (
+    BaseMaterializer,
     CassandraSink,
+    Event,
     EventsMaterializer,
     EventsOptions,
     LatestMaterializer,
     LatestOptions,
     MappingMaterializer,
     MappingOptions,
+    Materialized,
+    Row,
+    TableSpec,
     list_dead_letters,
 )
 from journal import JournalMessage, PartitionId
@@ -314,3 +320,32 @@ async def test_a_changed_ttl_moves_the_events_table_to_new_compaction_windows(
     (compaction,) = await rows(cassandra, query, cassandra_config.keyspace, "events")
     assert compaction[0]["compaction_window_unit"] == "DAYS"
     assert await later.start() == []  # and then it fits
+
+
+class _Sloppy(BaseMaterializer):
+    """A plugin that gets its types wrong for some events."""
+
+    name = "sloppy"
+
+    def tables(self) -> Sequence[TableSpec]:
+        return (TableSpec("sloppy", (("k", "bigint"), ("v", "text")), partition_key=("k",)),)
+
+    def materialize(self, events: Sequence[Event]) -> Materialized:
+        values: list[dict[str, Any]] = [{"k": 1, "v": "fine"}, {"k": 2, "v": 7}, {"k": "3"}]
+        rows = [Row("sloppy", v, e.time_us, e) for v, e in zip(values, events, strict=False)]
+        return Materialized(rows)
+
+
+async def test_values_a_plugin_gets_wrong_become_dead_letters_naming_the_column(
+    cassandra: CassandraSession, cassandra_config: CassandraConfig
+) -> None:
+    sloppy = sink(cassandra, cassandra_config, _Sloppy())
+    await sloppy.start()
+    letters = await sloppy.write_events(
+        [sloppy.event(JOURNAL, PartitionId(b"p", 0), m) for m in messages(3)]
+    )
+    assert [(r.event.offset, r.reason.split(":")[0]) for r in letters] == [
+        (1, "column 'v'"),
+        (2, "column 'k'"),
+    ]
+    assert await rows(cassandra, "SELECT k, v FROM sloppy") == [(1, "fine")]
