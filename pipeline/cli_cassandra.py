@@ -16,7 +16,6 @@ many buckets); 78 invalid configuration (also a ``--group`` that is not such a g
 
 from __future__ import annotations
 
-import base64
 import datetime
 import json
 import logging
@@ -37,7 +36,16 @@ from consumers.sinks.cassandra import DEAD_LETTERS, DeadLetter, EventsOptions
 from consumers.sinks.cassandra import schema as schema_module
 from pipeline import cassandra_queries as queries
 from pipeline import logs
-from pipeline.cli_common import EXIT_CONFIG, config_option, group_section, load_config
+from pipeline.cli_common import (
+    EXIT_CONFIG,
+    category_bytes,
+    config_option,
+    group_section,
+    load_config,
+    metadata_record,
+    text,
+    with_message,
+)
 from pipeline.config import PipelineConfig
 from pipeline.consumer_app import build_materializer
 from pipeline.consumer_config import ConsumerSection
@@ -122,28 +130,6 @@ def _only_group(
 def _materializer(section: ConsumerSection) -> str:
     assert section.cassandra is not None
     return section.cassandra.materializer
-
-
-def _text(raw: bytes) -> str:
-    return raw.decode("utf-8", "backslashreplace")
-
-
-def _category_bytes(category: str) -> bytes:
-    return category.encode("utf-8", "surrogateescape")
-
-
-def _with_message(record: dict[str, Any], message: bytes) -> dict[str, Any]:
-    """``message`` as UTF-8 text, or base64 with ``"encoding": "base64"`` (as journal dump)."""
-    try:
-        record["message"] = message.decode("utf-8")
-    except UnicodeDecodeError:
-        record["message"] = base64.b64encode(message).decode("ascii")
-        record["encoding"] = "base64"
-    return record
-
-
-def _metadata(metadata: Any) -> dict[str, str]:
-    return {_text(k): _text(v) for k, v in metadata.items()}
 
 
 def _iso(time_ms: int) -> str:
@@ -241,7 +227,7 @@ def _letter_record(letter: DeadLetter) -> dict[str, Any]:
     event = letter.event
     return {
         "group": letter.group,
-        "category": _text(event.category),
+        "category": text(event.category),
         "journal_id": str(event.journal_id),
         "partition": event.partition,
         "offset": event.offset,
@@ -270,7 +256,7 @@ def deadletters_list(
     """One line per dead letter (of --group, or of every group that has any)."""
     config = load_config(config_path)
     keyspace = config.cassandra.keyspace
-    raw = None if category is None else _category_bytes(category)
+    raw = None if category is None else category_bytes(category)
 
     async def work(session: CassandraSession) -> list[DeadLetter]:
         if not await _has_dead_letters_table(session, keyspace):
@@ -318,7 +304,7 @@ def deadletters_show(
     config = load_config(config_path)
     group = group_name if group_name is not None else _only_group(config, None).name
     keyspace = config.cassandra.keyspace
-    raw = _category_bytes(category)
+    raw = category_bytes(category)
 
     async def work(session: CassandraSession) -> list[DeadLetter]:
         if not await _has_dead_letters_table(session, keyspace):
@@ -335,9 +321,9 @@ def deadletters_show(
         journals = ", ".join(str(letter.event.journal_id) for letter in found)
         _fail(f"dead letters at {where} from several journals: pass --journal-id ({journals})")
     letter = found[0]
-    record = _with_message(_letter_record(letter), letter.event.message)
+    record = with_message(_letter_record(letter), letter.event.message)
     if letter.event.metadata:
-        record["metadata"] = _metadata(letter.event.metadata)
+        record["metadata"] = metadata_record(letter.event.metadata)
     click.echo(json.dumps(record))
 
 
@@ -359,7 +345,7 @@ def deadletters_replay(
     config = load_config(config_path)
     section = _only_group(config, group_name)
     keyspace = config.cassandra.keyspace
-    raw = None if category is None else _category_bytes(category)
+    raw = None if category is None else category_bytes(category)
 
     async def work(session: CassandraSession) -> queries.ReplayOutcome:
         if not await _has_dead_letters_table(session, keyspace):
@@ -441,7 +427,7 @@ def events_command(
     except queries.TooManyBuckets as exc:
         raise click.UsageError(str(exc)) from None
     keyspace = config.cassandra.keyspace
-    raw = _category_bytes(category)
+    raw = category_bytes(category)
 
     async def work(session: CassandraSession) -> None:
         if not await schema_module.read_tables(session, keyspace, [options.table]):
@@ -472,9 +458,9 @@ def _parse_time(flag: str, text: str, now_ms: int) -> int:
 
 
 def _event_record(event: queries.StoredEvent) -> dict[str, Any]:
-    record = _with_message(
+    record = with_message(
         {
-            "category": _text(event.category),
+            "category": text(event.category),
             "bucket": event.bucket_ms,
             "event_time": event.event_time_ms,
             "journal_id": str(event.journal_id),
@@ -484,5 +470,5 @@ def _event_record(event: queries.StoredEvent) -> dict[str, Any]:
         event.message,
     )
     if event.metadata:
-        record["metadata"] = _metadata(event.metadata)
+        record["metadata"] = metadata_record(event.metadata)
     return record

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,3 +43,28 @@ def group_section(config: PipelineConfig, name: str) -> ConsumerSection:
     except ConfigError as exc:
         click.echo(f"pipeline: {exc}", err=True)
         sys.exit(EXIT_CONFIG)
+
+
+def text(raw: bytes) -> str:
+    """Raw bytes (a category, a metadata key) for a person: UTF-8, others as ``\\xNN``."""
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def category_bytes(category: str) -> bytes:
+    """A category given on the command line, as the raw bytes the journal keeps."""
+    return category.encode("utf-8", "surrogateescape")
+
+
+def with_message(record: dict[str, Any], message: bytes) -> dict[str, Any]:
+    """``record`` with ``message`` as UTF-8 text, or base64 with ``"encoding": "base64"``."""
+    try:
+        record["message"] = message.decode("utf-8")
+    except UnicodeDecodeError:
+        record["message"] = base64.b64encode(message).decode("ascii")
+        record["encoding"] = "base64"
+    return record
+
+
+def metadata_record(metadata: Mapping[bytes, bytes]) -> dict[str, str]:
+    """LogEntry metadata as JSON-ready text."""
+    return {text(k): text(v) for k, v in metadata.items()}

@@ -22,15 +22,11 @@ from consumers import (
     SinkError,
 )
 from journal import JournalError, PartitionId, PartitionInfo, list_partitions, open_reader
-from pipeline.cli_common import config_option, group_section, load_config
+from pipeline.cli_common import category_bytes, config_option, group_section, load_config, text
 from pipeline.cli_tools import parse_host_port
 from pipeline.config import PipelineConfig
 from pipeline.consumer_app import build_coordinator
 from pipeline.replay import ReplayRange, plan_replay, replay
-
-
-def _text(raw: bytes) -> str:
-    return raw.decode("utf-8", "backslashreplace")
 
 
 def _journal(config: PipelineConfig) -> dict[PartitionId, PartitionInfo]:
@@ -44,7 +40,7 @@ def _select(
     pids: list[PartitionId], category: str | None, partition: int | None
 ) -> list[PartitionId]:
     if category is not None:
-        raw = category.encode("utf-8", "surrogateescape")
+        raw = category_bytes(category)
         pids = [p for p in pids if p.category == raw]
     if partition is not None:
         pids = [p for p in pids if p.partition == partition]
@@ -105,7 +101,7 @@ async def _offset_rows_unchecked(config: PipelineConfig, names: list[str]) -> li
             rows.append(
                 {
                     "group": name,
-                    "category": _text(pid.category),
+                    "category": text(pid.category),
                     "partition": pid.partition,
                     "committed": offset,
                     "high_water_mark": high,
@@ -149,7 +145,7 @@ def reset_command(
                 json.dumps(
                     {
                         "group": group,
-                        "category": _text(pid.category),
+                        "category": text(pid.category),
                         "partition": pid.partition,
                         "offset": offset,
                     }
@@ -164,7 +160,7 @@ def reset_command(
 def _resolve(config: PipelineConfig, pid: PartitionId, target: str) -> int:
     """The offset ``target`` names in ``pid``, which must lie between its earliest offset and
     its high-water mark (an offset outside could never be consumed or committed past)."""
-    where = f"{_text(pid.category)}/{pid.partition}"
+    where = f"{text(pid.category)}/{pid.partition}"
     with open_reader(config.journal.dir, pid, None, config.journal.settings) as reader:
         earliest, latest = reader.earliest_offset(), reader.high_water_mark()
         if target == "earliest":

@@ -6,7 +6,6 @@ see past the durable high-water mark) and without one.  Output for machines is J
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import sys
@@ -32,6 +31,7 @@ from journal import (
     repair,
     verify,
 )
+from pipeline.cli_common import category_bytes, metadata_record, text, with_message
 from pipeline.errors import find_error
 
 journal_dir_option = click.option(
@@ -50,27 +50,15 @@ partition_option = click.option("--partition", "-p", type=int, help="Only this p
 def message_record(pid: PartitionId, message: JournalMessage) -> dict[str, Any]:
     """One journal message as a JSON-ready dict; non-UTF-8 bytes go out as base64."""
     record: dict[str, Any] = {
-        "category": _text(pid.category),
+        "category": text(pid.category),
         "partition": pid.partition,
         "offset": message.offset,
         "timestamp": message.timestamp_ms,
     }
-    try:
-        record["message"] = message.message.decode("utf-8")
-    except UnicodeDecodeError:
-        record["message"] = base64.b64encode(message.message).decode("ascii")
-        record["encoding"] = "base64"
+    with_message(record, message.message)
     if message.metadata:
-        record["metadata"] = {_text(k): _text(v) for k, v in message.metadata.items()}
+        record["metadata"] = metadata_record(message.metadata)
     return record
-
-
-def _text(raw: bytes) -> str:
-    return raw.decode("utf-8", "backslashreplace")
-
-
-def _category_bytes(category: str) -> bytes:
-    return category.encode("utf-8", "surrogateescape")
 
 
 def _select(journal_dir: Path, category: str | None, partition: int | None) -> list[PartitionInfo]:
@@ -78,7 +66,7 @@ def _select(journal_dir: Path, category: str | None, partition: int | None) -> l
         raise click.ClickException(f"no journal at {journal_dir}")
     infos = list_partitions(journal_dir)
     if category is not None:
-        wanted = _category_bytes(category)
+        wanted = category_bytes(category)
         infos = [i for i in infos if i.pid.category == wanted]
     if partition is not None:
         infos = [i for i in infos if i.pid.partition == partition]
@@ -129,7 +117,7 @@ def _journal_id(journal_dir: Path) -> uuid.UUID | None:
 
 def _info_record(info: PartitionInfo) -> dict[str, Any]:
     return {
-        "category": _text(info.pid.category),
+        "category": text(info.pid.category),
         "partition": info.pid.partition,
         "earliest_offset": info.earliest_offset,
         "high_water_mark": info.high_water_mark,
@@ -272,7 +260,7 @@ def verify_command(journal_dir: Path, category: str | None, partition: int | Non
 
 def _problem_record(problem: VerifyProblem) -> dict[str, Any]:
     return {
-        "category": _text(problem.pid.category),
+        "category": text(problem.pid.category),
         "partition": problem.pid.partition,
         "file": str(problem.file),
         "position": problem.position,
@@ -291,7 +279,7 @@ def repair_command(journal_dir: Path, category: str, partition: int, yes: bool) 
 
     Stop the server first: repair rewrites the partition's last good segment.
     """
-    pid = PartitionId(_category_bytes(category), partition)
+    pid = PartitionId(category_bytes(category), partition)
     if not yes:
         click.confirm(f"cut {category}/{partition} at its first damage?", abort=True)
     try:

@@ -183,7 +183,6 @@ class CassandraSink:
     # -- Sink --------------------------------------------------------------------------------
 
     async def write(self, pid: PartitionId, messages: Sequence[JournalMessage]) -> None:
-        await self._ensure_started(pid)
         journal_id = self._journal_id()
         category, partition = pid.category, pid.partition
         # A message without metadata has no origin but where it was read: the same Event as
@@ -198,7 +197,7 @@ class CassandraSink:
         ]
         await self.write_events(events, str(pid))
 
-    async def _ensure_started(self, pid: PartitionId | None = None) -> None:
+    async def _ensure_started(self, where: str) -> None:
         if self.started:
             return
         async with self._starting:
@@ -207,7 +206,7 @@ class CassandraSink:
             try:
                 await self.start()
             except StorageError as exc:
-                raise SinkError("cassandra", pid, f"cannot start: {exc}") from exc
+                raise _retryable(where, f"cannot start: {exc}") from exc
             log.info("cassandra sink started", extra={"group": self._group})
 
     def _journal_id(self) -> uuid.UUID:
@@ -241,7 +240,7 @@ class CassandraSink:
         """
         if not events:
             return []
-        await self._ensure_started()
+        await self._ensure_started(where)
         out = self._materialize(events)
         rejected = {id(r.event): r for r in out.rejected}
         bound = await self._bind(out.rows, rejected)
@@ -377,7 +376,7 @@ class CassandraSink:
         for error in outcomes:
             if error is not None and not isinstance(error, CassandraInvalidRequest):
                 self._counters["retries"] += 1
-                raise SinkError("cassandra", None, f"{where}: {error}".lstrip(": "))
+                raise _retryable(where, str(error))
 
     async def _write_dead_letters(self, letters: Sequence[Rejected], where: str) -> None:
         insert = self._inserts[deadletters.TABLE]
@@ -392,9 +391,7 @@ class CassandraSink:
         for letter, error in zip(letters, outcomes, strict=True):
             if error is not None:
                 # Never lose it: a dead letter the cluster refuses is a fault of ours to fix.
-                raise SinkError(
-                    "cassandra", None, f"dead letter for {letter.event.position} refused: {error}"
-                )
+                raise _retryable(where, f"dead letter for {letter.event.position} refused: {error}")
         self._counters["dead_letters"] += len(letters)
         self._log_dead_letters(letters)
 
@@ -416,6 +413,11 @@ class CassandraSink:
         )
         self._unlogged_dead_letters = 0
         self._last_dead_letter_log = now
+
+
+def _retryable(where: str, reason: str) -> SinkError:
+    """The error that pauses the partition (``where`` names the batch, when known)."""
+    return SinkError("cassandra", None, f"{where}: {reason}" if where else reason)
 
 
 def _reason(error: StorageError) -> str:
