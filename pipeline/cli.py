@@ -39,7 +39,13 @@ from pipeline.supervisor import run_until_signalled
 def run_daemon(
     config: PipelineConfig, *, server: bool = True, groups: Sequence[ConsumerSection] = ()
 ) -> None:
-    logs.configure(config.log.level, config.log.format)
+    logs.configure(
+        config.log.level,
+        config.log.format,
+        repeat_burst=config.log.repeat_burst,
+        repeat_window_s=config.log.repeat_window_s,
+        max_repeat_kinds=config.log.max_repeat_kinds,
+    )
     try:
         trio.run(functools.partial(run_until_signalled, config, server=server, groups=groups))
     except (PipelineError, BaseExceptionGroup) as exc:

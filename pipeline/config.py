@@ -51,6 +51,15 @@ class LogConfig:
     format: str = "logfmt"
     # Daemons log a status line (throughput, lag) this often.
     status_interval_s: float = 60.0
+    # Of each kind of warning (one call site: "call rejected", "protocol error"), this many
+    # lines pass per window; the rest are counted and summed up in one line, so a client
+    # cannot flood the log.  Five lines show a flood's pattern (peers, reasons).
+    repeat_burst: int = 5
+    # How long a kind's budget lasts, and so how often at most its summary line comes.
+    repeat_window_s: float = 10.0
+    # Kinds tracked at once: some are keyed by client data (a category); past this many
+    # they share their call site's budget, so the tracking's memory stays bounded.
+    max_repeat_kinds: int = 1024
 
     def __post_init__(self) -> None:
         if self.level.lower() not in ("debug", "info", "warning", "error"):
