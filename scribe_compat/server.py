@@ -74,6 +74,10 @@ class ServerConfig:
     # Bytes asked of the socket per read: a 1000-entry batch of 200-byte messages (~210 KB)
     # arrives in one read; measured 6% more ingest than 64 KiB.  The buffer is transient.
     receive_size: int = 262144
+    # Whether any client may call fb303 shutdown and reinitialize, as in Scribe.  Unset: only
+    # when bound to a loopback address, where every client is on this host; a server open to
+    # the network refuses them (and counts the refusals) unless this says true.
+    allow_remote_shutdown: bool | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
