@@ -22,6 +22,7 @@ from pipeline import settings
 from pipeline.admission import AdmissionConfig
 from pipeline.consumer_config import ConsumerSection, CoordinationConfig, consumer_sections
 from pipeline.errors import ConfigError
+from pipeline.log_service import Fb303Config
 from pipeline.routing import RoutingConfig
 from pipeline.services.config import ServicesConfig, services_config_from_mapping
 from scribe_compat import ServerConfig
@@ -78,6 +79,7 @@ class PipelineConfig:
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    fb303: Fb303Config = field(default_factory=Fb303Config)
     services: ServicesConfig = field(default_factory=ServicesConfig)
     coordination: CoordinationConfig = field(default_factory=CoordinationConfig)
     # The Cassandra cluster every group with ``sink = "cassandra"`` writes to.
@@ -113,6 +115,7 @@ def from_mapping(data: Mapping[str, Any], source: Path | None = None) -> Pipelin
         ("admission", AdmissionConfig),
         ("routing", RoutingConfig),
         ("log", LogConfig),
+        ("fb303", Fb303Config),
         ("coordination", CoordinationConfig),
         ("cassandra", CassandraConfig),
     ):

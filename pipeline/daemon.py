@@ -19,7 +19,7 @@ from pipeline import config as config_module
 from pipeline.admission import Admission, free_disk_bytes
 from pipeline.config import PipelineConfig
 from pipeline.errors import StartupError
-from pipeline.log_service import LogService
+from pipeline.log_service import LogService, remote_shutdown_allowed
 from pipeline.routing import Router
 from scribe_compat import ScribeServer, serve_scribe
 
@@ -109,6 +109,8 @@ async def _serve(
         admission=admission,
         reload=reload,
         request_stop=stop.set,
+        fb303=config.fb303,
+        allow_remote_shutdown=remote_shutdown_allowed(config.server),
     )
 
     async with trio.open_nursery() as nursery:

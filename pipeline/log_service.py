@@ -4,28 +4,64 @@
 call is admitted or refused as a whole before anything is written.  A call that fails after
 admission (the disk filled up, a writer failed) answers TRY_LATER: the client resends the whole
 batch, so partitions that were written get those events again (at-least-once, never lost).
+
+fb303 has no authentication, so what any client may do through it is bounded: ``setOption``
+keeps a bounded number of bounded options, and ``shutdown`` / ``reinitialize`` obey
+``server.allow_remote_shutdown``.  What is refused is counted (``fb303:...`` counters) and
+logged at a bounded rate; the calls still answer as fb303 says (void, oneway).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 
 import trio
 
 from journal import Journal, JournalClosed, JournalError, JournalFull
-from pipeline import __version__
+from pipeline import __version__, logs
 from pipeline.admission import Admission, Refusal
 from pipeline.logs import RateLimitedLog
 from pipeline.routing import AppendGroup, Plan, Router
-from scribe_compat import FbStatus, LogBatch, ResultCode, ScribeCounters
+from scribe_compat import FbStatus, LogBatch, ResultCode, ScribeCounters, ServerConfig
 
 log = logging.getLogger(__name__)
 
 RECEIVED_GOOD = "received good"
 RECEIVED_BAD = "received bad"
 RECEIVED_BLANK = "received blank category"
+OPTIONS_REFUSED = "fb303:options refused"
+SHUTDOWN_REFUSED = "fb303:shutdown refused"
+REINITIALIZE_REFUSED = "fb303:reinitialize refused"
+# Logged option keys are cut to this many characters: a key may be megabytes long.
+_LOGGED_KEY_CHARS = 80
+
+
+@dataclass(frozen=True)
+class Fb303Config:
+    """The ``[fb303]`` table: what fb303 management calls may store in the server."""
+
+    # setOption keeps what clients set, for getOption to read back; no option changes how
+    # the server behaves, so a few dozen are plenty, and the bound keeps clients from growing
+    # memory (at most max_options * max_option_bytes, 256 KiB by default).
+    max_options: int = 64
+    # Key plus value, in UTF-8 bytes: room for a path or a short JSON document.
+    max_option_bytes: int = 4096
+
+
+def remote_shutdown_allowed(server: ServerConfig) -> bool:
+    """``server.allow_remote_shutdown``, where unset means: only when bound to loopback."""
+    if server.allow_remote_shutdown is not None:
+        return server.allow_remote_shutdown
+    if server.host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(server.host).is_loopback
+    except ValueError:  # a host name, or "" (every interface): assume reachable from outside
+        return False
 
 
 class LogService:
@@ -41,6 +77,8 @@ class LogService:
         reload: Callable[[], Awaitable[None]] | None = None,
         request_stop: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.time,
+        fb303: Fb303Config | None = None,
+        allow_remote_shutdown: bool = True,
     ) -> None:
         self.name = name
         self.journal = journal
@@ -48,8 +86,16 @@ class LogService:
         self.admission = admission
         self.counters = ScribeCounters()
         self.options: dict[str, str] = {}
-        # Other parts of the process (embedded consumers) whose counters fb303 reports too.
-        self.counter_sources: list[Callable[[], Mapping[str, int]]] = []
+        self.fb303 = fb303 or Fb303Config()
+        # Whether fb303 shutdown and reinitialize are obeyed (see remote_shutdown_allowed).
+        self.allow_remote_shutdown = allow_remote_shutdown
+        self._refused = {OPTIONS_REFUSED: 0, SHUTDOWN_REFUSED: 0, REINITIALIZE_REFUSED: 0}
+        # Other parts of the process (embedded consumers, logging) whose counters fb303
+        # reports too.
+        self.counter_sources: list[Callable[[], Mapping[str, int]]] = [
+            logs.counters,
+            self._refused.copy,
+        ]
         self._reload = reload
         self._request_stop = request_stop
         self._started_at = int(clock())
@@ -196,7 +242,29 @@ class LogService:
         return self.get_counters().get(key, 0)
 
     def set_option(self, key: str, value: str) -> None:
-        self.options[key] = value
+        """Keep the option if it fits the bounds; an empty value removes it (getOption reads
+        a missing option as empty anyway), which frees its slot."""
+        if not value:
+            self.options.pop(key, None)
+            return
+        size = len(key.encode()) + len(value.encode())
+        if size > self.fb303.max_option_bytes:
+            self._refuse_option(key, size, "fb303.max_option_bytes")
+        elif key not in self.options and len(self.options) >= self.fb303.max_options:
+            self._refuse_option(key, size, "fb303.max_options")
+        else:
+            self.options[key] = value
+
+    def _refuse_option(self, key: str, size: int, limit: str) -> None:
+        self._refused[OPTIONS_REFUSED] += 1
+        self._warn.warning(
+            "option refused",
+            "setOption refused",
+            option=key[:_LOGGED_KEY_CHARS],
+            bytes=size,
+            limit=limit,
+            refused_total=self._refused[OPTIONS_REFUSED],
+        )
 
     def get_option(self, key: str) -> str:
         return self.options.get(key, "")
@@ -212,6 +280,9 @@ class LogService:
         return self._started_at
 
     async def reinitialize(self) -> None:
+        if not self.allow_remote_shutdown:
+            self._refuse_control("reinitialize", REINITIALIZE_REFUSED)
+            return
         if self._reload is None:
             return
         try:
@@ -220,6 +291,18 @@ class LogService:
             log.exception("reload failed: keeping the running configuration")
 
     async def shutdown(self) -> None:
+        if not self.allow_remote_shutdown:
+            self._refuse_control("shutdown", SHUTDOWN_REFUSED)
+            return
         log.info("shutdown requested over fb303")
         if self._request_stop is not None:
             self._request_stop()
+
+    def _refuse_control(self, method: str, counter: str) -> None:
+        self._refused[counter] += 1
+        self._warn.warning(
+            counter,
+            "fb303 call refused: server.allow_remote_shutdown is off",
+            method=method,
+            refused_total=self._refused[counter],
+        )
