@@ -10,12 +10,14 @@ or Cassandra.
 from journal.config import Durability, JournalConfig
 from journal.errors import (
     BatchRejected,
+    CategoryLimitReached,
     JournalClosed,
     JournalCorrupt,
     JournalError,
     JournalFull,
     JournalLocked,
     OffsetOutOfRange,
+    TooManyOpenFiles,
     UnknownJournal,
     UnknownPartition,
     UnsupportedFormat,
@@ -42,6 +44,7 @@ from journal.types import (
 __all__ = [
     "AppendResult",
     "BatchRejected",
+    "CategoryLimitReached",
     "DeletedSegment",
     "Durability",
     "FileIO",
@@ -59,6 +62,7 @@ __all__ = [
     "PartitionInfo",
     "RepairResult",
     "RetentionPolicy",
+    "TooManyOpenFiles",
     "UnknownJournal",
     "UnknownPartition",
     "UnsupportedFormat",

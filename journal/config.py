@@ -53,6 +53,21 @@ class JournalConfig:
     # Worker threads doing the blocking writes and fsyncs, shared by all partitions.  Each
     # partition has one write in flight at a time, so this bounds disk concurrency.
     io_threads: int = 8
+    # Partition writers whose files (segment, index, hwm: three descriptors) stay open; the
+    # least recently used idle ones close them and reopen on their next write (three opens,
+    # microseconds beside an fdatasync).  128 writers hold 384 descriptors: the hot partitions
+    # of a usual deployment, and room for connections under a 1,024 descriptor limit.
+    max_open_partitions: int = 128
+    # Categories the journal creates (each is a directory, and a writer task per partition);
+    # appends that would create one more raise ``CategoryLimitReached``.  Scribe deployments use
+    # tens to hundreds; 10,000 leaves room for per-host or per-service names while keeping a
+    # client that invents categories from filling the disk with directories and the start-up
+    # with recoveries.
+    max_categories: int = 10_000
+    # A partition refused for a passing reason (disk full, out of descriptors) is recovered again
+    # this often: once a second brings it back soon after space returns, for one tail recovery
+    # a second while it stays full.
+    transient_retry_interval_s: float = 1.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.durability, Durability):
@@ -67,13 +82,17 @@ class JournalConfig:
             "tail_poll_interval_s",
             "checkpoint_fsync_interval_s",
             "io_threads",
+            "max_open_partitions",
+            "max_categories",
+            "transient_retry_interval_s",
         )
         for name in positive:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
                 raise ValueError(f"{name} must be a positive number, not {value!r}")
         for name in ("segment_bytes", "index_interval_bytes", "fsync_interval_ms",
-                     "max_batch_messages", "max_record_bytes", "io_threads"):  # fmt: skip
+                     "max_batch_messages", "max_record_bytes", "io_threads",
+                     "max_open_partitions", "max_categories"):  # fmt: skip
             if not isinstance(getattr(self, name), int):
                 raise ValueError(f"{name} must be an integer")
         if self.max_batch_messages > 0xFFFF_FFFF:

@@ -6,6 +6,8 @@
      │                                               written by a newer format version (never cut)
      ├── JournalFull(pid, errno)                     ENOSPC/EDQUOT: nothing of the batch is on disk,
      │                                               the writer keeps working (answer TRY_LATER)
+     ├── TooManyOpenFiles(pid, errno)                EMFILE/ENFILE: the same, for a process (or
+     │                                               system) out of file descriptors
      ├── WriterFailed(pid, cause)                    the partition's writer is permanently failed
      │                                               (fsync or I/O error, or recovery refused the
      │                                               partition); it never acknowledges again
@@ -18,6 +20,8 @@
      │                                               also an IndexError; deleted by retention, or
      │                                               beyond what is durable
      └── BatchRejected(reason)                       also a ValueError: an append over the limits
+          └── CategoryLimitReached(category, limit)  the append would create a category beyond
+                                                     ``max_categories``
 
 OS errors of the write path are translated in ``journal.writer``; damage found while reading is
 raised as ``JournalCorrupt`` by whoever knows the file (the format module itself raises only the
@@ -62,6 +66,17 @@ class JournalFull(JournalError):  # noqa: N818 (names fixed by the interface)
 
     def __init__(self, pid: PartitionId, errno: int) -> None:
         super().__init__(f"{pid}: no space left for the batch (errno {errno}); nothing was written")
+        self.pid = pid
+        self.errno = errno
+
+
+class TooManyOpenFiles(JournalError):  # noqa: N818 (names fixed by the interface)
+    """The process (or system) is out of file descriptors; nothing of the batch was written."""
+
+    def __init__(self, pid: PartitionId, errno: int) -> None:
+        super().__init__(
+            f"{pid}: out of file descriptors for the batch (errno {errno}); nothing was written"
+        )
         self.pid = pid
         self.errno = errno
 
@@ -125,3 +140,15 @@ class BatchRejected(JournalError, ValueError):  # noqa: N818 (names fixed by the
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class CategoryLimitReached(BatchRejected):
+    """The append would create a new category, and the journal holds ``limit`` already."""
+
+    def __init__(self, category: bytes, limit: int) -> None:
+        super().__init__(
+            f"category {category.decode('utf-8', 'backslashreplace')!r} would be new, and the "
+            f"journal holds its limit of {limit} categories (max_categories)"
+        )
+        self.category = category
+        self.limit = limit

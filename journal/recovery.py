@@ -15,14 +15,23 @@ Recovery is conservative and reads only the tail:
    segments are renamed to side files.  Nothing before the checkpoint is ever cut.  A checksummed
    batch of an unknown version is never cut: the partition is refused (``UnsupportedFormat``).
 3. The scanned tail is fdatasynced, the active segment's index is checked (its last entry against
-   the log) and completed or rebuilt, and a new checkpoint is written and fdatasynced.
+   the log) and completed or rebuilt, and a new checkpoint is written and fdatasynced.  The index
+   is a hint: when it cannot be rewritten (a full disk) the partition opens anyway, with the part
+   of the old index that matches the log (the rest is cut off, so the writer appends after it).
 4. If the ``hwm`` file says readers may have seen offsets beyond what survived (possible only when
    INTERVAL or NONE data was lost to a power failure), the partition continues in a new segment at
    that offset instead of reusing the offsets: a gap that readers report (``OffsetOutOfRange``).
+
+Temporary files that a process now gone left in the partition (``<file>.tmp-<pid>``) are removed
+first.  An OSError from recovery names its file; a full disk or a lack of descriptors raises it
+unchanged (``journal.fileio.is_transient``), and nothing recovery did before it needs undoing, so
+recovery can simply run again later.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 from dataclasses import dataclass, field
@@ -30,10 +39,18 @@ from pathlib import Path
 
 from journal.config import JournalConfig
 from journal.errors import JournalCorrupt, UnsupportedFormat
-from journal.fileio import FileIO, pread_exact, write_file_atomic
+from journal.fileio import (
+    FileIO,
+    naming,
+    pread_exact,
+    stale_tmp_owner,
+    write_all,
+    write_file_atomic,
+)
 from journal.format import (
     CATEGORY_FILE,
     HWM_FILE,
+    INDEX_ENTRY_SIZE,
     NO_BATCH,
     TORN_INFIX,
     BatchHeader,
@@ -83,13 +100,15 @@ def create_partition(directory: Path, pid: PartitionId, io: FileIO) -> Partition
     part = partition_dir(directory, pid)
     cat = part.parent
     if not cat.is_dir():
-        cat.mkdir()
-        io.fsync_dir(directory)
+        with naming(cat):
+            cat.mkdir()
+            io.fsync_dir(directory)
     if not (cat / CATEGORY_FILE).exists():
         write_file_atomic(io, cat / CATEGORY_FILE, pid.category)
     if not part.is_dir():
-        part.mkdir()
-        io.fsync_dir(cat)
+        with naming(part):
+            part.mkdir()
+            io.fsync_dir(cat)
     if not (part / HWM_FILE).exists():
         write_file_atomic(io, part / HWM_FILE, _initial_hwm().encode())
     return _fresh(part, pid, io, 0, -1)
@@ -103,18 +122,21 @@ def _fresh(part: Path, pid: PartitionId, io: FileIO, base: int, last_ts: int) ->
     path = segment_path(part, base)
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))
     os.close(os.open(index_path(part, base), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
-    io.fsync_dir(part)
+    with naming(part):
+        io.fsync_dir(part)
     return PartitionState(pid, part, base, os.path.getsize(path), base, NO_BATCH, last_ts, None)
 
 
 def write_hwm(io: FileIO, part: Path, hwm: HighWaterMark) -> None:
     """Rewrite the ``hwm`` file in place and fdatasync it."""
-    fd = os.open(part / HWM_FILE, os.O_WRONLY)
-    try:
-        os.pwrite(fd, hwm.encode(), 0)
-        io.fdatasync(fd)
-    finally:
-        os.close(fd)
+    path = part / HWM_FILE
+    with naming(path):
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.pwrite(fd, hwm.encode(), 0)
+            io.fdatasync(fd)
+        finally:
+            os.close(fd)
 
 
 def _corrupt(path: Path, position: int, exc: FormatError, what: str) -> JournalCorrupt:
@@ -132,26 +154,67 @@ def side_file_name(path: Path, infix: str) -> Path:
 
 
 def move_aside_tail(io: FileIO, path: Path, position: int, infix: str) -> tuple[Path, int]:
-    """Copy ``path[position:]`` to a side file (synced), then truncate ``path`` at ``position``."""
+    """Copy ``path[position:]`` to a side file (synced), then truncate ``path`` at ``position``.
+
+    When the copy fails (a full disk) the partial side file is removed and ``path`` is untouched.
+    """
     side = side_file_name(path, infix)
-    fd = os.open(path, os.O_RDWR)
+    with naming(path):
+        fd = os.open(path, os.O_RDWR)
     try:
         size = os.fstat(fd).st_size
-        out = os.open(side, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            chunk = 1 << 20
-            for start in range(position, size, chunk):
-                data = pread_exact(fd, min(chunk, size - start), start)
-                os.write(out, data)
-            io.fdatasync(out)
-        finally:
-            os.close(out)
-        io.fsync_dir(path.parent)
-        os.ftruncate(fd, position)
-        io.fdatasync(fd)
+        with naming(side):
+            _copy_to_new_file(io, fd, position, size, side)
+        with naming(path):
+            io.fsync_dir(path.parent)
+            os.ftruncate(fd, position)
+            io.fdatasync(fd)
     finally:
         os.close(fd)
     return side, size - position
+
+
+def _copy_to_new_file(io: FileIO, fd: int, start: int, end: int, dest: Path) -> None:
+    out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        chunk = 1 << 20
+        for position in range(start, end, chunk):
+            data = pread_exact(fd, min(chunk, end - position), position)
+            write_all(io, out, [data], position - start)
+        io.fdatasync(out)
+    except BaseException:
+        os.close(out)
+        # A half copy is no side file: the next attempt copies again, from the start.
+        with contextlib.suppress(OSError):
+            dest.unlink()
+        raise
+    os.close(out)
+
+
+def remove_stale_tmp_files(directory: Path) -> list[Path]:
+    """Remove the temporary files of ``write_file_atomic`` left in ``directory`` by processes
+    that are gone (a crash or a full disk mid-write); returns what was removed."""
+    removed: list[Path] = []
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return removed
+    for name in names:
+        if stale_tmp_owner(name) is None:
+            continue
+        path = directory / name
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            log.warning(
+                "journal temporary file not removed", extra={"file": str(path), "error": str(exc)}
+            )
+            continue
+        removed.append(path)
+        log.info("journal temporary file removed", extra={"file": str(path)})
+    return removed
 
 
 def recover_partition(
@@ -160,6 +223,8 @@ def recover_partition(
     """Open an existing partition (see the module docstring); raises JournalCorrupt."""
     part = partition_dir(directory, pid)
     hwm_path = part / HWM_FILE
+    remove_stale_tmp_files(part.parent)
+    remove_stale_tmp_files(part)
     segments = list_segments(part)
     try:
         cp = read_hwm_file(part)
@@ -198,12 +263,13 @@ def recover_partition(
                 break
             position = 0
         path = segment_path(part, base)
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            size = os.fstat(fd).st_size
-            end = scan(fd, position, expected, size, config.max_record_bytes)
-        finally:
-            os.close(fd)
+        with naming(path):
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                size = os.fstat(fd).st_size
+                end = scan(fd, position, expected, size, config.max_record_bytes)
+            finally:
+                os.close(fd)
         if end.error is not None and end.error.version is not None:
             raise UnsupportedFormat(path, end.position, end.error.version)
         tail_bytes += end.position - position
@@ -239,15 +305,17 @@ def recover_partition(
     for base in aside:
         path = segment_path(part, base)
         side = side_file_name(path, TORN_INFIX)
-        os.rename(path, side)
-        index_path(part, base).unlink(missing_ok=True)
+        with naming(path):
+            os.rename(path, side)
+            index_path(part, base).unlink(missing_ok=True)
         side_files.append(side)
         log.warning(
             "journal segment after the tail moved aside",
             extra={"partition": str(pid), "file": str(path), "side_file": str(side)},
         )
     if aside:
-        io.fsync_dir(part)
+        with naming(part):
+            io.fsync_dir(part)
     for base in scanned:
         _sync_file(io, segment_path(part, base))
 
@@ -302,11 +370,17 @@ def checkpoint_of(state: PartitionState, *, clean: bool = False) -> HighWaterMar
 
 
 def _sync_file(io: FileIO, path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        io.fdatasync(fd)
-    finally:
-        os.close(fd)
+    with naming(path):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            io.fdatasync(fd)
+        except OSError as exc:
+            # After a failed fdatasync the kernel may have dropped the pages, and a second one
+            # could "succeed" without them (the writer's rule): never a passing error, whatever
+            # its errno, so the partition is refused instead of retried.
+            raise OSError(errno.EIO, f"fdatasync failed: {exc.strerror}", str(path)) from exc
+        finally:
+            os.close(fd)
 
 
 def _check_checkpoint(part: Path, cp: HighWaterMark, config: JournalConfig) -> BatchHeader | None:
@@ -351,18 +425,45 @@ def _active_index(
     part: Path, base: int, size: int, config: JournalConfig, io: FileIO
 ) -> list[IndexEntry]:
     """The active segment's index: kept if its last entry matches the log, completed from
-    there; rebuilt from the start otherwise.  Rewritten atomically."""
+    there; rebuilt from the start otherwise.  Rewritten atomically; when that fails, the file is
+    cut back to its entries that match the log, and those are the index (see the docstring)."""
     path = segment_path(part, base)
-    entries, _damaged = load_index(index_path(part, base), base, size)
-    fd = os.open(path, os.O_RDONLY)
+    ipath = index_path(part, base)
+    entries, _damaged = load_index(ipath, base, size)
+    with naming(path):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if entries and not entry_matches(fd, entries[-1], size, config.max_record_bytes):
+                entries = []
+            builder = IndexBuilder(config.index_interval_bytes, entries)
+            start = entries[-1].position if entries else 0
+            first = entries[-1].offset if entries else base
+            scan(fd, start, first, size, config.max_record_bytes, builder.add)
+        finally:
+            os.close(fd)
     try:
-        if entries and not entry_matches(fd, entries[-1], size, config.max_record_bytes):
-            entries = []
-        builder = IndexBuilder(config.index_interval_bytes, entries)
-        start = entries[-1].position if entries else 0
-        first = entries[-1].offset if entries else base
-        scan(fd, start, first, size, config.max_record_bytes, builder.add)
-    finally:
-        os.close(fd)
-    write_index(io, index_path(part, base), builder.entries)
+        write_index(io, ipath, builder.entries)
+    except OSError as exc:
+        kept = entries
+        try:
+            # Cutting a file needs no space; what stays matches ``kept`` exactly.
+            os.truncate(ipath, len(kept) * INDEX_ENTRY_SIZE)
+        except FileNotFoundError:
+            kept = []  # the writer creates it
+        except OSError as cut:
+            kept = []
+            log.warning(
+                "journal index not cut back; readers rebuild it from the log",
+                extra={"file": str(ipath), "error": str(cut)},
+            )
+        log.warning(
+            "journal index not rewritten; the partition opens with the part that is on disk",
+            extra={
+                "file": str(ipath),
+                "error": str(exc),
+                "entries_kept": len(kept),
+                "entries_missing": len(builder.entries) - len(kept),
+            },
+        )
+        return kept
     return builder.entries

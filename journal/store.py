@@ -1,8 +1,17 @@
-"""The journal: partitions of categories, each with its writer task, in one directory."""
+"""The journal: partitions of categories, each with its writer task, in one directory.
+
+Bounds against a client that invents categories: at most ``max_categories`` categories
+(``claim_category``; appends beyond it raise ``CategoryLimitReached``), and at most
+``max_open_partitions`` writers holding their files open (``journal.open_files``).
+
+A partition whose recovery fails for a passing reason (a full disk, no descriptors left) is
+"unavailable", not refused: ``failures()`` lists it as transient, its appends raise the passing
+error (``JournalFull``, ``TooManyOpenFiles``), and it is recovered again every
+``transient_retry_interval_s`` until that succeeds or finds a lasting problem.
+"""
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import logging
 import os
@@ -17,17 +26,19 @@ import trio
 from journal.config import JournalConfig
 from journal.errors import (
     BatchRejected,
+    CategoryLimitReached,
     JournalClosed,
+    JournalCorrupt,
     JournalError,
-    JournalFull,
     JournalLocked,
     UnknownPartition,
     WriterFailed,
 )
-from journal.fileio import FileIO
+from journal.fileio import FileIO, is_transient
 from journal.format import LOCK_FILE, encode_payload
 from journal.identity import ensure_journal_id
-from journal.layout import parse_partition_name, read_category
+from journal.layout import parse_partition_name, partition_dir, read_category
+from journal.open_files import FILES_PER_WRITER, FileBudget
 from journal.reader import JournalReader
 from journal.recovery import PartitionState, create_partition, recover_partition
 from journal.retention import retain_partition
@@ -38,7 +49,7 @@ from journal.types import (
     RetentionPolicy,
     WriterFailure,
 )
-from journal.writer import PartitionWriter, PendingBytes
+from journal.writer import PartitionWriter, PendingBytes, transient_error
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +93,15 @@ class Journal:
         self._nursery = nursery
         self._limiter = limiter
         self._pending = PendingBytes()
+        self._budget = FileBudget(config.max_open_partitions)
         self._writers: dict[PartitionId, PartitionWriter] = {}
+        # Refused for good (damage: an operator repairs it), or for now (retried).
         self._refused: dict[PartitionId, BaseException] = {}
+        self._unavailable: dict[PartitionId, OSError] = {}
+        # Categories on disk, and those claimed for appends about to create them.
+        self._categories: set[bytes] = set()
         self._create_lock = trio.Lock()
+        self._retry_scope = trio.CancelScope()
         self._closed = False
 
     @property
@@ -132,6 +149,23 @@ class Journal:
         item = writer.enqueue(payload, count, flags)
         return await writer.wait(item)
 
+    def claim_category(self, category: bytes, *, beyond_limit: bool = False) -> bool:
+        """Whether appends may create partitions of ``category``: it exists or was claimed, or
+        the journal holds fewer than ``max_categories`` (then it is claimed now, so callers that
+        decide before appending never overshoot the limit together).  ``beyond_limit`` claims it
+        in any case (a configured catch-all category must stay writable)."""
+        if category in self._categories:
+            return True
+        if not beyond_limit and len(self._categories) >= self.config.max_categories:
+            return False
+        self._categories.add(category)
+        return True
+
+    @property
+    def category_count(self) -> int:
+        """Categories on disk or claimed (``claim_category``)."""
+        return len(self._categories)
+
     async def _create(self, pid: PartitionId) -> PartitionWriter:
         async with self._create_lock:
             if pid in self._refused:
@@ -141,25 +175,63 @@ class Journal:
             writer = self._writers.get(pid)
             if writer is not None:
                 return writer
+            if (unavailable := self._unavailable.get(pid)) is not None:
+                raise transient_error(pid, unavailable.errno or 0) from unavailable
+            if not self.claim_category(pid.category):
+                raise CategoryLimitReached(pid.category, self.config.max_categories)
             try:
                 state = await trio.to_thread.run_sync(
-                    create_partition, self.directory, pid, self._io, limiter=self._limiter
-                )
-                writer = self._start_writer(state)
+                    _open_partition, self.directory, pid, self.config, self._io,
+                    limiter=self._limiter,
+                )  # fmt: skip
             except OSError as exc:
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                    raise JournalFull(pid, exc.errno) from exc
+                if is_transient(exc):
+                    raise transient_error(pid, exc.errno or 0) from exc
+                raise WriterFailed(pid, exc) from exc
+            except JournalError as exc:
                 raise WriterFailed(pid, exc) from exc
             log.info("journal partition created", extra={"partition": str(pid)})
-            return writer
+            return self._start_writer(state)
 
     def _start_writer(self, state: PartitionState) -> PartitionWriter:
         writer = PartitionWriter(
-            state, self.config, self._io, self._clock, self._limiter, self._pending
+            state, self.config, self._io, self._clock, self._limiter, self._pending, self._budget
         )
         self._writers[state.pid] = writer
+        self._categories.add(state.pid.category)
         self._nursery.start_soon(writer.run)
         return writer
+
+    async def _retry_unavailable(self) -> None:
+        """Recover unavailable partitions again, every ``transient_retry_interval_s``."""
+        with self._retry_scope:
+            while True:
+                await trio.sleep(self.config.transient_retry_interval_s)
+                for pid in list(self._unavailable):
+                    await self._retry(pid)
+
+    async def _retry(self, pid: PartitionId) -> None:
+        async with self._create_lock:
+            previous = self._unavailable.get(pid)
+            if previous is None or self._closed:
+                return
+            try:
+                state = await trio.to_thread.run_sync(
+                    recover_partition, self.directory, pid, self.config, self._io,
+                    limiter=self._limiter,
+                )  # fmt: skip
+            except (JournalError, OSError) as exc:
+                del self._unavailable[pid]
+                # Said once per change, not once per attempt: a disk may stay full for hours.
+                changed = not _same_failure(exc, previous)
+                _file_refusal(self._refused, self._unavailable, pid, exc, log_it=changed)
+                return
+            del self._unavailable[pid]
+            self._start_writer(state)
+            log.info(
+                "journal partition available again",
+                extra={"partition": str(pid), "next_offset": state.next_offset},
+            )
 
     @property
     def pending_bytes(self) -> int:
@@ -169,15 +241,30 @@ class Journal:
     # ---------------------------------------------------------------- state
 
     def failures(self) -> list[WriterFailure]:
-        """Partitions that cannot acknowledge appends: failed writers and refused recoveries."""
+        """Partitions that cannot acknowledge appends: failed writers, refused recoveries, and
+        partitions unavailable for now (``transient``)."""
         out = [WriterFailure(pid, exc) for pid, exc in self._refused.items()]
+        out += [WriterFailure(pid, exc, transient=True) for pid, exc in self._unavailable.items()]
         out += [
             WriterFailure(pid, w.cause) for pid, w in self._writers.items() if w.cause is not None
         ]
         return sorted(out, key=lambda f: (f.pid.category, f.pid.partition))
 
     def partitions(self) -> list[PartitionId]:
-        return sorted([*self._writers, *self._refused], key=lambda p: (p.category, p.partition))
+        return sorted(
+            [*self._writers, *self._refused, *self._unavailable],
+            key=lambda p: (p.category, p.partition),
+        )
+
+    @property
+    def open_partition_files(self) -> int:
+        """Descriptors the partition writers hold now (see ``max_open_partitions``)."""
+        return self._budget.open_writers * FILES_PER_WRITER
+
+    @property
+    def reopened_partitions(self) -> int:
+        """How often a writer had to open its files again after the bound closed them."""
+        return self._budget.reopened
 
     def _writer(self, pid: PartitionId) -> PartitionWriter:
         writer = self._writers.get(pid)
@@ -185,6 +272,8 @@ class Journal:
             return writer
         if pid in self._refused:
             raise WriterFailed(pid, self._refused[pid])
+        if pid in self._unavailable:
+            raise WriterFailed(pid, self._unavailable[pid])
         raise UnknownPartition(pid)
 
     def high_water_mark(self, pid: PartitionId) -> int:
@@ -236,6 +325,7 @@ class Journal:
 
     async def _close(self) -> None:
         self._closed = True
+        self._retry_scope.cancel()
         writers = list(self._writers.values())
         for writer in writers:
             writer.close()
@@ -260,17 +350,63 @@ def _check_metadata(
     return metadata if present else None
 
 
+def _open_partition(
+    directory: Path, pid: PartitionId, config: JournalConfig, io: FileIO
+) -> PartitionState:
+    """A partition the journal does not know yet: recovered if it is on disk (a category the
+    start-up could not list), created otherwise."""
+    if partition_dir(directory, pid).is_dir():
+        return recover_partition(directory, pid, config, io)
+    return create_partition(directory, pid, io)
+
+
+def _file_of(exc: BaseException) -> str | None:
+    if isinstance(exc, JournalCorrupt):
+        return str(exc.file)
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return str(exc.filename)
+    return None
+
+
+def _same_failure(exc: BaseException, previous: OSError) -> bool:
+    if not isinstance(exc, OSError):
+        return False
+    return (exc.errno, exc.filename) == (previous.errno, previous.filename)
+
+
+def _file_refusal(
+    refused: dict[PartitionId, BaseException],
+    unavailable: dict[PartitionId, OSError],
+    pid: PartitionId,
+    exc: BaseException,
+    *,
+    log_it: bool = True,
+) -> None:
+    """Record why ``pid`` did not open: for now (retried) or for good."""
+    extra = {"partition": str(pid), "file": _file_of(exc), "error": str(exc)}
+    if isinstance(exc, OSError) and is_transient(exc):
+        unavailable[pid] = exc
+        if log_it:
+            log.error("journal partition unavailable for now; retrying", extra=extra)
+        return
+    refused[pid] = exc
+    log.error("journal partition refused to open", extra=extra)
+
+
 def _recover_all(
     directory: Path, config: JournalConfig, io: FileIO
-) -> tuple[list[PartitionState], dict[PartitionId, BaseException]]:
+) -> tuple[list[PartitionState], dict[PartitionId, BaseException], dict[PartitionId, OSError]]:
     states: list[PartitionState] = []
     refused: dict[PartitionId, BaseException] = {}
+    unavailable: dict[PartitionId, OSError] = {}
     for category_dir in sorted(directory.iterdir()):
         if category_dir.name.startswith(".") or not category_dir.is_dir():
             continue
         try:
             category = read_category(category_dir)
         except (ValueError, OSError) as exc:
+            if is_transient(exc):
+                raise  # a category that cannot be read now is no reason to forget it
             log.warning(
                 "journal directory entry ignored: not a category",
                 extra={"path": str(category_dir), "error": repr(exc)},
@@ -284,12 +420,8 @@ def _recover_all(
             try:
                 states.append(recover_partition(directory, pid, config, io))
             except (JournalError, OSError) as exc:
-                refused[pid] = exc
-                log.error(
-                    "journal partition refused to open",
-                    extra={"partition": str(pid), "error": str(exc)},
-                )
-    return states, refused
+                _file_refusal(refused, unavailable, pid, exc)
+    return states, refused, unavailable
 
 
 def _lock(directory: Path) -> int:
@@ -337,22 +469,27 @@ async def open_journal(
         journal_id = await trio.to_thread.run_sync(
             ensure_journal_id, directory, io, limiter=limiter
         )
-        states, refused = await trio.to_thread.run_sync(
+        states, refused, unavailable = await trio.to_thread.run_sync(
             _recover_all, directory, config, io, limiter=limiter
         )
         try:
             async with trio.open_nursery() as nursery:
                 journal = Journal(directory, config, clock, io, nursery, limiter, journal_id)
                 journal._refused.update(refused)
+                journal._unavailable.update(unavailable)
+                journal._categories.update(p.category for p in [*refused, *unavailable])
                 try:
                     for state in states:
                         journal._start_writer(state)
+                    nursery.start_soon(journal._retry_unavailable)
                     log.info(
                         "journal opened",
                         extra={
                             "dir": str(directory),
                             "partitions": len(states),
                             "refused": len(refused),
+                            "unavailable": len(unavailable),
+                            "categories": journal.category_count,
                         },
                     )
                     yield journal

@@ -74,10 +74,15 @@ class JournalMessage:
 
 @dataclass(frozen=True)
 class WriterFailure:
-    """A partition whose writer has failed (or whose recovery refused to open it)."""
+    """A partition whose writer has failed (or whose recovery refused to open it).
+
+    ``transient``: refused for a passing reason (a full disk, no descriptors left); the journal
+    recovers it again by itself once that has passed.
+    """
 
     pid: PartitionId
     error: BaseException
+    transient: bool = False
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,10 @@ Invariants (the worker thread owns the files and the ``_state``; the trio side o
 * message times (``journal.format``'s time rule) are assigned with the offsets, from ``_last_us``,
   the time of the last message written, which also advances only after a successful write.  It
   starts at the end of the millisecond of the last batch recovery kept, so times strictly
-  increase along the partition across groups, segments and restarts.
+  increase along the partition across groups, segments and restarts;
+* the files are opened by the thread calls, inside the journal's ``FileBudget`` (which may close
+  them while the writer is idle: ``journal.open_files`` says why that is safe).  Failing to open
+  them for want of descriptors (or space for a missing index) fails only that group, like ENOSPC.
 """
 
 from __future__ import annotations
@@ -38,8 +41,8 @@ from dataclasses import dataclass
 import trio
 
 from journal.config import Durability, JournalConfig
-from journal.errors import JournalClosed, JournalFull, WriterFailed
-from journal.fileio import FileIO, write_all
+from journal.errors import JournalClosed, JournalFull, TooManyOpenFiles, WriterFailed
+from journal.fileio import DISK_FULL_ERRNOS, FileIO, is_transient, naming, write_all
 from journal.format import (
     HEADER_SIZE,
     HWM_FILE,
@@ -51,13 +54,19 @@ from journal.format import (
 )
 from journal.format import encode_header as _encode_header
 from journal.format import encode_index_entry as _encode_index_entry
+from journal.open_files import FileBudget, PartitionFiles
 from journal.recovery import PartitionState, checkpoint_of
 from journal.segments import index_path, segment_path
 from journal.types import AppendResult, PartitionId
 
 log = logging.getLogger(__name__)
 
-_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+def transient_error(pid: PartitionId, code: int) -> JournalFull | TooManyOpenFiles:
+    """The error a batch gets when nothing of it was written for a passing reason."""
+    if code in DISK_FULL_ERRNOS:
+        return JournalFull(pid, code)
+    return TooManyOpenFiles(pid, code)
 
 
 class PendingBytes:
@@ -83,17 +92,23 @@ class _Pending:
         self.error: BaseException | None = None
 
 
-class _Full(Exception):  # noqa: N818 (internal signal, never escapes)
+class _Transient(Exception):  # noqa: N818 (internal signal, never escapes)
+    """Disk full or out of descriptors: what is not written yet of the group is refused."""
+
     def __init__(self, code: int) -> None:
         super().__init__(os.strerror(code))
         self.code = code
+
+
+def _transient_or_same(exc: OSError) -> Exception:
+    return _Transient(exc.errno or errno.EIO) if is_transient(exc) else exc
 
 
 @dataclass
 class _Outcome:
     done: int  # the first ``done`` items of the group are written (durable under the mode)
     hwm: int
-    full_errno: int | None = None
+    transient_errno: int | None = None
     fatal: BaseException | None = None
 
 
@@ -108,6 +123,7 @@ class PartitionWriter:
         clock: Callable[[], float],
         limiter: trio.CapacityLimiter,
         pending: PendingBytes,
+        budget: FileBudget,
     ) -> None:
         self.pid: PartitionId = state.pid
         self.path = state.path
@@ -135,18 +151,8 @@ class PartitionWriter:
         self._hwm_ts = state.last_timestamp_ms
         self._hwm_synced_at = time.monotonic()
         self._last_index_position = state.index_entries[-1].position if state.index_entries else 0
-        self._fd = -1
-        self._index_fd = -1
-        self._hwm_fd = -1
-        try:
-            self._fd = os.open(segment_path(self.path, state.segment_base), os.O_WRONLY)
-            self._index_fd = os.open(
-                index_path(self.path, state.segment_base), os.O_WRONLY | os.O_CREAT, 0o644
-            )
-            self._hwm_fd = os.open(self.path / HWM_FILE, os.O_WRONLY)
-        except BaseException:
-            self._close_fds()
-            raise
+        self._budget = budget
+        self._files = PartitionFiles()
         self._index_size = len(state.index_entries) * INDEX_ENTRY_SIZE
 
     # ---------------------------------------------------------------- trio side
@@ -243,6 +249,9 @@ class PartitionWriter:
         self._advance(outcome.hwm)
         if outcome.fatal is not None:
             self._fail(outcome.fatal)
+        elif outcome.transient_errno is not None and self._sync_due is None:
+            # The files could not be opened for the periodic sync: the data waits, try again.
+            self._sync_due = trio.current_time() + self._config.fsync_interval_ms / 1000
 
     async def _commit(self, group: list[_Pending]) -> None:
         # The worker thread keeps times increasing, whatever the wall clock does.
@@ -258,8 +267,8 @@ class PartitionWriter:
             elif outcome.fatal is not None:
                 self._resolve(item, WriterFailed(self.pid, outcome.fatal))
             else:
-                assert outcome.full_errno is not None
-                self._resolve(item, JournalFull(self.pid, outcome.full_errno))
+                assert outcome.transient_errno is not None
+                self._resolve(item, transient_error(self.pid, outcome.transient_errno))
         self._advance(outcome.hwm)
         if outcome.fatal is not None:
             self._fail(outcome.fatal)
@@ -290,7 +299,37 @@ class PartitionWriter:
 
     # ---------------------------------------------------------------- worker thread
 
+    def _open_files(self) -> None:
+        """Open the active segment, its index and the hwm file (worker thread, inside ``use``)."""
+        files = self._files
+        segment = segment_path(self.path, self._state.segment_base)
+        index = index_path(self.path, self._state.segment_base)
+        hwm = self.path / HWM_FILE
+        try:
+            with naming(segment):
+                files.segment = os.open(segment, os.O_WRONLY)
+            with naming(index):
+                files.index = os.open(index, os.O_WRONLY | os.O_CREAT, 0o644)
+            with naming(hwm):
+                files.hwm = os.open(hwm, os.O_WRONLY)
+        except BaseException:
+            files.close()
+            raise
+
+    def _with_files(self, body: Callable[[], _Outcome]) -> _Outcome:
+        """``body`` with the files open; a passing failure to open them refuses the work."""
+        try:
+            with self._budget.use(self._files, self._open_files):
+                return body()
+        except OSError as exc:  # only opening raises: ``body`` returns its errors
+            if is_transient(exc):
+                return _Outcome(0, self.hwm, transient_errno=exc.errno)
+            return _Outcome(0, self.hwm, fatal=exc)
+
     def _write_group(self, group: list[_Pending], now_ms: int) -> _Outcome:
+        return self._with_files(lambda: self._write_group_open(group, now_ms))
+
+    def _write_group_open(self, group: list[_Pending], now_ms: int) -> _Outcome:
         st = self._state
         cfg = self._config
         age_ms = cfg.segment_age_s * 1000
@@ -343,18 +382,18 @@ class PartitionWriter:
             )
             done += in_chunk
             if cfg.durability is Durability.FSYNC:
-                self._io.fdatasync(self._fd)
+                self._io.fdatasync(self._files.segment)
                 self._checkpoint = checkpoint_of(st)
-        except _Full as exc:
+        except _Transient as exc:
             # Batches of earlier chunks were sealed (fdatasynced) by a roll: they stand.
-            full: int | None = exc.code
+            transient: int | None = exc.code
         except OSError as exc:
             # Acknowledge nothing of the group: what was written may not be durable.
             return _Outcome(0, self.hwm, fatal=exc)
         else:
-            full = None
+            transient = None
         try:
-            return _Outcome(done, self._publish(), full_errno=full)
+            return _Outcome(done, self._publish(), transient_errno=transient)
         except OSError as exc:
             return _Outcome(0, self.hwm, fatal=exc)
 
@@ -378,10 +417,10 @@ class PartitionWriter:
             record.cp_timestamp_ms,
             clean=record.clean,
         ).encode()
-        os.pwrite(self._hwm_fd, data, 0)
+        os.pwrite(self._files.hwm, data, 0)
         now = time.monotonic()
         if sync or now - self._hwm_synced_at >= self._config.checkpoint_fsync_interval_s:
-            self._io.fdatasync(self._hwm_fd)
+            self._io.fdatasync(self._files.hwm)
             self._hwm_synced_at = now
         return hwm
 
@@ -400,13 +439,13 @@ class PartitionWriter:
         st = self._state
         start = st.segment_size
         try:
-            write_all(self._io, self._fd, chunk, start)
+            write_all(self._io, self._files.segment, chunk, start)
         except OSError as exc:
             # Take back whatever part of the chunk reached the file; if that fails too the
             # file's end is unknown and the writer must stop.
-            os.ftruncate(self._fd, start)
-            if exc.errno in _FULL_ERRNOS:
-                raise _Full(exc.errno) from exc
+            os.ftruncate(self._files.segment, start)
+            if exc.errno in DISK_FULL_ERRNOS:
+                raise _Transient(exc.errno) from exc
             raise
         st.segment_size = position
         st.next_offset = offset
@@ -423,7 +462,7 @@ class PartitionWriter:
             _encode_index_entry(m.offset, m.position, m.max_timestamp_ms) for m in marks
         )
         try:
-            os.pwrite(self._index_fd, data, self._index_size)
+            os.pwrite(self._files.index, data, self._index_size)
         except OSError as exc:
             # The index is a hint: a reader scans further, and verify/repair rebuild it.
             log.warning(
@@ -431,7 +470,7 @@ class PartitionWriter:
                 extra={"partition": str(self.pid), "error": repr(exc)},
             )
             with contextlib.suppress(OSError):
-                os.ftruncate(self._index_fd, self._index_size)
+                os.ftruncate(self._files.index, self._index_size)
             return
         self._index_size += len(data)
         self._state.index_entries.extend(marks)
@@ -440,25 +479,27 @@ class PartitionWriter:
     def _roll(self, new_base: int) -> None:
         """Seal the active segment (fdatasync) and start one at ``new_base``."""
         st = self._state
-        self._io.fdatasync(self._fd)
+        files = self._files
+        self._io.fdatasync(files.segment)
         self._checkpoint = checkpoint_of(st)
         path = segment_path(self.path, new_base)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except OSError as exc:
-            if exc.errno in _FULL_ERRNOS:
-                raise _Full(exc.errno) from exc
-            raise
+            raise _transient_or_same(exc) from exc
         try:
             index_fd = os.open(
                 index_path(self.path, new_base), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644
             )
-        except OSError:
+        except OSError as exc:
             os.close(fd)
-            raise
-        os.close(self._fd)
-        os.close(self._index_fd)
-        self._fd, self._index_fd, self._index_size = fd, index_fd, 0
+            # The roll is retried with the next group, and O_EXCL must find no file then.
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise _transient_or_same(exc) from exc
+        os.close(files.segment)
+        os.close(files.index)
+        files.segment, files.index, self._index_size = fd, index_fd, 0
         self._io.fsync_dir(self.path)
         st.segment_base, st.segment_size, st.last_batch = new_base, 0, NO_BATCH
         st.segment_first_timestamp_ms = None
@@ -472,8 +513,11 @@ class PartitionWriter:
 
     def _sync_sync(self) -> _Outcome:
         """INTERVAL mode's periodic fdatasync."""
+        return self._with_files(self._sync_open)
+
+    def _sync_open(self) -> _Outcome:
         try:
-            self._io.fdatasync(self._fd)
+            self._io.fdatasync(self._files.segment)
             self._checkpoint = checkpoint_of(self._state)
             return _Outcome(0, self._publish())
         except OSError as exc:
@@ -481,20 +525,17 @@ class PartitionWriter:
 
     def _close_sync(self) -> None:
         try:
-            if self.cause is None and self._fd >= 0:
-                self._io.fdatasync(self._fd)
-                self._checkpoint = checkpoint_of(self._state, clean=True)
-                self._publish(sync=True)
+            if self.cause is None:
+                with self._budget.use(self._files, self._open_files):
+                    self._io.fdatasync(self._files.segment)
+                    self._checkpoint = checkpoint_of(self._state, clean=True)
+                    self._publish(sync=True)
         except OSError as exc:
+            # The next start recovers from the last checkpoint instead: slower, not wrong.
             log.error(
                 "journal close failed to sync",
-                extra={"partition": str(self.pid), "error": repr(exc)},
+                extra={"partition": str(self.pid), "error": str(exc)},
             )
         finally:
-            self._close_fds()
-
-    def _close_fds(self) -> None:
-        for fd in (self._fd, self._index_fd, self._hwm_fd):
-            if fd >= 0:
-                os.close(fd)
-        self._fd = self._index_fd = self._hwm_fd = -1
+            self._files.close()
+            self._budget.forget(self._files)
