@@ -50,8 +50,15 @@ from cassandra.policies import (
     ExponentialReconnectionPolicy,
     TokenAwarePolicy,
 )
-from cassandra.query import UNSET_VALUE, BatchStatement, BatchType, tuple_factory
+from cassandra.query import (
+    UNSET_VALUE,
+    BatchStatement,
+    BatchType,
+    BoundStatement,
+    tuple_factory,
+)
 
+from consumers.cassandra_values import RowSerializer, UnfitValueError
 from consumers.errors import (
     CassandraAuthFailed,
     CassandraBindError,
