@@ -22,7 +22,6 @@ be unknown); the driver's request timeout bounds the wait.
 from __future__ import annotations
 
 import enum
-import math
 import operator
 import re
 import struct
@@ -30,9 +29,10 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import trio
+from annotated_types import Ge, Interval
 from cassandra import (
     AuthenticationFailed,
     ConsistencyLevel,
@@ -111,12 +111,10 @@ class Replication:
     replica count) for NetworkTopologyStrategy."""
 
     strategy: ReplicationStrategy = ReplicationStrategy.SIMPLE
-    factor: int = 1
+    factor: Annotated[int, Ge(1)] = 1
     datacenters: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.strategy is ReplicationStrategy.SIMPLE and self.factor < 1:
-            raise InvalidConnectionConfig("replication.factor", "expected at least 1")
         if self.strategy is ReplicationStrategy.NETWORK_TOPOLOGY:
             if not self.datacenters:
                 raise InvalidConnectionConfig(
@@ -167,27 +165,30 @@ class CassandraConfig:
 
     # Contact points: any nodes of the cluster; the driver discovers the others.
     hosts: tuple[str, ...] = ("127.0.0.1",)
-    port: int = 9042
+    port: Annotated[int, Interval(ge=1, le=65535)] = 9042
     # Token-aware routing prefers replicas in this datacenter (SimpleSnitch calls it datacenter1).
     local_dc: str = "datacenter1"
     username: str | None = None
     password: str | None = None
-    protocol_version: int = 5
+    # The native protocol versions Cassandra 4 and 5 both speak.
+    protocol_version: Annotated[int, Interval(ge=4, le=5)] = 5
     keyspace: str = "scribe_pipeline"
     replication: Replication = field(default_factory=Replication)
     # LOCAL_QUORUM survives one replica down at replication factor 3 and reads back what was
     # written at the same level; LOCAL_ONE is faster and weaker.
     consistency: Consistency = Consistency.LOCAL_QUORUM
-    connect_timeout_s: float = 5.0
-    request_timeout_s: float = 10.0
+    # At most an hour: socket timeouts have a platform limit, and a request that long failed.
+    connect_timeout_s: Annotated[float, Interval(gt=0, le=3600)] = 5.0
+    request_timeout_s: Annotated[float, Interval(gt=0, le=3600)] = 10.0
     # Requests outstanding at once in this process: the driver's own measurements reach their
-    # ceiling between 128 and 512; more only queues inside the driver.
-    max_in_flight: int = 256
+    # ceiling between 128 and 512; more only queues inside the driver (whose connections take
+    # 32768 streams each).
+    max_in_flight: Annotated[int, Interval(ge=1, le=32768)] = 256
     # UNLOGGED batches only ever hold rows of one partition key, and stay well under Cassandra's
     # batch_size_fail_threshold (50 KiB by default; counted on the server's encoding, which is
     # larger than the bound values this limit adds up).
-    max_batch_rows: int = 100
-    max_batch_bytes: int = 32 * 1024
+    max_batch_rows: Annotated[int, Ge(1)] = 100
+    max_batch_bytes: Annotated[int, Ge(1)] = 32 * 1024
     # Create and migrate the pipeline's own tables at start (CREATE ... IF NOT EXISTS,
     # versioned).  Off: the tables must exist already (`pipeline schema apply`).
     create_schema: bool = True
@@ -195,26 +196,12 @@ class CassandraConfig:
     def __post_init__(self) -> None:
         if not self.hosts or any(not p for p in self.hosts):
             raise InvalidConnectionConfig("hosts", "expected at least one host")
-        if not 0 < self.port < 65536:
-            raise InvalidConnectionConfig("port", f"expected 1-65535, got {self.port}")
         if (self.username is None) != (self.password is None):
             raise InvalidConnectionConfig("username", "set both username and password, or neither")
-        if self.protocol_version not in (4, 5):
-            raise InvalidConnectionConfig(
-                "protocol_version", f"expected 4 or 5, got {self.protocol_version}"
-            )
         if not _NAME.fullmatch(self.keyspace):
             raise InvalidConnectionConfig(
                 "keyspace", f"expected a name of letters, digits and _, got {self.keyspace!r}"
             )
-        for name in ("connect_timeout_s", "request_timeout_s"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise InvalidConnectionConfig(name, f"expected a positive number, got {value!r}")
-        for name in ("max_in_flight", "max_batch_rows", "max_batch_bytes"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidConnectionConfig(name, f"expected a positive integer, got {value!r}")
 
     @property
     def address(self) -> str:

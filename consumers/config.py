@@ -1,7 +1,10 @@
-"""Configuration of the consumer side: one frozen, validated dataclass per component.
+"""Configuration of the consumer side: one frozen dataclass per component.
 
-Every invalid value raises ``ValueError`` whose message starts with the field's name, so the
-application's loader can point at the offending key.  Defaults say why they are what they are.
+Numeric fields declare their range beside their type (``annotated_types`` markers), which the
+application's settings loader enforces, with every float finite.  What only the dataclass can
+judge (a pattern, one field against another) raises ``ValueError`` whose message starts with
+the field's name, so the loader can point at the offending key.  Defaults say why they are
+what they are.
 """
 
 from __future__ import annotations
@@ -10,21 +13,24 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from annotated_types import Ge, Interval
 
 MiB = 1 << 20
 
 SINK_KINDS = ("files", "forward", "cassandra")
 
+Port = Annotated[int, Interval(ge=1, le=65535)]
+# A retry waits at least a little and at most an hour (past that a paused partition looks dead).
+BackoffS = Annotated[float, Interval(gt=0, le=3600)]
+# Blocking file work per sink: a handful saturates a disk; hundreds only cost memory.
+IoThreads = Annotated[int, Interval(ge=1, le=256)]
+
 
 def _positive(name: str, value: float) -> None:
     if isinstance(value, bool) or not value > 0 or not math.isfinite(value):
         raise ValueError(f"{name} must be positive, got {value!r}")
-
-
-def _not_negative(name: str, value: float) -> None:
-    if isinstance(value, bool) or not value >= 0 or not math.isfinite(value):
-        raise ValueError(f"{name} must not be negative, got {value!r}")
 
 
 def validate_pattern(pattern: str, field: str = "categories") -> None:
@@ -46,19 +52,21 @@ class GroupConfig:
     sink: str = "files"
     # A batch closes at whichever limit comes first.  1000 messages / 1 MiB is what Scribe's
     # clients send per Log call; 50 ms of waiting bounds the latency a quiet partition adds.
-    batch_messages: int = 1000
-    batch_bytes: int = 1 * MiB
-    batch_wait_s: float = 0.05
+    batch_messages: Annotated[int, Ge(1)] = 1000
+    batch_bytes: Annotated[int, Ge(1)] = 1 * MiB
+    # 0 sends what is there at once; a minute is already a long delay for a quiet partition.
+    batch_wait_s: Annotated[float, Interval(ge=0, le=60)] = 0.05
     # Offsets are committed at most this often per partition (and always on revocation/stop): a
     # crash redelivers at most this much, and the coordinator sees one write per partition per
-    # second instead of one per batch.
-    commit_interval_s: float = 1.0
-    # How often the journal directory is rescanned for new categories and partitions.
-    discover_interval_s: float = 2.0
+    # second instead of one per batch.  0 commits after every batch; an hour bounds redelivery.
+    commit_interval_s: Annotated[float, Interval(ge=0, le=3600)] = 1.0
+    # How often the journal directory is rescanned for new categories and partitions: from
+    # 10 ms (more often only burns CPU) to an hour (a new category waits that long).
+    discover_interval_s: Annotated[float, Interval(ge=0.01, le=3600)] = 2.0
     # A failing sink pauses its partition: first retry after backoff_initial_s, doubling up to
     # backoff_max_s, each delay jittered down to half so that partitions do not retry in lockstep.
-    backoff_initial_s: float = 0.1
-    backoff_max_s: float = 30.0
+    backoff_initial_s: BackoffS = 0.1
+    backoff_max_s: BackoffS = 30.0
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or self.name in (".", ".."):
@@ -71,15 +79,6 @@ class GroupConfig:
             validate_pattern(pattern)
         if self.sink not in SINK_KINDS:
             raise ValueError(f"sink must be one of {SINK_KINDS}, got {self.sink!r}")
-        for name in ("batch_messages", "batch_bytes"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        _not_negative("batch_wait_s", self.batch_wait_s)
-        _not_negative("commit_interval_s", self.commit_interval_s)
-        _positive("discover_interval_s", self.discover_interval_s)
-        _positive("backoff_initial_s", self.backoff_initial_s)
-        _positive("backoff_max_s", self.backoff_max_s)
         if self.backoff_max_s < self.backoff_initial_s:
             raise ValueError("backoff_max_s must not be less than backoff_initial_s")
 
@@ -114,7 +113,7 @@ class FileSinkConfig:
 
     file_path: Path
     # Scribe's default max_size: 1 GB.
-    max_size: int = 1_000_000_000
+    max_size: Annotated[int, Ge(1)] = 1_000_000_000
     # "hourly", "daily", "N[s|m|h|d]", or None/"never".  Files are dated only when set.
     rotate_period: str | None = None
     add_newlines: bool = False
@@ -122,25 +121,17 @@ class FileSinkConfig:
     # Period boundaries and file dates in local time (as Scribe does) or UTC.
     timezone: str = "local"
     # Worker threads doing the blocking writes and fsyncs of this sink.
-    io_threads: int = 4
+    io_threads: IoThreads = 4
     # Open data files kept (one per category written): well under the usual 1024-fd limit.
-    max_open_files: int = 256
+    max_open_files: Annotated[int, Ge(1)] = 256
 
     def __post_init__(self) -> None:
-        if self.max_open_files < 1:
-            raise ValueError(f"max_open_files must be positive, got {self.max_open_files!r}")
-        if isinstance(self.max_size, bool) or not isinstance(self.max_size, int):
-            raise ValueError(f"max_size must be an integer, got {self.max_size!r}")
-        if self.max_size < 1:
-            raise ValueError(f"max_size must be positive, got {self.max_size!r}")
         try:
             parse_rotate_period(self.rotate_period)
         except ValueError as exc:
             raise ValueError(str(exc)) from None
         if self.timezone not in ("local", "utc"):
             raise ValueError(f"timezone must be 'local' or 'utc', got {self.timezone!r}")
-        if self.io_threads < 1:
-            raise ValueError(f"io_threads must be positive, got {self.io_threads!r}")
 
     @property
     def rotate_period_s(self) -> int | None:
@@ -152,36 +143,27 @@ class ForwardSinkConfig:
     """Scribe's network store: forward to any Scribe-compatible server."""
 
     host: str
-    port: int = 1463
-    # Connect and per-call timeout: a Log call that takes longer is a transport error (reconnect).
-    timeout_s: float = 10.0
-    # Scribe's network store probes with an empty Log before batches larger than this.
-    probe_threshold_bytes: int = 4096
+    port: Port = 1463
+    # Connect and per-call timeout: a Log call that takes longer is a transport error
+    # (reconnect).  At most an hour: socket timeouts have a platform limit, and a call that
+    # long has failed anyway.
+    timeout_s: Annotated[float, Interval(gt=0, le=3600)] = 10.0
+    # Scribe's network store probes with an empty Log before batches larger than this (0:
+    # before every batch).
+    probe_threshold_bytes: Annotated[int, Ge(0)] = 4096
     # Entries per Log call: Scribe servers commonly accept a few thousand; bigger batches split.
-    max_entries_per_call: int = 1000
-    backoff_initial_s: float = 0.1
-    backoff_max_s: float = 10.0
+    max_entries_per_call: Annotated[int, Ge(1)] = 1000
+    backoff_initial_s: BackoffS = 0.1
+    backoff_max_s: BackoffS = 10.0
     # Give up (raise SinkError, so the runtime pauses the partition) after this many failed
     # attempts at one call; None retries inside the sink until cancelled.
-    max_attempts: int | None = None
+    max_attempts: Annotated[int, Ge(1)] | None = None
 
     def __post_init__(self) -> None:
         if not self.host:
             raise ValueError("host must not be empty")
-        if isinstance(self.port, bool) or not 0 < self.port < 65536:
-            raise ValueError(f"port must be 1..65535, got {self.port!r}")
-        _positive("timeout_s", self.timeout_s)
-        _not_negative("probe_threshold_bytes", self.probe_threshold_bytes)
-        if self.max_entries_per_call < 1:
-            raise ValueError(
-                f"max_entries_per_call must be positive, got {self.max_entries_per_call}"
-            )
-        _positive("backoff_initial_s", self.backoff_initial_s)
-        _positive("backoff_max_s", self.backoff_max_s)
         if self.backoff_max_s < self.backoff_initial_s:
             raise ValueError("backoff_max_s must not be less than backoff_initial_s")
-        if self.max_attempts is not None and self.max_attempts < 1:
-            raise ValueError(f"max_attempts must be positive or None, got {self.max_attempts}")
 
 
 @dataclass(frozen=True)

@@ -18,15 +18,15 @@ from __future__ import annotations
 import enum
 import functools
 import logging
-import math
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import trio
+from annotated_types import Interval
 from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import (
     AuthFailedError,
@@ -119,10 +119,11 @@ class ZooKeeperConfig:
     chroot: str = ""
     # ZooKeeper grants between its minSessionTimeout and maxSessionTimeout; a suspended member
     # stops writing at once, so the timeout only bounds how long a dead member keeps ownership.
-    session_timeout_s: float = 10.0
-    connect_timeout_s: float = 5.0
+    # (ZooKeeper's own maximum is 20 ticks, 40 s by default; an hour is far past any.)
+    session_timeout_s: Annotated[float, Interval(gt=0, le=3600)] = 10.0
+    connect_timeout_s: Annotated[float, Interval(gt=0, le=3600)] = 5.0
     # Upper bound for one call: with the server down, kazoo queues calls until it reconnects.
-    request_timeout_s: float = 10.0
+    request_timeout_s: Annotated[float, Interval(gt=0, le=3600)] = 10.0
     auth_digest: str | None = None
     acl: AclPolicy = AclPolicy.OPEN
 
@@ -139,10 +140,6 @@ class ZooKeeperConfig:
             raise InvalidConnectionConfig(
                 "chroot", f"expected an absolute path like /pipeline, got {self.chroot!r}"
             )
-        for name in ("session_timeout_s", "connect_timeout_s", "request_timeout_s"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise InvalidConnectionConfig(name, f"expected a positive number, got {value!r}")
         if self.auth_digest is not None and ":" not in self.auth_digest:
             raise InvalidConnectionConfig("auth_digest", "expected user:password")
         if self.acl is not AclPolicy.OPEN and self.auth_digest is None:

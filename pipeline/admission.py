@@ -15,6 +15,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
+
+from annotated_types import Ge, Gt, Interval
 
 MiB = 1 << 20
 
@@ -25,29 +28,20 @@ class AdmissionConfig:
 
     # Bytes accepted but not yet durable.  With group commit the queue drains every fsync, so
     # this only fills when the disk falls behind; 256 MiB is ~1 s of a fast disk and bounds
-    # the server's memory.
-    max_pending_bytes: int = 256 * MiB
+    # the server's memory.  (A call larger than this is admitted alone, when nothing else is
+    # pending, so no limit refuses a call for ever.)
+    max_pending_bytes: Annotated[int, Ge(1)] = 256 * MiB
     # Scribe's max_msg_per_second; 0 turns the limit off (the default, as in Scribe).
-    rate_messages_per_s: float = 0.0
-    rate_bytes_per_s: float = 0.0
+    rate_messages_per_s: Annotated[float, Ge(0)] = 0.0
+    rate_bytes_per_s: Annotated[float, Ge(0)] = 0.0
     # How much unused rate may be saved up, in seconds of the rate.
-    rate_burst_s: float = 1.0
+    rate_burst_s: Annotated[float, Gt(0)] = 1.0
     # Refuse before the file system is full, so a full disk never reaches the journal's write.
-    min_free_disk_bytes: int = 256 * MiB
-    # statvfs is cheap but not free; checking once a second is enough to stop in time.
-    disk_check_interval_s: float = 1.0
-
-    def __post_init__(self) -> None:
-        for name in ("max_pending_bytes", "min_free_disk_bytes"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative")
-        for name in ("rate_messages_per_s", "rate_bytes_per_s"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative (0 turns it off)")
-        if self.rate_burst_s <= 0:
-            raise ValueError("rate_burst_s must be positive")
-        if self.disk_check_interval_s <= 0:
-            raise ValueError("disk_check_interval_s must be positive")
+    # 0 leaves only the journal's own ENOSPC to refuse.
+    min_free_disk_bytes: Annotated[int, Ge(0)] = 256 * MiB
+    # statvfs is cheap but not free; checking once a second is enough to stop in time.  At
+    # most a minute: a fast disk fills tens of GiB in longer, and the check would come late.
+    disk_check_interval_s: Annotated[float, Interval(gt=0, le=60)] = 1.0
 
 
 class Refusal(enum.Enum):
@@ -57,6 +51,7 @@ class Refusal(enum.Enum):
     QUEUE = "denied for queue size"
     RATE = "denied for rate"
     DISK = "denied for disk space"
+    DESCRIPTORS = "denied for file descriptors"
     WRITER = "denied for failed writer"
 
 
@@ -122,8 +117,9 @@ class Admission:
             return Refusal.STOPPING
         pending = self._pending_bytes()
         limit = self.config.max_pending_bytes
-        # ">=" for the queue itself: a full queue refuses even the empty probe.
-        if pending >= limit or pending + nbytes > limit:
+        # ">=" for the queue itself: a full queue refuses even the empty probe.  With nothing
+        # pending any call passes, however large: otherwise a call over the limit could never.
+        if pending >= limit or (pending and pending + nbytes > limit):
             return Refusal.QUEUE
         if not self.disk_ok():
             return Refusal.DISK

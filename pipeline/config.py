@@ -14,7 +14,9 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from annotated_types import Ge, Interval
 
 from consumers.cassandra import CassandraConfig
 from journal import JournalConfig
@@ -34,14 +36,11 @@ class JournalSection:
 
     dir: Path = Path("var/journal")
     # How often retention runs; it deletes whole segments only, so once a minute is plenty.
-    retention_check_interval_s: float = 60.0
+    # From a second (more often only burns CPU) to a day (so old segments do not pile up).
+    retention_check_interval_s: Annotated[float, Interval(ge=1, le=86400)] = 60.0
     # Never delete what a registered consumer group has not committed (operators may turn off).
     retention_respects_consumers: bool = True
     settings: JournalConfig = field(default_factory=JournalConfig)
-
-    def __post_init__(self) -> None:
-        if self.retention_check_interval_s <= 0:
-            raise ValueError("retention_check_interval_s must be positive")
 
 
 @dataclass(frozen=True)
@@ -50,25 +49,25 @@ class LogConfig:
 
     level: str = "info"
     format: str = "logfmt"
-    # Daemons log a status line (throughput, lag) this often.
-    status_interval_s: float = 60.0
+    # Daemons log a status line (throughput, lag) this often: from every second (more would
+    # drown the log) to daily.
+    status_interval_s: Annotated[float, Interval(ge=1, le=86400)] = 60.0
     # Of each kind of warning (one call site: "call rejected", "protocol error"), this many
     # lines pass per window; the rest are counted and summed up in one line, so a client
     # cannot flood the log.  Five lines show a flood's pattern (peers, reasons).
-    repeat_burst: int = 5
-    # How long a kind's budget lasts, and so how often at most its summary line comes.
-    repeat_window_s: float = 10.0
+    repeat_burst: Annotated[int, Ge(1)] = 5
+    # How long a kind's budget lasts, and so how often at most its summary line comes (at
+    # least hourly, so a flood is reported while it matters).
+    repeat_window_s: Annotated[float, Interval(gt=0, le=3600)] = 10.0
     # Kinds tracked at once: some are keyed by client data (a category); past this many
     # they share their call site's budget, so the tracking's memory stays bounded.
-    max_repeat_kinds: int = 1024
+    max_repeat_kinds: Annotated[int, Ge(1)] = 1024
 
     def __post_init__(self) -> None:
         if self.level.lower() not in ("debug", "info", "warning", "error"):
             raise ValueError(f"level {self.level!r} is not debug, info, warning or error")
         if self.format not in ("logfmt", "json"):
             raise ValueError(f"format {self.format!r} is not logfmt or json")
-        if self.status_interval_s <= 0:
-            raise ValueError("status_interval_s must be positive")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,9 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from annotated_types import Interval
 
 from consumers import CassandraSinkConfig, FileSinkConfig, ForwardSinkConfig, GroupConfig
 from consumers.sinks.cassandra import BUILTINS, PluginError, build_plugin, is_plugin
@@ -50,23 +52,18 @@ class CoordinationConfig:
     state_dir: Path = Path("var/consumers")
     # How often members look for partitions to take or give back (local), or re-check that
     # their ownership nodes and epochs are still theirs (ZooKeeper, which also reacts to watches).
-    rescan_interval_s: float = 1.0
+    # From 10 ms (more often only burns CPU) to an hour (a dead member's partitions wait that).
+    rescan_interval_s: Annotated[float, Interval(ge=0.01, le=3600)] = 1.0
     # A revoked partition's final commit may take this long before its lock is released anyway.
-    revoke_timeout_s: float = 30.0
+    revoke_timeout_s: Annotated[float, Interval(gt=0, le=3600)] = 30.0
     # ZooKeeper: assignment waits until membership has been stable this long, so that members
     # starting or stopping together cause one rebalance, not one per member.  A dead member's
     # partitions are consumed again within about session_timeout_s plus this.
-    settle_s: float = 1.0
+    settle_s: Annotated[float, Interval(ge=0, le=3600)] = 1.0
     # ZooKeeper: the ensemble and the root (chroot) under which groups keep their znodes.
     zookeeper: ZooKeeperConfig = field(
         default_factory=lambda: ZooKeeperConfig(chroot=DEFAULT_ZOOKEEPER_CHROOT)
     )
-
-    def __post_init__(self) -> None:
-        if self.rescan_interval_s <= 0 or self.revoke_timeout_s <= 0:
-            raise ValueError("rescan_interval_s and revoke_timeout_s must be positive")
-        if not self.settle_s >= 0:
-            raise ValueError(f"settle_s must not be negative, got {self.settle_s!r}")
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Annotated
 
 import trio
+from annotated_types import Interval
 
 from journal import Journal, JournalClosed, JournalError, JournalFull
 from pipeline import __version__, logs
@@ -46,10 +48,10 @@ class Fb303Config:
 
     # setOption keeps what clients set, for getOption to read back; no option changes how
     # the server behaves, so a few dozen are plenty, and the bound keeps clients from growing
-    # memory (at most max_options * max_option_bytes, 256 KiB by default).
-    max_options: int = 64
-    # Key plus value, in UTF-8 bytes: room for a path or a short JSON document.
-    max_option_bytes: int = 4096
+    # memory (at most max_options * max_option_bytes, 256 KiB by default).  0 keeps none.
+    max_options: Annotated[int, Interval(ge=0, le=65536)] = 64
+    # Key plus value, in UTF-8 bytes: room for a path or a short JSON document; at most 1 MiB.
+    max_option_bytes: Annotated[int, Interval(ge=1, le=1 << 20)] = 4096
 
 
 def remote_shutdown_allowed(server: ServerConfig) -> bool:

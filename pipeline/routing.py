@@ -24,6 +24,9 @@ import random
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Annotated
+
+from annotated_types import Ge, Gt, Interval
 
 from scribe_compat import LogBatch
 
@@ -48,14 +51,15 @@ class RouteConfig:
 
     # "name" matches exactly, "prefix*" matches by prefix, "default" catches the rest.
     category: str
-    partitions: int = 1
+    # Each partition is a directory and an open writer: 65536 is far beyond any need.
+    partitions: Annotated[int, Interval(ge=1, le=65536)] = 1
     partitioner: Partitioner = Partitioner.ROUND_ROBIN
     # key-hash: the key is the message up to the first delimiter (the whole message without one).
     key_delimiter: str = ":"
     # The journal category to write to; by default the event's own category.
     target: str | None = None
-    retention_age_s: float | None = None
-    retention_bytes: int | None = None
+    retention_age_s: Annotated[float, Gt(0)] | None = None
+    retention_bytes: Annotated[int, Ge(1)] | None = None
 
     def __post_init__(self) -> None:
         if not self.category:
@@ -65,16 +69,10 @@ class RouteConfig:
             raise ValueError(f"route {self.category!r}: '*' may only end a prefix pattern")
         if self.category == "*":
             raise ValueError("route '*': write 'default' for the catch-all route")
-        if not 1 <= self.partitions <= 65536:
-            raise ValueError(f"route {self.category!r}: partitions must be 1..65536")
         if self.partitioner is Partitioner.KEY_HASH and not self.key_delimiter:
             raise ValueError(f"route {self.category!r}: key-hash needs a key_delimiter")
         if self.target is not None and not self.target:
             raise ValueError(f"route {self.category!r}: target must not be empty")
-        if self.retention_age_s is not None and self.retention_age_s <= 0:
-            raise ValueError(f"route {self.category!r}: retention_age_s must be positive")
-        if self.retention_bytes is not None and self.retention_bytes <= 0:
-            raise ValueError(f"route {self.category!r}: retention_bytes must be positive")
 
     @property
     def is_prefix(self) -> bool:
@@ -88,10 +86,10 @@ class RoutingConfig:
     routes: tuple[RouteConfig, ...] = (RouteConfig(DEFAULT_PATTERN),)
     unroutable: Unroutable = Unroutable.DROP
     catch_all_category: str = "scribe_unroutable"
-    catch_all_partitions: int = 1
+    catch_all_partitions: Annotated[int, Interval(ge=1, le=65536)] = 1
     # Route lookups are cached per category; the cache is cleared when it grows past this, so
     # a client inventing categories cannot grow memory without bound.
-    max_cached_categories: int = 65536
+    max_cached_categories: Annotated[int, Ge(1)] = 65536
 
     def __post_init__(self) -> None:
         seen: set[tuple[str, str | None]] = set()
@@ -102,10 +100,6 @@ class RoutingConfig:
             seen.add(ident)
         if not self.catch_all_category or "*" in self.catch_all_category:
             raise ValueError("catch_all_category must be a plain, non-empty category")
-        if not 1 <= self.catch_all_partitions <= 65536:
-            raise ValueError("catch_all_partitions must be 1..65536")
-        if self.max_cached_categories < 1:
-            raise ValueError("max_cached_categories must be positive")
 
 
 @dataclass

@@ -1,20 +1,38 @@
 """Turning TOML tables and environment variables into the components' frozen dataclasses.
 
-Every component owns a frozen, validated dataclass with defaults (``ServerConfig``,
-``JournalConfig``, ...).  This module fills one from a mapping, checking each key against the
-dataclass's field types, so an invalid file fails at start with the key's full dotted name and
-the problem.  Nested dataclass fields are sub-tables.  Environment overrides use
+Every component owns a frozen dataclass with defaults (``ServerConfig``, ``JournalConfig``,
+...).  This module fills one from a mapping, checking each key against the dataclass's field
+types, so an invalid file fails at start with the key's full dotted name and the problem.
+Nested dataclass fields are sub-tables.  Environment overrides use
 ``PIPELINE_<SECTION>__<KEY>`` (double underscores between levels), values parsed as the field's
 type.
+
+This is the one place where values are checked against their range, so that any configuration
+that loads also runs:
+
+* every float must be finite (TOML and the environment both spell ``nan`` and ``inf``, and a
+  NaN interval or rate silently turns a check off or refuses every call);
+* a field declares its range beside its type, with ``annotated_types``' markers::
+
+      rate_burst_s: Annotated[float, Gt(0)] = 1.0
+      port: Annotated[int, Interval(ge=1, le=65535)] = 9042
+
+  (a third-party vocabulary, so that every package can declare ranges without importing the
+  application);
+* what only the dataclass can judge (one field against another) stays in its
+  ``__post_init__``; a ``ValueError`` there that starts with a field's name is reported under
+  that field's key.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import math
+import operator
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,7 +49,7 @@ def build(cls: type[T], data: Mapping[str, Any], key: str) -> T:
         raise ConfigError(key, f"expected a table, got {type(data).__name__}")
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls!r} is not a dataclass")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
@@ -41,12 +59,62 @@ def build(cls: type[T], data: Mapping[str, Any], key: str) -> T:
     try:
         return cls(**values)
     except (ValueError, TypeError) as exc:
-        raise ConfigError(key, str(exc)) from exc
+        name, problem = _field_named_by(exc, fields)
+        raise ConfigError(_join(key, name) if name else key, problem) from exc
+
+
+def _field_named_by(exc: Exception, fields: Mapping[str, Any]) -> tuple[str | None, str]:
+    """The field a ``__post_init__`` error is about (its ``field`` attribute, or the message's
+    first word, as in "port must be ..." or "port: ..."), and the problem to report."""
+    message = str(exc)
+    named = getattr(exc, "field", None)
+    if isinstance(named, str) and named.split(".")[0] in fields:
+        return named, str(getattr(exc, "problem", message))
+    first, colon, rest = message.partition(":")
+    if colon and first in fields:
+        return first, rest.strip()
+    word = message.split(" ", 1)[0]
+    return (word if word in fields else None), message
+
+
+# annotated_types' bound attributes, how each is checked, and how it reads.
+_BOUNDS = {
+    "gt": (operator.gt, ">"),
+    "ge": (operator.ge, ">="),
+    "lt": (operator.lt, "<"),
+    "le": (operator.le, "<="),
+}
+
+
+def bounds_of(metadata: Iterable[Any]) -> dict[str, Any]:
+    """The bounds (``gt``, ``ge``, ``lt``, ``le``) declared by ``Annotated`` metadata."""
+    found: dict[str, Any] = {}
+    for marker in metadata:
+        for name in _BOUNDS:
+            limit = getattr(marker, name, None)
+            if limit is not None:
+                found[name] = limit
+    return found
+
+
+def _check_bounds(value: Any, metadata: Iterable[Any], key: str) -> None:
+    bounds = bounds_of(metadata)
+    if value is None or not bounds:
+        return
+    if all(_BOUNDS[name][0](value, limit) for name, limit in bounds.items()):
+        return
+    allowed = " and ".join(f"{_BOUNDS[name][1]} {limit}" for name, limit in bounds.items())
+    raise ConfigError(key, f"must be {allowed}, got {value!r}")
 
 
 def convert(hint: Any, value: Any, key: str) -> Any:
     """Check and convert one TOML value to the annotated type ``hint``."""
     origin = typing.get_origin(hint)
+    if origin is typing.Annotated:
+        base, *metadata = typing.get_args(hint)
+        converted = convert(base, value, key)
+        _check_bounds(converted, metadata, key)
+        return converted
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(hint) if a is not type(None)]
         if value is None:
@@ -86,6 +154,8 @@ def convert(hint: Any, value: Any, key: str) -> Any:
         raise ConfigError(key, f"expected an integer, got {value!r}")
     if hint is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(key, f"expected a finite number, got {value!r}")
             return float(value)
         raise ConfigError(key, f"expected a number, got {value!r}")
     if hint is str:

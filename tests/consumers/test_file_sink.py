@@ -201,8 +201,6 @@ async def test_writers_in_several_processes_share_a_category(tmp_path: Path) -> 
 def test_config_validation() -> None:
     with pytest.raises(ValueError, match="rotate_period"):
         FileSinkConfig(file_path=Path("x"), rotate_period="weekly")
-    with pytest.raises(ValueError, match="max_size"):
-        FileSinkConfig(file_path=Path("x"), max_size=0)
     assert FileSinkConfig(file_path=Path("x"), rotate_period="5m").rotate_period_s == 300
     assert FileSinkConfig(file_path=Path("x"), rotate_period="2d").rotate_period_s == 172800
 

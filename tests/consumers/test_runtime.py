@@ -292,8 +292,6 @@ def test_group_config_validation() -> None:
         GroupConfig(name="g", categories=("a*b",))
     with pytest.raises(ValueError, match="sink"):
         GroupConfig(name="g", sink="kafka")
-    with pytest.raises(ValueError, match="batch_messages"):
-        GroupConfig(name="g", batch_messages=0)
     with pytest.raises(ValueError, match="name"):
         GroupConfig(name="")
 

@@ -39,6 +39,14 @@ def test_stopping_refuses_everything_including_the_probe() -> None:
     assert admission.check(0, 0) is Refusal.STOPPING
 
 
+def test_a_call_larger_than_the_limit_passes_alone() -> None:
+    # Else it could never pass, and its client would retry it for ever.
+    admission, _, state = make(AdmissionConfig(max_pending_bytes=1000))
+    assert admission.check(1, 5000) is None
+    state["pending"] = 1
+    assert admission.check(1, 5000) is Refusal.QUEUE
+
+
 def test_queue_limit_counts_the_batch_itself() -> None:
     admission, _, state = make(AdmissionConfig(max_pending_bytes=1000), pending=900)
     assert admission.check(1, 100) is None
@@ -88,7 +96,7 @@ def test_journal_full_refuses_until_space_returns() -> None:
 
 
 def test_reconfigure_applies_new_limits() -> None:
-    admission, _, _ = make(AdmissionConfig(max_pending_bytes=10))
+    admission, _, _ = make(AdmissionConfig(max_pending_bytes=10), pending=5)
     assert admission.check(1, 100) is Refusal.QUEUE
     admission.reconfigure(AdmissionConfig(max_pending_bytes=1000))
     assert admission.check(1, 100) is None

@@ -140,7 +140,6 @@ def test_route_cache_is_bounded() -> None:
         {"category": ""},
         {"category": "a*b"},
         {"category": "*"},
-        {"category": "x", "partitions": 0},
         {"category": "x", "partitioner": Partitioner.KEY_HASH, "key_delimiter": ""},
     ],
 )

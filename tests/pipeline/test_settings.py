@@ -65,7 +65,7 @@ def test_builds_every_supported_type() -> None:
         ({"mode": "c"}, "outer.mode", "is not one of"),
         ({"inner": {"size": "big"}}, "outer.inner.size", "expected an integer"),
         ({"inner": 3}, "outer.inner", "expected a table"),
-        ({"ratio": -1}, "outer", "ratio must not be negative"),
+        ({"ratio": -1}, "outer.ratio", "ratio must not be negative"),
         ({"limit": True}, "outer.limit", "expected an integer"),
     ],
 )

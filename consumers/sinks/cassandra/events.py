@@ -11,10 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
+
+from annotated_types import Ge, Interval
 
 from consumers.sinks.cassandra.model import BaseMaterializer, Event, Materialized, Row, TableSpec
 from consumers.sinks.cassandra.naming import check_name
+
+# Cassandra's limit on a TTL: 20 years.
+MAX_TTL_S = 630_720_000
+# Seconds until a row expires; 0 never.
+TtlS = Annotated[int, Interval(ge=0, le=MAX_TTL_S)]
 
 
 @dataclass(frozen=True)
@@ -24,21 +31,13 @@ class EventsOptions:
     table: str = "events"
     # One hour keeps a partition of a busy category at tens of MB (10,000 events/s of 200 bytes
     # is 7 GB an hour: raise the rate, lower the bucket).
-    bucket_s: int = 3600
+    bucket_s: Annotated[int, Ge(1)] = 3600
     # Rows expire after this many seconds (0: never); with a TTL the table uses
     # TimeWindowCompactionStrategy with windows of about a thirtieth of it.
-    ttl_s: int = 0
+    ttl_s: TtlS = 0
 
     def __post_init__(self) -> None:
         check_name("table", self.table)
-        if isinstance(self.bucket_s, bool) or self.bucket_s < 1:
-            raise ValueError(f"bucket_s must be a positive number of seconds, got {self.bucket_s}")
-        if isinstance(self.ttl_s, bool) or not 0 <= self.ttl_s <= MAX_TTL_S:
-            raise ValueError(f"ttl_s must be 0..{MAX_TTL_S} seconds, got {self.ttl_s}")
-
-
-# Cassandra's limit on a TTL: 20 years.
-MAX_TTL_S = 630_720_000
 
 
 def events_table(name: str, ttl_s: int = 0) -> TableSpec:

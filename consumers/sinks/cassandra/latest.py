@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from consumers.sinks.cassandra.events import MAX_TTL_S
+from consumers.sinks.cassandra.events import TtlS
 from consumers.sinks.cassandra.jsonfields import MISSING, NotJson, lookup, parse_object, parse_path
 from consumers.sinks.cassandra.model import (
     BaseMaterializer,
@@ -42,7 +42,7 @@ class LatestOptions:
     key_field: str | None = None
     key_delimiter: str | None = None
     # Rows expire this long after their event's write (0: never).
-    ttl_s: int = 0
+    ttl_s: TtlS = 0
 
     def __post_init__(self) -> None:
         check_name("table", self.table)
@@ -52,8 +52,6 @@ class LatestOptions:
             parse_path(self.key_field)
         if self.key_delimiter is not None and not self.key_delimiter:
             raise ValueError("key_delimiter must not be empty")
-        if isinstance(self.ttl_s, bool) or not 0 <= self.ttl_s <= MAX_TTL_S:
-            raise ValueError(f"ttl_s must be 0..{MAX_TTL_S} seconds, got {self.ttl_s}")
 
 
 def latest_table(name: str) -> TableSpec:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from consumers.sinks.cassandra.cqltypes import ConversionError, converter, parse_type
-from consumers.sinks.cassandra.events import MAX_TTL_S
+from consumers.sinks.cassandra.events import MAX_TTL_S, TtlS
 from consumers.sinks.cassandra.jsonfields import MISSING, NotJson, lookup, parse_object, parse_path
 from consumers.sinks.cassandra.model import (
     BaseMaterializer,
@@ -86,7 +86,7 @@ class MappingOptions:
     columns: dict[str, str] = field(default_factory=dict)
     # column -> a fixed value.
     constants: dict[str, Any] = field(default_factory=dict)
-    ttl_s: int = 0
+    ttl_s: TtlS = 0
     ttl_field: str | None = None
     timestamp_field: str | None = None
     timestamp_unit: str = "ms"
@@ -112,8 +112,6 @@ class MappingOptions:
             check_name(f"constants.{column}", column)
             if column in self.columns:
                 raise ValueError(f"constants.{column}: the column also has a field in columns")
-        if isinstance(self.ttl_s, bool) or not 0 <= self.ttl_s <= MAX_TTL_S:
-            raise ValueError(f"ttl_s must be 0..{MAX_TTL_S} seconds, got {self.ttl_s}")
         for name in ("ttl_field", "timestamp_field"):
             path = getattr(self, name)
             if path is not None:
