@@ -26,6 +26,7 @@ from journal.errors import (
 from journal.fileio import FileIO
 from journal.identity import read_journal_id
 from journal.layout import category_dir_name, category_from_dir_name, read_category
+from journal.open_files import FILES_PER_WRITER
 from journal.reader import JournalReader, open_reader
 from journal.store import Journal, open_journal
 from journal.tools import list_partitions, repair, verify
@@ -42,6 +43,7 @@ from journal.types import (
 )
 
 __all__ = [
+    "FILES_PER_WRITER",
     "AppendResult",
     "BatchRejected",
     "CategoryLimitReached",

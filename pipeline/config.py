@@ -40,6 +40,12 @@ class JournalSection:
     retention_check_interval_s: Annotated[float, Interval(ge=1, le=86400)] = 60.0
     # Never delete what a registered consumer group has not committed (operators may turn off).
     retention_respects_consumers: bool = True
+    # Descriptors kept free beyond the partition writers' files, for connections, recovery,
+    # retention and readers: with fewer free, status is WARNING; a descriptor limit below
+    # max_open_partitions x 3 + this refuses to start.  64 covers a burst of new connections and
+    # a reopened partition or two while the server answers TRY_LATER instead of failing calls.
+    # At most Linux's default ceiling for any process (nr_open, 1,048,576).
+    min_free_descriptors: Annotated[int, Interval(ge=0, le=1 << 20)] = 64
     settings: JournalConfig = field(default_factory=JournalConfig)
 
 

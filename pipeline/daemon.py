@@ -3,6 +3,10 @@
 A stop (``Daemon.request_stop``, fb303 ``shutdown``) drains: ``Log`` answers TRY_LATER, every
 call in progress finishes, the journal flushes and closes.  Signals are handled one level up,
 in ``pipeline.supervisor``.
+
+Before anything opens, the soft file descriptor limit is raised to the hard one, and a limit
+still too low for the configuration is a start-up error (``pipeline.descriptors``), as is any
+OSError opening the journal: one line and exit 70, never a traceback.
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ from journal import FileIO, Journal, JournalError, PartitionId, RetentionPolicy,
 from pipeline import config as config_module
 from pipeline.admission import Admission, free_disk_bytes
 from pipeline.config import PipelineConfig
+from pipeline.descriptors import DescriptorWatch, check_limit, raise_soft_limit
 from pipeline.errors import StartupError
 from pipeline.log_service import LogService, remote_shutdown_allowed
-from pipeline.routing import Router
+from pipeline.routing import Router, RoutingConfig, Unroutable
 from scribe_compat import ScribeServer, serve_scribe
 
 log = logging.getLogger(__name__)
@@ -58,17 +63,39 @@ async def serve_pipeline(
     ``file_io`` replaces the journal's write and sync calls (tests inject failures there).
     """
     journal_dir = config.journal.dir
+    limit = raise_soft_limit()
+    problem = check_limit(
+        limit, config.journal.settings.max_open_partitions, config.journal.min_free_descriptors
+    )
+    if problem is not None:
+        raise StartupError(problem)
     try:
         journal_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StartupError(f"cannot create journal directory {journal_dir}: {exc}") from exc
     stop = trio.Event()
+    opened = False
     try:
         journal_cm = open_journal(journal_dir, config.journal.settings, file_io=file_io)
         async with journal_cm as journal:
+            opened = True
             await _serve(config, journal, stop, retention_floors, task_status)
     except JournalError as exc:
         raise StartupError(f"journal {journal_dir}: {exc}") from exc
+    except OSError as exc:
+        if opened:
+            raise
+        # E.g. out of descriptors while recovering: the file is named, the fix is the limit.
+        raise StartupError(f"journal {journal_dir} did not open: {exc}") from exc
+
+
+def _router(routing: RoutingConfig, journal: Journal) -> Router:
+    """A router that journals only categories the journal may create (max_categories)."""
+    router = Router(routing, admit_category=journal.claim_category)
+    if routing.unroutable is Unroutable.JOURNAL:
+        # Where events over the limit go must itself never be over it.
+        journal.claim_category(router.catch_all_category, beyond_limit=True)
+    return router
 
 
 async def _serve(
@@ -87,7 +114,7 @@ async def _serve(
             log.info("reload requested without a configuration file: nothing to reload")
             return
         new = config_module.load(current.source)
-        service.router = Router(new.routing)
+        service.router = _router(new.routing, journal)
         service.admission.reconfigure(new.admission)
         if server is not None:
             # New limits apply to connections accepted from now on; the address stays.
@@ -105,12 +132,13 @@ async def _serve(
     service = LogService(
         name=config.name,
         journal=journal,
-        router=Router(config.routing),
+        router=_router(config.routing, journal),
         admission=admission,
         reload=reload,
         request_stop=stop.set,
         fb303=config.fb303,
         allow_remote_shutdown=remote_shutdown_allowed(config.server),
+        descriptors=DescriptorWatch(config.journal.min_free_descriptors),
     )
 
     async with trio.open_nursery() as nursery:
@@ -165,6 +193,8 @@ async def _log_status(service: LogService, server: ScribeServer) -> None:
             "received_bad": counters.get("scribe_overall:received bad", 0),
             "pending_bytes": service.journal.pending_bytes,
             "failed_writers": len(service.journal.failures()),
+            "categories": service.journal.category_count,
+            "open_partition_files": service.journal.open_partition_files,
         },
     )
 

@@ -13,6 +13,7 @@ logged at a bounded rate; the calls still answer as fb303 says (void, oneway).
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 import time
@@ -23,9 +24,17 @@ from typing import Annotated
 import trio
 from annotated_types import Interval
 
-from journal import Journal, JournalClosed, JournalError, JournalFull
+from journal import (
+    Journal,
+    JournalClosed,
+    JournalError,
+    JournalFull,
+    TooManyOpenFiles,
+    WriterFailure,
+)
 from pipeline import __version__, logs
 from pipeline.admission import Admission, Refusal
+from pipeline.descriptors import DescriptorWatch
 from pipeline.logs import RateLimitedLog
 from pipeline.routing import AppendGroup, Plan, Router
 from scribe_compat import FbStatus, LogBatch, ResultCode, ScribeCounters, ServerConfig
@@ -35,6 +44,8 @@ log = logging.getLogger(__name__)
 RECEIVED_GOOD = "received good"
 RECEIVED_BAD = "received bad"
 RECEIVED_BLANK = "received blank category"
+# Events a route did not journal because their category would be one over journal.max_categories.
+OVER_CATEGORY_LIMIT = "over category limit"
 OPTIONS_REFUSED = "fb303:options refused"
 SHUTDOWN_REFUSED = "fb303:shutdown refused"
 REINITIALIZE_REFUSED = "fb303:reinitialize refused"
@@ -81,9 +92,12 @@ class LogService:
         clock: Callable[[], float] = time.time,
         fb303: Fb303Config | None = None,
         allow_remote_shutdown: bool = True,
+        descriptors: DescriptorWatch | None = None,
     ) -> None:
         self.name = name
         self.journal = journal
+        # Whether file descriptors run short (fb303 status); None: not watched.
+        self.descriptors = descriptors
         self.router = router
         self.admission = admission
         self.counters = ScribeCounters()
@@ -138,8 +152,11 @@ class LogService:
         failures = self.journal.failures()
         if not failures:
             return None
-        failed = {(f.pid.category, f.pid.partition) for f in failures}
-        return Refusal.WRITER if any(key in failed for key in plan.appends) else None
+        failed = {(f.pid.category, f.pid.partition): f for f in failures}
+        for key in plan.appends:
+            if (failure := failed.get(key)) is not None:
+                return _failure_refusal(failure)
+        return None
 
     async def _write(self, plan: Plan) -> Refusal | None:
         """Append every group; None when all are durable, else why one is not."""
@@ -165,6 +182,9 @@ class LogService:
             self.admission.note_disk_full()
             self._warn.warning("journal full", "journal full: answering TRY_LATER")
             return Refusal.DISK
+        except TooManyOpenFiles:
+            self._warn.warning("out of descriptors", "out of file descriptors: answering TRY_LATER")
+            return Refusal.DESCRIPTORS
         except JournalClosed:
             return Refusal.STOPPING
         except JournalError as exc:
@@ -196,6 +216,16 @@ class LogService:
                 messages=count,
                 policy=self.router.config.unroutable.value,
             )
+        for category, count in plan.over_limit.items():
+            counters.incr(category, OVER_CATEGORY_LIMIT, count)
+            self._warn.warning(
+                "category limit",
+                "category not journaled: journal.max_categories reached",
+                category=category.decode("utf-8", "backslashreplace"),
+                messages=count,
+                limit=self.journal.config.max_categories,
+                policy=self.router.config.unroutable.value,
+            )
         if plan.blank:
             counters.incr_overall(RECEIVED_BLANK, plan.blank)
             self._warn.warning(
@@ -218,14 +248,21 @@ class LogService:
             return FbStatus.STARTING
         if self.admission.stopping:
             return FbStatus.STOPPING
-        if self.journal.failures() or self.admission.disk_problem():
+        if self.journal.failures() or self.admission.disk_problem() or self._descriptor_problem():
             return FbStatus.WARNING
         return FbStatus.ALIVE
 
     def get_status_details(self) -> str:
-        problems = [f"journal writer failed: {f.pid}: {f.error}" for f in self.journal.failures()]
+        problems = [
+            f"journal partition unavailable, retrying: {f.pid}: {f.error}"
+            if f.transient
+            else f"journal writer failed: {f.pid}: {f.error}"
+            for f in self.journal.failures()
+        ]
         if disk := self.admission.disk_problem():
             problems.append(disk)
+        if descriptors := self._descriptor_problem():
+            problems.append(descriptors)
         if self.admission.stopping:
             problems.append("stopping")
         return "; ".join(problems)
@@ -235,10 +272,16 @@ class LogService:
         counters["journal:pending bytes"] = self.journal.pending_bytes
         counters["journal:failed writers"] = len(self.journal.failures())
         counters["journal:partitions"] = len(self.journal.partitions())
+        counters["journal:categories"] = self.journal.category_count
+        counters["journal:open partition files"] = self.journal.open_partition_files
+        counters["journal:partition files reopened"] = self.journal.reopened_partitions
         for source in self.counter_sources:
             for key, value in source().items():
                 counters[key] = counters.get(key, 0) + value
         return counters
+
+    def _descriptor_problem(self) -> str | None:
+        return None if self.descriptors is None else self.descriptors.problem()
 
     def get_counter(self, key: str) -> int:
         return self.get_counters().get(key, 0)
@@ -308,3 +351,11 @@ class LogService:
             method=method,
             refused_total=self._refused[counter],
         )
+
+
+def _failure_refusal(failure: WriterFailure) -> Refusal:
+    """How a call touching a partition that cannot write is counted."""
+    if not failure.transient:
+        return Refusal.WRITER
+    code = getattr(failure.error, "errno", None)
+    return Refusal.DISK if code in (errno.ENOSPC, errno.EDQUOT) else Refusal.DESCRIPTORS

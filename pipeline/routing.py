@@ -11,6 +11,10 @@ Matching follows Scribe's store matching with one deliberate change:
    (``received bad`` / ``received blank category``) and, per configuration, dropped or journaled
    to a catch-all category with the original category kept in the message metadata.
 
+A route whose journal category the journal may not create (``journal.max_categories`` reached:
+the router asks ``admit_category``) does not receive the event; an event left without a route that
+way is unroutable too, and counted in ``Plan.over_limit`` besides.
+
 Within a route, a partitioner picks the partition: ``round-robin`` and ``random`` place all of a
 call's events for that category in one partition (one journal record, order kept), ``key-hash``
 hashes the part of each message before ``key_delimiter`` (like Scribe's bucket store) with CRC-32,
@@ -22,7 +26,7 @@ from __future__ import annotations
 import enum
 import random
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -125,6 +129,9 @@ class Plan:
     # Per source category: events routed (good) and events without a route (bad).
     good: dict[bytes, int] = field(default_factory=dict)
     bad: dict[bytes, int] = field(default_factory=dict)
+    # Per source category: events some route did not receive, its journal category being one
+    # the journal may not create (they are also in ``bad`` when no route received them).
+    over_limit: dict[bytes, int] = field(default_factory=dict)
     blank: int = 0
     nbytes: int = 0
 
@@ -182,10 +189,21 @@ def _group(plan: Plan, category: bytes, partition: int) -> AppendGroup:
 
 
 class Router:
-    """Compiled routing table; ``plan`` is the per-call hot path."""
+    """Compiled routing table; ``plan`` is the per-call hot path.
 
-    def __init__(self, config: RoutingConfig, rng: random.Random | None = None) -> None:
+    ``admit_category`` says whether the journal may write a journal category (creating it if
+    new; ``journal.Journal.claim_category``); without it, every category may be written.
+    """
+
+    def __init__(
+        self,
+        config: RoutingConfig,
+        rng: random.Random | None = None,
+        *,
+        admit_category: Callable[[bytes], bool] | None = None,
+    ) -> None:
         self.config = config
+        self._admit = admit_category
         rng = rng or random.Random()
         self._exact: dict[str, list[Route]] = {}
         self._prefixes: list[tuple[bytes, list[Route]]] = []
@@ -264,6 +282,11 @@ class Router:
             plan.nbytes += sum(map(len, messages))
             metadata = with_metadata.get(category)
             routes = self.routes_for(category) if category.strip() else None
+            if routes and self._admit is not None:
+                admitted = [r for r in routes if self._admit(r.journal_category(category))]
+                if len(admitted) < len(routes):
+                    plan.over_limit[category] = len(messages)
+                    routes = admitted
             if routes:
                 plan.good[category] = len(messages)
                 for route in routes:
@@ -278,6 +301,11 @@ class Router:
                     plan, category, messages, _with_original(category, messages, metadata)
                 )
         return plan
+
+    @property
+    def catch_all_category(self) -> bytes:
+        """The journal category unroutable events go to under ``unroutable = "journal"``."""
+        return self._catch_all.journal_category(b"")
 
     def retention_for(self, category: bytes) -> RouteConfig | None:
         """The route config whose retention applies to a journal category."""

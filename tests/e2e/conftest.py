@@ -80,6 +80,21 @@ def run_pipeline(
     )
 
 
+_EXEC_WITH_NOFILE = (
+    "import os, resource, sys; "
+    "resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), int(sys.argv[2]))); "
+    "os.execv(sys.argv[3], sys.argv[3:])"
+)
+
+
+def with_nofile(command: list[str], nofile: tuple[int, int] | None) -> list[str]:
+    """``command``, run with RLIMIT_NOFILE ``(soft, hard)`` when given: set by a small Python
+    that then execs it (the same pid), since ``preexec_fn`` is unsafe in a threaded process."""
+    if nofile is None:
+        return command
+    return [sys.executable, "-c", _EXEC_WITH_NOFILE, *map(str, nofile), *command]
+
+
 def write_config(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
@@ -98,6 +113,8 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self._log_start = 0
+        # RLIMIT_NOFILE (soft, hard) for the process, e.g. to run it short of descriptors.
+        self.nofile: tuple[int, int] | None = None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -131,7 +148,7 @@ class ServerProcess:
         cwd.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                pipeline_command(*args),
+                with_nofile(pipeline_command(*args), self.nofile),
                 stdout=log,
                 stderr=log,
                 stdin=subprocess.DEVNULL,
