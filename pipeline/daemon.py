@@ -148,6 +148,7 @@ async def _serve(
             raise StartupError(
                 f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}"
             ) from exc
+        service.counter_sources.append(server.counters)  # connections and buffers in getCounters
         nursery.start_soon(
             _every,
             config.journal.retention_check_interval_s,

@@ -12,6 +12,11 @@ Server side, per connection::
         ...                               # a Call or a RejectedCall, in the order sent
         sock.send(conn.reply(call, value))
 
+``next_event`` is ``next_message`` (find the next complete message: cheap, bounded by what
+arrived) followed by ``decode`` (the costly part, linear in the message).  A server may run
+``decode`` of a large message in a worker thread: it reads only the ``Message`` it is given and
+the connection's immutable limits, so the connection's own task may wait for it elsewhere.
+
 State rules (the invariants the server relies on):
 
 * The framing is decided once, from the connection's first bytes (``framing.detect_framing``).
@@ -25,6 +30,9 @@ State rules (the invariants the server relies on):
   replies are always empty.
 * Buffered bytes without a complete message are bounded by ``max_unparsed_bytes``; framed
   messages by ``max_frame_bytes`` (checked on the 4-byte header, before buffering the frame).
+  The buffer grows only as bytes arrive (a declared frame size reserves nothing), and its
+  memory is given back as soon as it holds no unconsumed byte and when a fatal error breaks
+  the connection, so an idle or broken connection holds no large buffer.
 """
 
 from __future__ import annotations
@@ -125,6 +133,23 @@ CLOSED: Literal[Sentinel.CLOSED] = Sentinel.CLOSED
 
 
 @dataclass(frozen=True, slots=True)
+class Message:
+    """One complete message, its framing removed, not decoded yet (``ServerConnection.decode``)."""
+
+    payload: bytes
+    header: Header
+    framed: bool
+    # The args struct's own fields' wire types (fid -> (type, element or key type, value
+    # type)) when the whole message has been walked already, as an unframed one is to find its
+    # end; None for a framed message, whose body nobody has walked yet.
+    top_fields: dict[int, tuple[int, int, int]] | None = field(repr=False)
+
+    @property
+    def size(self) -> int:
+        return len(self.payload)
+
+
+@dataclass(frozen=True, slots=True)
 class Call:
     """One decoded call; ``args`` is thriftpy2's args struct, fields checked and defaulted."""
 
@@ -136,6 +161,7 @@ class Call:
     # thriftpy2's args struct; None for a ``Log`` call decoded into ``batch`` directly.
     args: Any
     method: Method = field(repr=False)
+    # The columns of a ``Log`` call, built by the decoder (so in its thread, when it has one).
     batch: LogBatch | None = field(default=None, repr=False)
 
     @property
@@ -148,7 +174,8 @@ class Call:
     @property
     def entries(self) -> list[LogEntry]:
         """The entries of a ``Log`` call as ``LogEntry`` objects (bytes category and message)."""
-        if self.batch is not None:
+        if self.args is None:
+            assert self.batch is not None
             return self.batch.entries()
         entries: list[LogEntry] = self.args.messages
         return entries
@@ -208,12 +235,12 @@ class _Reader:
     def __init__(self, limits: CodecLimits, framing: Framing | None) -> None:
         self.limits = limits
         self.framing = framing
-        self._scan_limits = limits.scan_limits()
+        self.scan_limits = limits.scan_limits()
         self._buf = bytearray()
         self._pos = 0
         self._eof = False
-        self._scanner = MessageScanner(self._scan_limits)
-        self._error: ProtocolError | None = None
+        self._scanner = MessageScanner(self.scan_limits)
+        self.error: ProtocolError | None = None
 
     def feed(self, data: bytes | bytearray) -> None:
         if self._eof and data:
@@ -221,6 +248,8 @@ class _Reader:
         if not data:
             self._eof = True
             return
+        if self.error is not None:
+            return  # the connection is broken: nothing it sends is kept
         if self._pos:
             del self._buf[: self._pos]
             self._pos = 0
@@ -230,17 +259,35 @@ class _Reader:
     def buffered(self) -> int:
         return len(self._buf) - self._pos
 
-    def next_message(self) -> tuple[bytes, Header, bool] | Sentinel:
-        """(payload, header, validated) or a sentinel; ``validated`` covers the body too."""
-        if self._error is not None:
-            raise self._error
-        try:
-            return self._next_message()
-        except ProtocolError as exc:
-            self._error = exc
-            raise
+    def fail(self, error: ProtocolError) -> ProtocolError:
+        """Break the connection for good: ``error`` is raised from now on, and the buffer is
+        dropped at once (its bytes can never become a message)."""
+        # Without its traceback: the frames it holds would keep the old buffer alive in their
+        # locals for as long as the error lives (in this reader, until a cyclic collection).
+        self.error = error.with_traceback(None)
+        self._release()
+        return self.error
 
-    def _next_message(self) -> tuple[bytes, Header, bool] | Sentinel:
+    def _release(self) -> None:
+        # Messages leave as copies, so nothing else refers to the old buffer: it is freed here.
+        self._buf = bytearray()
+        self._pos = 0
+
+    def next_message(self) -> Message | Sentinel:
+        """The next complete message (its body walked if unframed) or a sentinel."""
+        if self.error is not None:
+            raise self.error.with_traceback(None)
+        try:
+            message = self._next_message()
+        except ProtocolError as exc:
+            raise self.fail(exc) from None
+        if self._pos == len(self._buf) and self._pos:
+            # Everything received is consumed: give the memory back now rather than at the
+            # next read, which on an idle connection may be an hour away.
+            self._release()
+        return message
+
+    def _next_message(self) -> Message | Sentinel:
         buf = self._buf
         pos = self._pos
         if self.framing is None:
@@ -253,10 +300,10 @@ class _Reader:
                 return self._incomplete()
             payload = _copy(buf, pos + 4, pos + 4 + n)
             self._pos = pos + 4 + n
-            header = parse_header(payload, 0, len(payload), self._scan_limits)
+            header = parse_header(payload, 0, len(payload), self.scan_limits)
             if header is None:
                 raise MalformedMessage(f"frame of {n} bytes ends inside the message header")
-            return payload, header, False
+            return Message(payload, header, True, None)
         scanner = self._scanner
         total = scanner.scan(buf, pos, len(buf))
         if total is None:
@@ -265,7 +312,7 @@ class _Reader:
         assert header is not None
         scanner.reset()
         self._pos = pos + total
-        return _copy(buf, pos, pos + total), header, True
+        return Message(_copy(buf, pos, pos + total), header, False, scanner.last_top_fields)
 
     def _incomplete(self) -> Sentinel:
         buffered = self.buffered
@@ -279,17 +326,21 @@ class _Reader:
             raise UnparsedBytesExceeded(buffered, self.limits.max_unparsed_bytes)
         return NEED_DATA
 
-    def validate_body(self, payload: bytes, header: Header) -> dict[int, tuple[int, int, int]]:
-        """Walk the body of a framed message; returns the top-level fields' wire types."""
-        scanner = MessageScanner(self._scan_limits)
-        total = scanner.scan(payload, 0, len(payload))
-        if total is None:
-            raise MalformedMessage(f"frame of {len(payload)} bytes ends inside the message")
-        if total != len(payload):
-            raise MalformedMessage(
-                f"{len(payload) - total} trailing bytes after the message in its frame"
-            )
-        return scanner.top_fields
+
+def _walk_body(message: Message, limits: ScanLimits) -> dict[int, tuple[int, int, int]]:
+    """The top-level fields' wire types of a message, walking its body if nobody has yet."""
+    if message.top_fields is not None:
+        return message.top_fields
+    payload = message.payload
+    scanner = MessageScanner(limits)
+    total = scanner.scan(payload, 0, len(payload))
+    if total is None:
+        raise MalformedMessage(f"frame of {len(payload)} bytes ends inside the message")
+    if total != len(payload):
+        raise MalformedMessage(
+            f"{len(payload) - total} trailing bytes after the message in its frame"
+        )
+    return scanner.top_fields
 
 
 class ServerConnection:
@@ -314,18 +365,61 @@ class ServerConnection:
 
     def next_event(self) -> ServerEvent:
         """The next call, ``NEED_DATA``, or ``CLOSED``; raises ``ProtocolError`` (fatal)."""
-        item = self._reader.next_message()
-        if isinstance(item, Sentinel):
-            return item
-        payload, header, validated = item
-        framed = not validated
+        message = self.next_message()
+        if isinstance(message, Sentinel):
+            return message
+        return self.decode(message)
+
+    def next_message(self) -> Message | Literal[Sentinel.NEED_DATA, Sentinel.CLOSED]:
+        """The next complete message, undecoded, or a sentinel; raises ``ProtocolError``
+        (fatal).  Pass the message to ``decode`` before asking for the next one."""
+        message = self._reader.next_message()
+        if message is NEED_DATA or message is CLOSED:
+            return message
+        assert isinstance(message, Message)
+        return message
+
+    def decode(self, message: Message) -> Call | RejectedCall:
+        """The event for a message from ``next_message``; raises ``ProtocolError`` (fatal).
+
+        Safe to run in a worker thread while the connection's task waits for it: it touches
+        the connection only to record a fatal error."""
+        event = self.decode_common_log(message)
+        return event if event is not None else self.decode_general(message)
+
+    def decode_common_log(self, message: Message) -> Call | None:
+        """The ``Log`` call in ``message`` if it has the common shape (entries of category and
+        message only), sliced into columns; None for any other message.  Costs little for a
+        message that is not in that shape: the first entry that differs stops it."""
+        header = message.header
+        if header.name != b"Log" or header.mtype not in (MessageType.CALL, MessageType.ONEWAY):
+            return None
+        try:
+            columns = fast_log_columns(
+                message.payload, header.body, self.limits.max_entries_per_call
+            )
+        except ProtocolError as exc:
+            raise self._reader.fail(exc) from None
+        if columns is None or columns[0] != len(message.payload):
+            return None
+        oneway = header.mtype == MessageType.ONEWAY
+        batch = LogBatch(columns[1], columns[2])
+        return Call(
+            "Log", header.seqid, header.strict, oneway, message.framed, None, METHODS["Log"], batch
+        )
+
+    def decode_general(self, message: Message) -> Call | RejectedCall:
+        """``decode`` without trying the common shape first (for a caller that has)."""
+        header = message.header
+        framed = message.framed
         name_bytes = header.name
         name = name_bytes.decode("utf-8", "backslashreplace")
         if header.mtype not in (MessageType.CALL, MessageType.ONEWAY):
-            self._reader._error = MalformedMessage(
-                f"message type {header.mtype} is not CALL or ONEWAY (method {name!r})"
+            raise self._reader.fail(
+                MalformedMessage(
+                    f"message type {header.mtype} is not CALL or ONEWAY (method {name!r})"
+                )
             )
-            raise self._reader._error
         method = METHODS.get(name)
         oneway = header.mtype == MessageType.ONEWAY or name in ("reinitialize", "shutdown")
         if method is None:
@@ -333,36 +427,22 @@ class ServerConnection:
                 name_bytes, header.seqid, header.strict, oneway, framed, UnknownMethod(name)
             )
         try:
-            if method.name == "Log":
-                batch = self._fast_log(payload, header)
-                if batch is not None:
-                    return Call(
-                        name, header.seqid, header.strict, oneway, framed, None, method, batch
-                    )
-            args = self._decode_args(payload, header, method, validated)
+            args = self._decode_args(message, method)
         except CallRejected as exc:
             return RejectedCall(name_bytes, header.seqid, header.strict, oneway, framed, exc)
         except ProtocolError as exc:
-            self._reader._error = exc
-            raise
+            raise self._reader.fail(exc) from None
         # A call sent as ONEWAY gets no reply whatever the method; two methods never get one.
-        return Call(name, header.seqid, header.strict, oneway, framed, args, method)
+        # A Log call's columns are built here, with the rest of the decoding work.
+        batch = LogBatch.from_entries(args.messages) if method.name == "Log" else None
+        return Call(name, header.seqid, header.strict, oneway, framed, args, method, batch)
 
-    def _fast_log(self, payload: bytes, header: Header) -> LogBatch | None:
-        """A ``Log`` in the common shape, sliced into columns; None for any other shape (the
-        general path then validates it and names the problem)."""
-        columns = fast_log_columns(payload, header.body, self.limits.max_entries_per_call)
-        if columns is None or columns[0] != len(payload):
-            return None
-        return LogBatch(columns[1], columns[2])
-
-    def _decode_args(self, payload: bytes, header: Header, method: Method, validated: bool) -> Any:
+    def _decode_args(self, message: Message, method: Method) -> Any:
         limits = self.limits
-        if validated:
-            top_fields = self._reader._scanner.last_top_fields
-        else:
-            top_fields = self._reader.validate_body(payload, header)
-        args = _decode_struct(payload, header.body, method.args(), decode_response=False)
+        top_fields = _walk_body(message, self._reader.scan_limits)
+        args = _decode_struct(
+            message.payload, message.header.body, method.args(), decode_response=False
+        )
         _check_arg_types(method, top_fields)
         _fill_defaults(args)
         if method.name == "Log":
@@ -531,12 +611,15 @@ class ClientConnection:
         self._reader.feed(data)
 
     def next_event(self) -> Reply | Literal[Sentinel.NEED_DATA, Sentinel.CLOSED]:
-        item = self._reader.next_message()
-        if isinstance(item, Sentinel):
-            return item
-        payload, header, validated = item
-        if not validated:
-            self._reader.validate_body(payload, header)
+        message = self._reader.next_message()
+        if message is NEED_DATA or message is CLOSED:
+            return message
+        assert isinstance(message, Message)
+        try:
+            _walk_body(message, self._reader.scan_limits)
+        except ProtocolError as exc:
+            raise self._reader.fail(exc) from None
+        payload, header = message.payload, message.header
         if not self._pending:
             raise MalformedMessage("a reply arrived with no call outstanding")
         name, seqid = self._pending.popleft()
@@ -546,13 +629,13 @@ class ClientConnection:
                 f"reply {got_name!r} seqid {header.seqid} does not answer {name!r} seqid {seqid}"
             )
         if header.mtype == MessageType.EXCEPTION:
-            exc = _decode_struct(
+            app_error = _decode_struct(
                 payload, header.body, TApplicationException(), decode_response=True
             )
-            message = exc.message
-            if isinstance(message, bytes):
-                message = message.decode("utf-8", "backslashreplace")
-            raise RemoteApplicationError(name, int(exc.type or 0), str(message or ""))
+            text = app_error.message
+            if isinstance(text, bytes):
+                text = text.decode("utf-8", "backslashreplace")
+            raise RemoteApplicationError(name, int(app_error.type or 0), str(text or ""))
         if header.mtype != MessageType.REPLY:
             raise MalformedMessage(f"message type {header.mtype} in a reply to {name!r}")
         result = _decode_struct(payload, header.body, METHODS[name].result(), decode_response=True)

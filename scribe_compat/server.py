@@ -3,7 +3,18 @@
 One task per connection reads, feeds the codec, hands each complete call to the handler and
 writes the reply, one call at a time, so replies leave in the order the calls came.  The codec
 decides everything about bytes; this module only adds time (read, idle and drain timeouts),
-the connection limit and logging.  Log lines are ``event key=value ...``.
+the resources shared by all connections, and logging.  Log lines are ``event key=value ...``.
+
+Shared resources, and what keeps one client from taking them:
+
+* Connection slots (``max_connections``): when all are taken, the connection idle the longest
+  with no call in progress is closed to let the new one in; only when every connection is busy
+  is the new one refused.
+* Buffer memory (``max_buffered_bytes``, ``budget.ReceiveBudget``): the bytes of calls still
+  arriving, over all connections; a connection that finds the budget spent waits, within its
+  read timeout, before reading more.
+* The event loop: large calls are decoded (and large results encoded) in a worker thread, so
+  one client's 16 MiB call does not hold every other client's small one.
 """
 
 from __future__ import annotations
@@ -17,11 +28,14 @@ from typing import Protocol
 import trio
 
 from scribe_compat.batch import LogBatch
+from scribe_compat.budget import ReceiveBudget, Reservation
 from scribe_compat.codec import (
     CLOSED,
     NEED_DATA,
     Call,
     CodecLimits,
+    Message,
+    MiB,
     RejectedCall,
     ServerConnection,
 )
@@ -29,6 +43,10 @@ from scribe_compat.errors import ProtocolError
 from scribe_compat.idl import AppErrorType, FbStatus, ResultCode
 
 log = logging.getLogger(__name__)
+
+# Under a flood (refused, evicted or waiting connections) at most one line a second per kind;
+# each line carries the running total, so the count is never lost.
+_LOG_INTERVAL_S = 1.0
 
 
 class ScribeHandler(Protocol):
@@ -58,9 +76,10 @@ class ServerConfig:
     host: str = "127.0.0.1"
     # Scribe's conventional port.
     port: int = 1463
-    # Each connection costs a task and up to max_unparsed_bytes of buffer: 1024 bounds the
-    # worst case near 16 GiB only if every client sends maximal messages at once; real fleets
-    # hold a few hundred persistent forwarder connections.
+    # Each connection costs a task, a descriptor and one read of buffer (receive_size; all
+    # else it buffers comes from max_buffered_bytes): 1024 holds a few hundred persistent
+    # forwarder connections, as real fleets keep, with room to spare.  When all are taken the
+    # longest-idle connection gives its slot to the new one.
     max_connections: int = 1024
     limits: CodecLimits = field(default_factory=CodecLimits)
     # A started message must be complete within this time, however slowly it drips in: a
@@ -74,6 +93,26 @@ class ServerConfig:
     # Bytes asked of the socket per read: a 1000-entry batch of 200-byte messages (~210 KB)
     # arrives in one read; measured 6% more ingest than 64 KiB.  The buffer is transient.
     receive_size: int = 262144
+    # Bytes buffered for calls still arriving, over all connections together (each one's next
+    # read comes on top): 256 MiB lets sixteen calls of the largest size, or a thousand
+    # ordinary batches, arrive at once, as much as admission lets wait for the disk
+    # (max_pending_bytes).  Past it a connection waits for room instead of growing memory.
+    max_buffered_bytes: int = 256 * MiB
+    # Log calls in the common shape (category and message only) this large or larger are
+    # decoded in a worker thread: the codec slices them at ~170 MB/s, so 1 MiB holds the
+    # event loop ~6 ms, while the 1000-message batches of forwarders (~210 KB) stay on the
+    # loop, where they cost no thread hop.
+    thread_decode_bytes: int = 1 * MiB
+    # Every other call this large or larger (metadata, unknown fields, other methods) is
+    # decoded in a worker thread: the general decoder manages ~18 MB/s on metadata-heavy
+    # calls, so 64 KiB holds the loop ~4 ms.
+    thread_decode_other_bytes: int = 64 * 1024
+    # Results with this many elements or more (getCounters, getOptions) are encoded in a
+    # worker thread: 10,000 counters take ~2-4 ms to encode.
+    thread_encode_items: int = 10_000
+    # Worker threads decoding or encoding at once.  Decoding holds the GIL, so a second
+    # thread would add no speed, only more competition for the event loop's turn.
+    codec_threads: int = 1
     # Whether any client may call fb303 shutdown and reinitialize, as in Scribe.  Unset: only
     # when bound to a loopback address, where every client is on this host; a server open to
     # the network refuses them (and counts the refusals) unless this says true.
@@ -82,10 +121,20 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port} is not in 0..65535")
-        if self.max_connections <= 0:
-            raise ValueError("max_connections must be positive")
-        if self.receive_size <= 0:
-            raise ValueError("receive_size must be positive")
+        for name in (
+            "max_connections",
+            "receive_size",
+            "max_buffered_bytes",
+            "thread_decode_bytes",
+            "thread_decode_other_bytes",
+            "thread_encode_items",
+            "codec_threads",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.max_buffered_bytes < self.limits.max_unparsed_bytes:
+            # Otherwise a call of the largest allowed size could never be received.
+            raise ValueError("max_buffered_bytes must be at least limits.max_unparsed_bytes")
         for name in ("read_timeout_s", "idle_timeout_s", "drain_timeout_s"):
             value = getattr(self, name)
             if not value > 0 or math.isnan(value):
@@ -116,31 +165,86 @@ class _Connection:
     def __init__(self, peer: str) -> None:
         self.peer = peer
         self.scope = trio.CancelScope()
+        # Waiting for the first byte of a call (nothing buffered, nothing in progress).
         self.idle = False
+        self.idle_since = 0.0
+        # The scope of the current wait for data; cancelled to evict an idle connection.
+        self.wait_scope: trio.CancelScope | None = None
+        self.evicted = False
+
+
+class _Throttle:
+    """Says when the next log line of one kind is due: at most one per ``_LOG_INTERVAL_S``."""
+
+    def __init__(self) -> None:
+        self._last = -math.inf
+
+    def due(self) -> bool:
+        now = trio.current_time()
+        if now - self._last < _LOG_INTERVAL_S:
+            return False
+        self._last = now
+        return True
 
 
 class ScribeServer:
-    """Handle to a running server: its bound address, open connections, and ``drain``."""
+    """Handle to a running server: its bound address, open connections, counters, ``drain``.
+
+    ``counters`` are the server's own figures (connections refused and evicted, buffer budget);
+    the application adds them to what its fb303 ``getCounters`` answers.
+    """
 
     def __init__(
         self, handler: ScribeHandler, config: ServerConfig, listeners: list[trio.SocketListener]
     ) -> None:
         self.handler = handler
-        self.config = config
+        self._budget = ReceiveBudget(config.max_buffered_bytes)
+        self._codec_threads = trio.CapacityLimiter(config.codec_threads)
+        self._config = config
         self._listeners = listeners
         sockname = listeners[0].socket.getsockname()
         self.address: tuple[str, int] = (sockname[0], sockname[1])
         self._connections: set[_Connection] = set()
+        # The idle connections, oldest first (a dict keeps insertion order; a connection is
+        # removed when it wakes and added again when it next waits).
+        self._idle: dict[_Connection, None] = {}
         self._accept_scope = trio.CancelScope()
         self._draining = False
         self._all_closed = trio.Event()
         self._drained = trio.Event()
         self.rejected_connections = 0
-        self._last_reject_log = -math.inf
+        self.evicted_connections = 0
+        self.thread_decoded_calls = 0
+        self._reject_log = _Throttle()
+        self._evict_log = _Throttle()
+        self._budget_log = _Throttle()
+
+    @property
+    def config(self) -> ServerConfig:
+        return self._config
+
+    @config.setter
+    def config(self, config: ServerConfig) -> None:
+        # On reload: the shared budget and thread count change at once; per-connection limits
+        # apply to connections accepted from now on.
+        self._config = config
+        self._budget.resize(config.max_buffered_bytes)
+        self._codec_threads.total_tokens = config.codec_threads
 
     @property
     def connection_count(self) -> int:
         return len(self._connections)
+
+    def counters(self) -> dict[str, int]:
+        """The server's own fb303 counters."""
+        return {
+            "server:connections open": len(self._connections),
+            "server:connections refused": self.rejected_connections,
+            "server:connections evicted": self.evicted_connections,
+            "server:buffered bytes reserved": self._budget.in_use,
+            "server:buffer budget waits": self._budget.waits,
+            "server:calls decoded in threads": self.thread_decoded_calls,
+        }
 
     @property
     def draining(self) -> bool:
@@ -190,7 +294,7 @@ class ScribeServer:
                 log.error("accept failed %s", _kv(error=exc))
                 await trio.sleep(0.1)
                 continue
-            if len(self._connections) >= self.config.max_connections:
+            if len(self._connections) >= self.config.max_connections and not self._evict_one():
                 self._reject(stream)
                 await stream.aclose()
                 continue
@@ -198,13 +302,35 @@ class ScribeServer:
             self._connections.add(conn)  # counted now, so a burst cannot overshoot the limit
             nursery.start_soon(self._serve_connection, stream, conn)
 
+    def _evict_one(self) -> bool:
+        """Close the longest-idle connection to free its slot; False if none is idle."""
+        victim = next(iter(self._idle), None)
+        if victim is None:
+            return False
+        del self._idle[victim]
+        # It stops counting now; its task closes the socket at its next checkpoint.
+        self._connections.discard(victim)
+        victim.evicted = True
+        if victim.wait_scope is not None:
+            victim.wait_scope.cancel()
+        self.evicted_connections += 1
+        if self._evict_log.due():
+            log.warning(
+                "connection evicted: idle the longest, its slot given to a new connection %s",
+                _kv(
+                    peer=victim.peer,
+                    idle_s=round(trio.current_time() - victim.idle_since, 1),
+                    max_connections=self.config.max_connections,
+                    evicted_total=self.evicted_connections,
+                ),
+            )
+        return True
+
     def _reject(self, stream: trio.SocketStream) -> None:
         self.rejected_connections += 1
-        now = trio.current_time()
-        if now - self._last_reject_log >= 1.0:  # at most one line a second under a flood
-            self._last_reject_log = now
+        if self._reject_log.due():
             log.warning(
-                "connection refused: too many connections %s",
+                "connection refused: too many connections, none idle %s",
                 _kv(
                     peer=_peer_of(stream),
                     max_connections=self.config.max_connections,
@@ -241,29 +367,52 @@ class ScribeServer:
             self._check_all_closed()
 
     async def _connection_loop(self, stream: trio.SocketStream, conn: _Connection) -> str:
+        reservation = Reservation(self._budget)
+        try:
+            return await self._serve_calls(stream, conn, reservation)
+        finally:
+            reservation.release()
+            self._idle.pop(conn, None)
+
+    async def _serve_calls(
+        self, stream: trio.SocketStream, conn: _Connection, reservation: Reservation
+    ) -> str:
         config = self.config
         codec = ServerConnection(config.limits)
         deadline = math.inf  # when the partially received message must be complete
         while True:
-            event = codec.next_event()
-            if event is NEED_DATA:
+            message = codec.next_message()
+            if message is NEED_DATA:
                 buffered = codec.buffered
                 if not buffered:
                     if self._draining:
                         return "server draining"
+                    if conn.evicted:
+                        return "evicted"
                     deadline = math.inf
                     timeout = config.idle_timeout_s
+                    self._mark_idle(conn)
                 else:
                     if deadline == math.inf:
                         deadline = trio.current_time() + config.read_timeout_s
                     timeout = deadline - trio.current_time()
-                conn.idle = not buffered
-                with trio.move_on_after(timeout):
-                    data = await stream.receive_some(config.receive_size)
-                    conn.idle = False
+                data = None
+                waited_for_budget = False
+                with trio.move_on_after(timeout) as conn.wait_scope:
+                    # The bytes buffered so far come from the shared budget (held until the
+                    # call they make is answered); the next read is this connection's own.
+                    while (room := config.receive_size - reservation.cover(buffered)) <= 0:
+                        waited_for_budget = True
+                        self._note_budget_wait(conn, buffered)
+                        await self._budget.wait_for_room()
+                    data = await stream.receive_some(room)
+                conn.wait_scope = None
+                self._mark_busy(conn)
+                if data is not None:
                     codec.receive_data(data)
                     continue
-                conn.idle = False
+                if conn.evicted:
+                    return "evicted"
                 if buffered:
                     log.warning(
                         "read timeout: closing connection %s",
@@ -271,6 +420,7 @@ class ScribeServer:
                             peer=conn.peer,
                             buffered_bytes=buffered,
                             read_timeout_s=config.read_timeout_s,
+                            waited_for_buffer_budget=waited_for_budget,
                         ),
                     )
                     return "read timeout"
@@ -279,14 +429,51 @@ class ScribeServer:
                     _kv(peer=conn.peer, idle_timeout_s=config.idle_timeout_s),
                 )
                 return "idle timeout"
-            if event is CLOSED:
+            if message is CLOSED:
                 return "closed by peer"
             deadline = math.inf
+            event = await self._decode(codec, message)
             reply = await self._dispatch(codec, event, conn.peer)
             if reply:
                 await stream.send_all(reply)
             if self._draining:  # the call in progress is finished: that is all a drain waits for
                 return "server draining"
+
+    def _mark_idle(self, conn: _Connection) -> None:
+        conn.idle = True
+        conn.idle_since = trio.current_time()
+        self._idle[conn] = None  # the newest idle connection: last in the eviction order
+
+    def _mark_busy(self, conn: _Connection) -> None:
+        if conn.idle:
+            conn.idle = False
+            self._idle.pop(conn, None)
+
+    def _note_budget_wait(self, conn: _Connection, buffered: int) -> None:
+        if self._budget_log.due():
+            log.warning(
+                "buffer budget spent: connection waits before reading more %s",
+                _kv(
+                    peer=conn.peer,
+                    buffered_bytes=buffered,
+                    max_buffered_bytes=self._budget.total,
+                    waits_total=self._budget.waits + 1,
+                ),
+            )
+
+    async def _decode(self, codec: ServerConnection, message: Message) -> Call | RejectedCall:
+        """Small calls on the loop; large ones in a worker thread (see ``ServerConfig``)."""
+        config = self.config
+        common_on_loop = message.size < config.thread_decode_bytes
+        if common_on_loop:
+            call = codec.decode_common_log(message)
+            if call is not None:
+                return call
+            if message.size < config.thread_decode_other_bytes:
+                return codec.decode_general(message)
+        self.thread_decoded_calls += 1
+        decode = codec.decode_general if common_on_loop else codec.decode
+        return await trio.to_thread.run_sync(decode, message, limiter=self._codec_threads)
 
     async def _dispatch(
         self, codec: ServerConnection, event: Call | RejectedCall, peer: str
@@ -311,6 +498,10 @@ class ScribeServer:
                 event, AppErrorType.INTERNAL_ERROR, f"internal error in {event.name}"
             )
         try:
+            if _element_count(value) >= self.config.thread_encode_items:
+                return await trio.to_thread.run_sync(
+                    codec.reply, event, value, limiter=self._codec_threads
+                )
             return codec.reply(event, value)
         except Exception as exc:
             log.exception(
@@ -362,6 +553,10 @@ class ScribeServer:
             await handler.shutdown()
             return None
         raise AssertionError(f"no dispatch for {name!r}")  # METHODS and this table disagree
+
+
+def _element_count(value: object) -> int:
+    return len(value) if isinstance(value, (dict, list)) else 0
 
 
 def _text(value: bytes | str) -> str:

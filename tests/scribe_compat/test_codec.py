@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import struct
+import threading
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -533,7 +535,7 @@ def test_log_batch_columns_match_the_entries(is_framed: bool, with_metadata: boo
     assert batch.messages == [e.message for e in sent]
     expected_metadata = [e.metadata for e in sent] if with_metadata else None
     assert batch.metadata == expected_metadata
-    assert (call.batch is not None) == (not with_metadata)
+    assert (call.args is None) == (not with_metadata)
     assert [(e.category, e.message, e.metadata) for e in batch.entries()] == [
         (e.category, e.message, e.metadata) for e in sent
     ]
@@ -554,3 +556,156 @@ def test_unparsed_bytes_must_hold_a_whole_frame() -> None:
     with pytest.raises(ValueError, match="max_frame_bytes"):
         CodecLimits(max_frame_bytes=32 << 20)
     CodecLimits(max_frame_bytes=32 << 20, max_unparsed_bytes=(32 << 20) + 4)
+
+
+# -- buffers: grown as bytes arrive, given back when no longer needed ----------------------------
+
+BIG = CodecLimits(
+    max_frame_bytes=4 << 20, max_message_bytes=4 << 20, max_unparsed_bytes=(4 << 20) + 65536
+)
+
+
+def retained_by(action: Any) -> int:
+    """Bytes still allocated (by Python's allocators) after ``action()`` returns."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        keep = action()
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    del keep
+    return after - before
+
+
+def test_a_declared_frame_size_reserves_nothing() -> None:
+    conn = ServerConnection(BIG)
+    declared = _i32(4 << 20) + header(b"Log", MessageType.CALL, 1, strict=False)
+
+    def feed() -> ServerConnection:
+        conn.receive_data(declared)
+        assert conn.next_event() is NEED_DATA
+        return conn
+
+    assert retained_by(feed) < 64 * 1024
+
+
+def test_a_completed_large_call_leaves_no_buffer_behind() -> None:
+    request = log_request([LogEntry(category=b"c", message=b"m" * (3 << 20))])
+    conn = ServerConnection(BIG)
+
+    def call_and_drop() -> ServerConnection:
+        conn.receive_data(request)
+        event = conn.next_event()
+        assert isinstance(event, Call) and len(event.log_batch) == 1
+        del event
+        assert conn.buffered == 0
+        return conn  # the connection lives on, idle: it must not keep the call's bytes
+
+    assert retained_by(call_and_drop) < 64 * 1024
+
+
+@pytest.mark.parametrize("cut", ["eof", "bad-type-byte"])
+def test_a_broken_connection_drops_its_buffer_at_once(cut: str) -> None:
+    # The error (and the traceback it carries) lives on in the connection, which raises it
+    # again, and in the server's frames until a collection: neither may keep the bytes alive.
+    entries = [LogEntry(category=b"c", message=b"m" * (3 << 20))]
+    if cut == "eof":
+        request = log_request(entries)
+        chunks = [request[: len(request) // 2], b""]
+    else:  # unframed: the walk meets a bad type byte after the whole message string
+        request = log_request(entries, framed=False, strict=True)
+        chunks = [request[:-2] + b"\x63\x00\x01\x00"]
+    del request
+    conn = ServerConnection(BIG)
+
+    def break_it() -> tuple[ServerConnection, ProtocolError]:
+        for chunk in chunks:
+            assert conn.next_event() is NEED_DATA
+            conn.receive_data(chunk)
+        chunks.clear()
+        with pytest.raises(ProtocolError) as info:
+            conn.next_event()
+        assert conn.buffered == 0
+        with pytest.raises(ProtocolError):
+            conn.next_event()
+        return conn, info.value
+
+    assert retained_by(break_it) < 64 * 1024
+
+
+# -- next_message and decode: the costly half can run elsewhere ----------------------------------
+
+
+def metadata_request(n: int) -> bytes:
+    entries = [LogEntry(category=b"c", message=b"m%d" % i, metadata={b"k": b"v"}) for i in range(n)]
+    return log_request(entries)
+
+
+@pytest.mark.parametrize(("framed_form", "strict"), FORMS, ids=FORM_IDS)
+def test_next_message_then_decode_is_next_event(framed_form: bool, strict: bool) -> None:
+    plain = [LogEntry(category=b"c", message=b"m%d" % i) for i in range(3)]
+    data = log_request(plain, framed=framed_form, strict=strict) + encode_call(
+        "getName", METHODS["getName"].args(), seqid=2, framed=framed_form, strict=strict
+    )
+    reference = ServerConnection()
+    reference.receive_data(data)
+    expected = [reference.next_event(), reference.next_event()]
+    conn = ServerConnection()
+    conn.receive_data(data)
+    got = []
+    for _ in expected:
+        message = conn.next_message()
+        assert message is not NEED_DATA and message is not CLOSED
+        assert message.size > 0
+        got.append(conn.decode(message))
+    assert conn.next_message() is NEED_DATA
+    for want, have in zip(expected, got, strict=True):
+        assert isinstance(want, Call) and isinstance(have, Call)
+        assert (have.name, have.seqid, have.strict, have.framed) == (
+            want.name,
+            want.seqid,
+            want.strict,
+            want.framed,
+        )
+    assert got[0].entries == plain  # type: ignore[union-attr]
+
+
+def test_decode_common_log_takes_only_the_common_shape() -> None:
+    conn = ServerConnection()
+    conn.receive_data(log_request([LogEntry(category=b"c", message=b"m")]) + metadata_request(2))
+    plain = conn.next_message()
+    with_metadata = conn.next_message()
+    assert plain is not NEED_DATA and plain is not CLOSED
+    assert with_metadata is not NEED_DATA and with_metadata is not CLOSED
+    call = conn.decode_common_log(plain)
+    assert call is not None and call.log_batch.messages == [b"m"]
+    assert conn.decode_common_log(with_metadata) is None
+    general = conn.decode_general(with_metadata)
+    assert isinstance(general, Call)
+    assert general.log_batch.metadata == [{b"k": b"v"}, {b"k": b"v"}]
+
+
+def test_decode_in_another_thread() -> None:
+    conn = ServerConnection()
+    conn.receive_data(metadata_request(1000))
+    message = conn.next_message()
+    assert message is not NEED_DATA and message is not CLOSED
+    results: list[object] = []
+    worker = threading.Thread(target=lambda: results.append(conn.decode(message)))
+    worker.start()
+    worker.join(10)
+    (event,) = results
+    assert isinstance(event, Call) and len(event.log_batch) == 1000
+
+
+def test_a_fatal_error_found_while_decoding_breaks_the_connection() -> None:
+    body = header(b"Log", MessageType.CALL, 1, strict=False) + b"\x0f\x00\x01\x0c"
+    conn = ServerConnection()
+    conn.receive_data(framed(body + _i32(1) + b"\x63\x00\x01\x00\x00"))  # type byte 99
+    message = conn.next_message()
+    assert message is not NEED_DATA and message is not CLOSED
+    with pytest.raises(MalformedMessage):
+        conn.decode(message)
+    with pytest.raises(MalformedMessage):
+        conn.next_message()

@@ -169,25 +169,6 @@ async def test_idle_timeout(
     assert logged(caplog, "idle timeout")
 
 
-async def test_connection_limit(
-    nursery: trio.Nursery, handler: FakeHandler, caplog: pytest.LogCaptureFixture
-) -> None:
-    server = await start(nursery, handler, config(max_connections=2))
-    first = await AsyncScribeClient.connect(*server.address, timeout=5)
-    second = await AsyncScribeClient.connect(*server.address, timeout=5)
-    assert await first.get_name() == "fake-scribe"
-    assert await second.get_name() == "fake-scribe"
-    assert server.connection_count == 2
-    third = await trio.open_tcp_stream(*server.address)
-    assert await read_until_closed(third) == b""
-    await third.aclose()
-    assert logged(caplog, "too many connections")
-    await first.aclose()
-    await eventually(lambda: server.connection_count == 1)
-    await still_serves(server)
-    await second.aclose()
-
-
 async def test_handler_exception_gives_internal_error(
     scribe_server: ScribeServer, handler: FakeHandler, caplog: pytest.LogCaptureFixture
 ) -> None:
