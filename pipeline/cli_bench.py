@@ -16,6 +16,7 @@ import trio
 
 from pipeline import machine
 from pipeline.bench import IngestResult, IngestSettings, decode_rate, run_ingest
+from pipeline.bench_fairness import FairnessResult, FairnessSettings, LargeKind, run_fairness
 from pipeline.bench_materialize import (
     BARE_BATCHES,
     BenchError,
@@ -83,6 +84,99 @@ def ingest_command(
         f"{summary['try_later']} TRY_LATER)\n"
         f"Log latency ms: p50 {summary['p50_ms']}  p90 {summary['p90_ms']}  "
         f"p99 {summary['p99_ms']}  max {summary['max_ms']}"
+    )
+
+
+@bench_group.command("fairness")
+@click.option("--target", default="127.0.0.1:1463", show_default=True, help="host[:port]")
+@click.option(
+    "--large-connections",
+    type=click.IntRange(1, 64),
+    default=4,
+    show_default=True,
+    help="Connections sending large calls back to back.",
+)
+@click.option(
+    "--kind",
+    type=click.Choice([k.value for k in LargeKind]),
+    default=LargeKind.METADATA.value,
+    show_default=True,
+    help="Entries with category and message only, with a metadata map, or with unknown fields.",
+)
+@click.option(
+    "--entries",
+    type=click.IntRange(1, 10_000_000),
+    default=100_000,
+    show_default=True,
+    help="Entries per large call.",
+)
+@click.option(
+    "--call-bytes",
+    type=click.IntRange(1024, 1 << 31),
+    default=FairnessSettings.large_bytes,
+    show_default=True,
+    help="Frame payload of each large call (messages are sized to fill it).",
+)
+@click.option(
+    "--probe-interval",
+    type=click.FloatRange(0.001, 10),
+    default=0.01,
+    show_default=True,
+    help="Seconds between one-message probe calls.",
+)
+@click.option("--duration", "-d", type=click.FloatRange(0.5, 3600), default=10.0, show_default=True)
+@click.option("--warmup", type=click.FloatRange(0, 600), default=1.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def fairness_command(
+    target: str,
+    large_connections: int,
+    kind: str,
+    entries: int,
+    call_bytes: int,
+    probe_interval: float,
+    duration: float,
+    warmup: float,
+    as_json: bool,
+) -> None:
+    """How long a one-message Log waits while large Log calls flow on other connections."""
+    host, port = parse_host_port(target)
+    settings = FairnessSettings(
+        host=host,
+        port=port,
+        large_connections=large_connections,
+        kind=LargeKind(kind),
+        large_entries=entries,
+        large_bytes=call_bytes,
+        probe_interval_s=probe_interval,
+        duration_s=duration,
+        warmup_s=warmup,
+    )
+
+    def progress(result: FairnessResult) -> None:
+        worst = max(result.probe_latencies_ms, default=0.0)
+        click.echo(
+            f"  {result.seconds:5.1f}s {len(result.large_latencies_ms)} large calls, "
+            f"probe max {worst:.1f} ms",
+            err=True,
+        )
+
+    try:
+        result = trio.run(run_fairness, settings, progress)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    summary = result.summary()
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    click.echo(
+        f"one-message Log while {large_connections} connections send {kind} calls of "
+        f"{entries:,} entries ({call_bytes:,} bytes):\n"
+        f"  probe latency ms: p50 {summary['probe_p50_ms']}  p99 {summary['probe_p99_ms']}  "
+        f"max {summary['probe_max_ms']}  ({summary['probe_calls']} calls, "
+        f"{summary['probe_try_later']} TRY_LATER)\n"
+        f"  large calls: {summary['large_calls']} ({summary['large_try_later']} TRY_LATER), "
+        f"p50 {summary['large_p50_ms']} ms, {summary['large_msgs_per_s']:,} msgs/s, "
+        f"{summary['large_mb_per_s']} MB/s"
     )
 
 
