@@ -16,9 +16,11 @@ from consumers.coordination import (
     CoordinationError,
     Coordinator,
     CoordinatorUnavailable,
+    DeleteRefused,
     Fenced,
     Lease,
     OwnershipListener,
+    RefusedWhileActive,
     ResetRefused,
 )
 from consumers.local import LocalCoordinator, list_groups
@@ -41,6 +43,7 @@ __all__ = [
     "CoordinationError",
     "Coordinator",
     "CoordinatorUnavailable",
+    "DeleteRefused",
     "Fenced",
     "FileSink",
     "FileSinkConfig",
@@ -51,6 +54,7 @@ __all__ = [
     "LocalCoordinator",
     "LocalCoordinatorConfig",
     "OwnershipListener",
+    "RefusedWhileActive",
     "ResetRefused",
     "Sink",
     "SinkError",

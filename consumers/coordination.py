@@ -34,8 +34,13 @@ Offsets
     ignored.  Only ``reset(pid, offset, force=...)`` (an operator's command) moves an offset
     anywhere, also backwards; it is refused with ``ResetRefused`` while the group has active
     members unless ``force`` is set, and it bumps the epoch, so the current owner (if any) is
-    fenced and takes the partition up again from the new offset.  ``committed``, ``reset`` and
-    ``members`` work without joining (``run`` need not be running).
+    fenced and takes the partition up again from the new offset.  ``delete(force=...)`` (an
+    operator's command too) forgets every committed offset of the group, so that a group taken
+    out of the configuration no longer holds retention back; it is refused with ``DeleteRefused``
+    while the group has active members unless ``force`` is set.  Members still running after a
+    forced delete lose their partitions and take them up again from the earliest offset, as a
+    new group would.  ``committed``, ``reset``, ``delete`` and ``members`` work without joining
+    (``run`` need not be running).
 """
 
 from __future__ import annotations
@@ -66,15 +71,30 @@ class Fenced(CoordinationError):  # noqa: N818 (the contract's name)
         self.current_epoch = current_epoch
 
 
-class ResetRefused(CoordinationError):  # noqa: N818 (reads as an outcome)
-    """An offset reset while the group has active members, without ``force``."""
+class RefusedWhileActive(CoordinationError):  # noqa: N818 (reads as an outcome)
+    """An operator's change (``action``) while the group has active members, without force."""
 
-    def __init__(self, group: str, members: list[str]) -> None:
+    def __init__(self, group: str, members: list[str], action: str) -> None:
         super().__init__(
-            f"group {group!r} has active members {members}: stop them or force the reset"
+            f"group {group!r} has active members {members}: stop them or force the {action}"
         )
         self.group = group
         self.members = members
+        self.action = action
+
+
+class ResetRefused(RefusedWhileActive):
+    """An offset reset while the group has active members, without ``force``."""
+
+    def __init__(self, group: str, members: list[str]) -> None:
+        super().__init__(group, members, "reset")
+
+
+class DeleteRefused(RefusedWhileActive):
+    """Deleting a group's offsets while it has active members, without ``force``."""
+
+    def __init__(self, group: str, members: list[str]) -> None:
+        super().__init__(group, members, "delete")
 
 
 class CoordinatorUnavailable(CoordinationError):  # noqa: N818 (reads as a state)
@@ -136,6 +156,10 @@ class Coordinator(Protocol):
 
     async def reset(self, pid: PartitionId, offset: int, *, force: bool = False) -> None:
         """Set the offset, in any direction; refused while members are active unless forced."""
+
+    async def delete(self, *, force: bool = False) -> int:
+        """Forget every committed offset (and epoch) of the group; returns how many partitions
+        it had.  Refused while members are active unless forced."""
 
     async def members(self) -> list[str]:
         """The ids of the group's active members, sorted."""

@@ -8,7 +8,8 @@ filesystem-safe category encoding of the group name, member id and category)::
     <group>/partitions/<category>/<n>.guard  flock(LOCK_EX) held briefly around every state change
     <group>/partitions/<category>/<n>.state  JSON {"format": 1, "group": name, "category": hex,
                                              "partition": n, "offset": next-to-consume|null,
-                                             "epoch": n, "owner": member|null, "updated": unix time}
+                                             "epoch": n, "owner": member|null, "updated": unix time,
+                                             "deleted_at_epoch": n (after ``delete``)}
 
 Invariants (this is where fencing lives):
 
@@ -24,6 +25,10 @@ Invariants (this is where fencing lives):
   can never land after a takeover, and a takeover always sees the last accepted commit.
 * A new owner takes ``.lock`` first and bumps the epoch second, so at any time at most one member
   holds both the lock and the current epoch.
+* ``delete`` leaves a tombstone: the epoch bumped, no offset, and ``deleted_at_epoch`` equal to
+  the epoch.  Such a partition is no longer listed (``all_committed``, ``list_groups``); the next
+  takeover bumps the epoch past the tombstone and the partition lives again.  Never unlinked,
+  so an epoch is never handed out twice.
 
 Balancing: every ``rescan_interval_s`` a member counts the live members M and, of the P
 partitions it knows, keeps at most ceil(P / M): it revokes the extras (gracefully) and takes
@@ -50,6 +55,7 @@ import trio
 from consumers.config import LocalCoordinatorConfig
 from consumers.coordination import (
     CoordinationError,
+    DeleteRefused,
     Fenced,
     Lease,
     MemberState,
@@ -115,14 +121,26 @@ def _guard(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def _deleted(state: dict[str, Any]) -> bool:
+    """The partition's offsets were deleted (``delete``) and nobody has taken it since."""
+    return bool(state.get("deleted_at_epoch") == state.get("epoch"))
+
+
+def pid_of(state: dict[str, Any]) -> PartitionId:
+    return PartitionId(bytes.fromhex(state["category"]), int(state["partition"]))
+
+
 def list_groups(state_dir: Path) -> list[str]:
-    """The groups that have state under ``state_dir`` (names read from their state files)."""
+    """The groups that have state under ``state_dir`` (names read from their state files),
+    except those whose offsets were deleted."""
     groups: set[str] = set()
     for group_dir in Path(state_dir).iterdir() if Path(state_dir).is_dir() else ():
         for path in group_dir.glob("partitions/*/*.state"):
             try:
-                groups.add(str(json.loads(path.read_bytes())["group"]))
-                break
+                state = json.loads(path.read_bytes())
+                if not _deleted(state):
+                    groups.add(str(state["group"]))
+                    break
             except (OSError, ValueError, KeyError):
                 continue
     return sorted(groups)
@@ -254,16 +272,43 @@ class LocalCoordinator(MemberState):
         out: dict[PartitionId, int | None] = {}
         for path in sorted((self._root / "partitions").glob("*/*.state")):
             state = self._read_state(path)
-            if state is not None:
-                pid = PartitionId(bytes.fromhex(state["category"]), int(state["partition"]))
+            if state is not None and not _deleted(state):
                 offset = state.get("offset")
-                out[pid] = None if offset is None else int(offset)
+                out[pid_of(state)] = None if offset is None else int(offset)
         return out
 
     async def all_committed(self) -> dict[PartitionId, int | None]:
         """Every partition the group has state for, with its committed offset (for tools and
         retention floors)."""
         return await self._io(self._all_committed_blocking)
+
+    def _delete_blocking(self) -> int:
+        deleted = 0
+        for state_path in sorted((self._root / "partitions").glob("*/*.state")):
+            with _guard(state_path.with_suffix(".guard")):
+                state = self._read_state(state_path)
+                if state is None or _deleted(state):
+                    continue
+                # A tombstone, not an unlink: the epoch must keep growing (an owner that missed
+                # the delete is fenced, and no later lease can repeat its epoch).
+                state["epoch"] = int(state["epoch"]) + 1
+                state["offset"] = None
+                state["owner"] = None
+                state["deleted_at_epoch"] = state["epoch"]
+                self._write_state(state_path, pid_of(state), state)
+            deleted += 1
+        return deleted
+
+    async def delete(self, *, force: bool = False) -> int:
+        active = await self.members()
+        if active and not force:
+            raise DeleteRefused(self._group, active)
+        deleted = await self._io(self._delete_blocking)
+        log.warning(
+            "group offsets deleted",
+            extra={"group": self._group, "partitions": deleted, "forced": force},
+        )
+        return deleted
 
     async def current_epoch(self, pid: PartitionId) -> int | None:
         """The partition's current epoch (None before its first owner); for tools and tests."""

@@ -8,7 +8,8 @@ partition number in decimal::
     /groups/<group>/members/<member>                 ephemeral  {"member", "host", "pid"}
     /groups/<group>/owners/<category>/<n>            ephemeral  {"member", "epoch"}
     /groups/<group>/partitions/<category>/<n>        persistent {"format": 1, "group",
-                                                                 "category": hex, "partition"}
+                                                                 "category": hex, "partition",
+                                                                 "deleted_at_epoch" (delete)}
     /groups/<group>/partitions/<category>/<n>/epoch  persistent  the epoch, decimal
     /groups/<group>/partitions/<category>/<n>/offset persistent  next offset to consume,
                                                                  decimal; empty: none committed
@@ -30,6 +31,10 @@ Invariants (this is where fencing lives):
   from overwriting a reset it raced with; a commit below the committed offset writes nothing.
 * A reset is one transaction: the epoch from E to E+1 and the new offset, so the current owner's
   next commit is fenced and whoever takes the partition next starts at the reset offset.
+* A delete (``delete``) is one transaction per partition: the epoch from E to E+1, the offset
+  emptied and ``deleted_at_epoch = E+1`` in the partition node.  While the epoch still equals
+  it the partition is not listed (``all_committed``); the next takeover bumps the epoch past it.
+  Nodes are never removed, so an epoch is never handed out twice.
 * Release is graceful only: the listener commits (``revoking``), then the owner node is deleted
   at its version, and only by the session that created it.
 
@@ -70,6 +75,7 @@ from consumers import errors as zkerr
 from consumers.coordination import (
     CoordinationError,
     CoordinatorUnavailable,
+    DeleteRefused,
     Fenced,
     Lease,
     MemberState,
@@ -401,26 +407,75 @@ class ZooKeeperCoordinator(MemberState):
     async def all_committed(self) -> dict[PartitionId, int | None]:
         """Every partition the group has state for, with its committed offset (for tools and
         retention floors)."""
-        out: dict[PartitionId, int | None] = {}
         with _translated():
             async with self._session() as client:
-                try:
-                    categories = await client.get_children(f"{self._base}/partitions")
-                except zkerr.NoNode:
-                    return out
-                for category in categories:
-                    directory = f"{self._base}/partitions/{category}"
-                    with suppress(zkerr.NoNode):
-                        for name in await client.get_children(directory):
-                            try:
-                                meta, _ = await client.get(f"{directory}/{name}")
-                                data, _ = await client.get(f"{directory}/{name}/offset")
-                            except zkerr.NoNode:
-                                continue
-                            info = json.loads(meta)
-                            pid = PartitionId(bytes.fromhex(info["category"]), int(name))
-                            out[pid] = _parse_offset(data)
+                return await self._all_committed_on(client)
+
+    async def _all_committed_on(self, client: ZooKeeperClient) -> dict[PartitionId, int | None]:
+        out: dict[PartitionId, int | None] = {}
+        try:
+            categories = await client.get_children(f"{self._base}/partitions")
+        except zkerr.NoNode:
+            return out
+        for category in categories:
+            directory = f"{self._base}/partitions/{category}"
+            with suppress(zkerr.NoNode):
+                for name in await client.get_children(directory):
+                    try:
+                        meta, _ = await client.get(f"{directory}/{name}")
+                        data, _ = await client.get(f"{directory}/{name}/offset")
+                        epoch = await client.exists(f"{directory}/{name}/epoch")
+                    except zkerr.NoNode:
+                        continue
+                    info = json.loads(meta)
+                    if epoch is not None and info.get("deleted_at_epoch") == epoch.version:
+                        continue  # deleted, and nobody has taken it since
+                    pid = PartitionId(bytes.fromhex(info["category"]), int(name))
+                    out[pid] = _parse_offset(data)
         return out
+
+    async def delete(self, *, force: bool = False) -> int:
+        deleted = 0
+        with _translated():
+            async with self._session() as client:
+                active = await self._member_ids(client)
+                if active and not force:
+                    raise DeleteRefused(self._group, active)
+                for pid in await self._all_committed_on(client):
+                    if await self._tombstone(client, pid):
+                        deleted += 1
+        log.warning(
+            "group offsets deleted",
+            extra={"group": self._group, "partitions": deleted, "forced": force},
+        )
+        return deleted
+
+    async def _tombstone(self, client: ZooKeeperClient, pid: PartitionId) -> bool:
+        """Delete one partition's offset: a tombstone in one transaction (see the module
+        docstring); False when it was deleted already or is gone."""
+        path = self._partition_path(pid)
+        for _ in range(100):
+            try:
+                raw, meta_stat = await client.get(path)
+            except zkerr.NoNode:
+                return False
+            version = await self._current_epoch(client, pid)
+            meta = json.loads(raw)
+            if version is None or meta.get("deleted_at_epoch") == version:
+                return False
+            meta["deleted_at_epoch"] = version + 1
+            try:
+                await client.transaction(
+                    [
+                        TxnSet(f"{path}/epoch", str(version + 1).encode(), version),
+                        TxnSet(f"{path}/offset", b""),
+                        TxnSet(path, json.dumps(meta, sort_keys=True).encode(), meta_stat.version),
+                    ]
+                )
+                return True
+            except zkerr.BadVersion:
+                continue  # a takeover or another delete raced with us: look again
+        raise CoordinationError(f"{pid}: the epoch keeps changing; delete abandoned")
 
     async def current_epoch(self, pid: PartitionId) -> int | None:
         """The partition's current epoch (None before its first owner); for tools and tests."""

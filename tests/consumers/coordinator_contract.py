@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import trio
 
-from consumers.coordination import Coordinator, Fenced, Lease, ResetRefused
+from consumers.coordination import Coordinator, DeleteRefused, Fenced, Lease, ResetRefused
 from journal import PartitionId
 
 MakeMember = Callable[[str, str], Coordinator]
@@ -262,6 +262,40 @@ class CoordinatorContract:
             await self.stop(a)
         await admin.reset(pid, 0)  # nobody active: no force needed
         assert await admin.committed(pid) == 0
+
+    async def test_delete_refused_while_active_unless_forced(self, make_member: MakeMember) -> None:
+        parts = pids(2)
+        admin = make_member(GROUP, "admin")
+        async with trio.open_nursery() as nursery:
+            a = await self.start(nursery, make_member, "a", parts)
+            await wait_until(lambda: len(a.member.owned()) == 2, self.settle_s)
+            old = a.member.owned()
+            await a.member.commit(parts[0], 50, old[parts[0]])
+            with pytest.raises(DeleteRefused) as refused:
+                await admin.delete()
+            assert refused.value.members == ["a"]
+            assert await admin.committed(parts[0]) == 50
+            assert await admin.delete(force=True) == 2
+            assert await admin.committed(parts[0]) is None
+            with pytest.raises(Fenced):
+                await a.member.commit(parts[0], 60, old[parts[0]])
+            # The member drops both partitions and takes them up again, as a new group would.
+            await wait_until(
+                lambda: (
+                    all(("lost", Lease(pid, e)) in a.listener.events for pid, e in old.items())
+                    and len(a.member.owned()) == 2
+                ),
+                self.settle_s,
+                "re-assignment",
+            )
+            assert all(a.member.owned()[pid] > epoch for pid, epoch in old.items())
+            epoch = a.member.owned()[parts[0]]
+            await a.member.commit(parts[0], 3, epoch)
+            assert await admin.committed(parts[0]) == 3
+            await self.stop(a)
+        assert await admin.delete() == 2  # nobody active: no force needed
+        assert await admin.all_committed() == {}
+        assert await admin.delete() == 0
 
     async def test_members_lists_active_members(self, make_member: MakeMember) -> None:
         admin = make_member(GROUP, "admin")

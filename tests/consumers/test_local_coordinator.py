@@ -196,3 +196,16 @@ async def test_all_committed_and_list_groups(tmp_path: Path) -> None:
     await admin.reset(PartitionId(b"\xff", 2), 7)
     assert await admin.all_committed() == {PartitionId(b"x", 0): 5, PartitionId(b"\xff", 2): 7}
     assert await trio.to_thread.run_sync(list_groups, tmp_path) == ["g/1"]
+
+
+async def test_deleted_group_is_no_longer_listed(tmp_path: Path) -> None:
+    admin = LocalCoordinator(_config(tmp_path), "gone", "admin")
+    await admin.reset(PartitionId(b"x", 0), 5)
+    await LocalCoordinator(_config(tmp_path), "kept", "admin").reset(PartitionId(b"x", 0), 1)
+    assert await trio.to_thread.run_sync(list_groups, tmp_path) == ["gone", "kept"]
+    epoch = await admin.current_epoch(PartitionId(b"x", 0))
+    assert await admin.delete() == 1
+    assert await trio.to_thread.run_sync(list_groups, tmp_path) == ["kept"]
+    assert await admin.all_committed() == {}
+    # The tombstone keeps the epoch growing: a lease of before the delete stays fenced.
+    assert await admin.current_epoch(PartitionId(b"x", 0)) == (epoch or 0) + 1
