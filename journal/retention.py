@@ -2,21 +2,24 @@
 
 Only a prefix of the segments is ever deleted (oldest first), never the active segment, and never
 a segment holding an offset at or above the floor (the lowest offset some consumer group has not
-committed).  A segment's age is that of its newest message, bounded by the first timestamp of the
-next segment (timestamps never decrease along a partition), so no batch is read to decide.
+committed).  A segment the policy would delete but the floor keeps is reported to the caller
+(``held``), which knows whose floor it is.  A segment's age is that of its newest message,
+bounded by the first timestamp of the next segment (timestamps never decrease along a
+partition), so no batch is read to decide.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from journal.config import JournalConfig
 from journal.fileio import FileIO, pread_exact
 from journal.format import HEADER_SIZE, FormatError, parse_header
 from journal.segments import index_path, list_segments, segment_path
-from journal.types import DeletedSegment, PartitionId, RetentionPolicy
+from journal.types import DeletedSegment, PartitionId, RetentionHold, RetentionPolicy
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +49,10 @@ def retain_partition(
     now_s: float,
     config: JournalConfig,
     io: FileIO,
+    held: Callable[[RetentionHold], None] | None = None,
 ) -> list[DeletedSegment]:
-    """Apply ``policy`` to one partition; returns (and logs) what was deleted."""
+    """Apply ``policy`` to one partition; returns (and logs) what was deleted, and tells
+    ``held`` about the segment the floor kept, if any."""
     if policy.max_age_s is None and policy.max_bytes is None:
         return []
     segments = list_segments(part)
@@ -63,8 +68,6 @@ def retain_partition(
         end = segments[i + 1]
         if base >= active_segment:
             break
-        if floor is not None and end > floor:
-            break
         reason = None
         if policy.max_bytes is not None and total > policy.max_bytes:
             reason = "size"
@@ -73,6 +76,10 @@ def retain_partition(
             if newest_bound is not None and newest_bound <= (now_s - policy.max_age_s) * 1000:
                 reason = "age"
         if reason is None:
+            break
+        if floor is not None and end > floor:
+            if held is not None:
+                held(RetentionHold(pid, base, end, sizes[base], reason, floor))
             break
         path = segment_path(part, base)
         path.unlink(missing_ok=True)

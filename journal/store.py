@@ -46,6 +46,7 @@ from journal.types import (
     AppendResult,
     DeletedSegment,
     PartitionId,
+    RetentionHold,
     RetentionPolicy,
     WriterFailure,
 )
@@ -302,9 +303,11 @@ class Journal:
         self,
         policy_for: Callable[[bytes], RetentionPolicy],
         floor: Callable[[PartitionId], int | None],
+        held: Callable[[RetentionHold], None] | None = None,
     ) -> list[DeletedSegment]:
         """Delete old sealed segments of every partition by its category's policy, never at or
-        above ``floor(pid)`` (None: no floor).  Blocking file I/O: call it in a worker thread
+        above ``floor(pid)`` (None: no floor); ``held`` hears of each partition whose floor kept
+        a segment the policy would delete.  Blocking file I/O: call it in a worker thread
         (``trio.to_thread.run_sync``) on a large journal."""
         now = self._clock()
         deleted: list[DeletedSegment] = []
@@ -318,6 +321,7 @@ class Journal:
                 now,
                 self.config,
                 self._io,
+                held,
             )
         return deleted
 

@@ -115,6 +115,20 @@ class DeletedSegment:
 
 
 @dataclass(frozen=True)
+class RetentionHold:
+    """A segment retention would delete (``reason``: age or size) but keeps, because offsets
+    ``base_offset .. end_offset - 1`` reach the partition's floor (some consumer has not
+    committed past them)."""
+
+    pid: PartitionId
+    base_offset: int
+    end_offset: int
+    size_bytes: int
+    reason: str
+    floor: int
+
+
+@dataclass(frozen=True)
 class PartitionInfo:
     """What ``list_partitions`` reports about one partition, read from its files."""
 

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from journal import JournalConfig, PartitionId, RetentionPolicy, open_journal, open_reader
+from journal import (
+    JournalConfig,
+    PartitionId,
+    RetentionHold,
+    RetentionPolicy,
+    open_journal,
+    open_reader,
+)
 from journal.segments import list_segments
 
 PID = PartitionId(b"ret", 0)
@@ -103,3 +110,22 @@ def test_policy_validation() -> None:
         RetentionPolicy(max_age_s=-1)
     with pytest.raises(ValueError):
         RetentionPolicy(max_bytes=-1)
+
+
+async def test_a_segment_kept_for_the_floor_is_reported(tmp_path: Path, kit) -> None:
+    clock = kit.FakeClock()
+    cm, journal, record = await filled(tmp_path, kit, clock)
+    try:
+        holds: list[RetentionHold] = []
+        policies = {PID.category: RetentionPolicy(max_bytes=0), KEEP.category: RetentionPolicy()}
+        floors: dict[PartitionId, int | None] = {PID: 3, KEEP: 0}
+        deleted = journal.apply_retention(policies.__getitem__, floors.__getitem__, holds.append)
+        assert [d.base_offset for d in deleted] == [0]
+        # [2, 4) holds offset 3, which a consumer has not committed: kept, and said so.  KEEP's
+        # policy deletes nothing, so its floor holds nothing back.
+        assert holds == [RetentionHold(PID, 2, 4, record * 2, "size", 3)]
+        holds.clear()
+        journal.apply_retention(policies.__getitem__, lambda pid: None, holds.append)
+        assert holds == []
+    finally:
+        await cm.__aexit__(None, None, None)
