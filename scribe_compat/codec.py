@@ -388,22 +388,23 @@ class ServerConnection:
         return event if event is not None else self.decode_general(message)
 
     def decode_common_log(self, message: Message) -> Call | None:
-        """The ``Log`` call in ``message`` if it has the common shape (entries of category and
-        message only), sliced into columns; None for any other message.  Costs little for a
-        message that is not in that shape: the first entry that differs stops it."""
+        """The ``Log`` call in ``message`` if it has the common shape (entries of category,
+        message and perhaps metadata), sliced into columns; None for any other message.  Costs
+        little for a message that is not in that shape: the first entry that differs stops it."""
         header = message.header
         if header.name != b"Log" or header.mtype not in (MessageType.CALL, MessageType.ONEWAY):
             return None
+        limits = self.limits
         try:
             columns = fast_log_columns(
-                message.payload, header.body, self.limits.max_entries_per_call
+                message.payload, header.body, limits.max_entries_per_call, limits.max_container_size
             )
         except ProtocolError as exc:
             raise self._reader.fail(exc) from None
-        if columns is None or columns[0] != len(message.payload):
+        if columns is None or columns.end != len(message.payload):
             return None
         oneway = header.mtype == MessageType.ONEWAY
-        batch = LogBatch(columns[1], columns[2])
+        batch = LogBatch(columns.categories, columns.messages, columns.metadata)
         return Call(
             "Log", header.seqid, header.strict, oneway, message.framed, None, METHODS["Log"], batch
         )

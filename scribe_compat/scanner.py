@@ -17,13 +17,14 @@ least one byte per iteration, so decoding is linear in the message size.
 ``MessageScanner`` is resumable: it keeps its offset, the stack of open structs and containers,
 and the type of a value it is waiting for between calls, so feeding a message one byte at a time
 costs time linear in its length.  ``fast_log_columns`` is the shortcut for the one message that
-must be cheap: a ``Log`` whose entries carry exactly a category and a message.
+must be cheap: a ``Log`` whose entries carry a category, a message and perhaps metadata.
 """
 
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from scribe_compat.errors import (
     ContainerTooLarge,
@@ -60,6 +61,7 @@ _STOP_HDR_ULEN = struct.Struct(">4sI")  # a struct's STOP, then the next struct'
 _CATEGORY_HDR = b"\x0b\x00\x01"
 _MESSAGE_HDR = b"\x0b\x00\x02"
 _STOP_CATEGORY_HDR = b"\x00" + _CATEGORY_HDR
+_METADATA_HDR = b"\x0d\x00\x03\x0b\x0b"  # field 3, a map of strings to strings
 
 # Stack frame kinds: [kind, remaining, type1, type2]
 _K_STRUCT = 0
@@ -266,26 +268,40 @@ def _check_name_length(n: int, limits: ScanLimits, offset: int) -> None:
         raise MalformedMessage(f"method name length {n} not in 0..{limits.max_name_bytes}", offset)
 
 
-def fast_log_columns(
-    data: bytes, body: int, max_entries: int
-) -> tuple[int, list[bytes], list[bytes]] | None:
-    """End, categories and messages of a ``Log`` args struct at ``data[body]`` in the common
-    shape, or None.
+class LogColumns(NamedTuple):
+    """What ``fast_log_columns`` slices out of a ``Log`` call."""
 
-    The common shape is field 1 = list<struct> whose entries hold exactly field 1 (string) and
-    field 2 (string), in that order.  None means "not the common shape, or not valid": walk it
-    with ``MessageScanner``, which gives the precise error.  Raises ``TooManyEntries`` early.
-    Only a returned end equal to the message's end proves the whole message well formed.
+    end: int
+    categories: list[bytes]
+    messages: list[bytes]
+    # One entry per message, or None when no entry carries metadata.
+    metadata: list[dict[bytes, bytes] | None] | None
+
+
+def fast_log_columns(data: bytes, body: int, max_entries: int, max_pairs: int) -> LogColumns | None:
+    """The columns of a ``Log`` args struct at ``data[body]`` in the common shape, or None.
+
+    The common shape is field 1 = list<struct> whose entries hold field 1 (string), field 2
+    (string) and optionally field 3 (map<string, string> of at most ``max_pairs`` pairs), in
+    that order, as every client writes them.  None means "not the common shape, or not valid":
+    walk it with ``MessageScanner``, which gives the precise error.  Raises ``TooManyEntries``
+    early.  Only a returned end equal to the message's end proves the whole message well formed.
+
+    No object is made per entry but its byte strings and metadata map (a map of byte strings is
+    not tracked by the garbage collector), so a call of 100,000 entries does not set off the
+    collections under the GIL that decoding it into thriftpy2 objects does.
     """
     # Lengths are read unsigned: a "negative" one is a huge offset, which makes the next
     # unpack_from fail (struct.error) or the final end check fail, so it needs no extra test
     # (a slice past the end is merely short, and the result is then thrown away).
     # Each entry after the first is checked with one unpack of its predecessor's STOP byte,
-    # its category header and length, then one of its message header and length.
+    # its category header and length, then one of its message header and length; an entry
+    # with metadata shows as a mismatch of the first, and only then is its map read.
     unpack3 = _HDR_ULEN.unpack_from
     unpack4 = _STOP_HDR_ULEN.unpack_from
     categories: list[bytes] = []
     messages: list[bytes] = []
+    metadata: list[dict[bytes, bytes] | None] | None = None
     add_category = categories.append
     add_message = messages.append
     try:
@@ -297,7 +313,7 @@ def fast_log_columns(
         pos: int = body + 8
         if count <= 0:
             empty = count == 0 and data[pos : pos + 1] == bytes((T_STOP,))
-            return (pos + 1, categories, messages) if empty else None
+            return LogColumns(pos + 1, categories, messages, None) if empty else None
         hdr, n = unpack3(data, pos)
         if hdr != _CATEGORY_HDR:
             return None
@@ -308,7 +324,17 @@ def fast_log_columns(
             if i:
                 hdr, n = unpack4(data, pos)
                 if hdr != _STOP_CATEGORY_HDR:
-                    return None
+                    found = _string_map(data, pos, max_pairs)
+                    if found is None:
+                        return None
+                    meta, pos = found
+                    if metadata is None:
+                        metadata = []
+                    metadata += [None] * (i - 1 - len(metadata))
+                    metadata.append(meta)
+                    hdr, n = unpack4(data, pos)
+                    if hdr != _STOP_CATEGORY_HDR:
+                        return None
                 start = pos + 8
                 pos = start + n
                 add_category(data[start:pos])
@@ -319,7 +345,41 @@ def fast_log_columns(
             pos = start + n
             add_message(data[start:pos])
         if data[pos : pos + 2] != b"\x00\x00":  # the last entry's STOP, then the args' STOP
-            return None
-        return pos + 2, categories, messages
+            found = _string_map(data, pos, max_pairs)
+            if found is None:
+                return None
+            meta, pos = found
+            if metadata is None:
+                metadata = []
+            metadata += [None] * (count - 1 - len(metadata))
+            metadata.append(meta)
+            if data[pos : pos + 2] != b"\x00\x00":
+                return None
+        if metadata is not None:
+            metadata += [None] * (count - len(metadata))
+        return LogColumns(pos + 2, categories, messages, metadata)
     except struct.error:
         return None
+
+
+def _string_map(data: bytes, pos: int, max_pairs: int) -> tuple[dict[bytes, bytes], int] | None:
+    """The map<string, string> of field 3 at ``data[pos]`` and where it ends, or None (not
+    that field, or more pairs than allowed: the general path names the problem)."""
+    if data[pos : pos + 5] != _METADATA_HDR:
+        return None
+    (count,) = _I32.unpack_from(data, pos + 5)
+    if not 0 <= count <= max_pairs:
+        return None
+    unpack = _U32.unpack_from
+    pos += 9
+    meta: dict[bytes, bytes] = {}
+    for _ in range(count):
+        (n,) = unpack(data, pos)
+        start = pos + 4
+        pos = start + n
+        key = data[start:pos]
+        (n,) = unpack(data, pos)
+        start = pos + 4
+        pos = start + n
+        meta[key] = data[start:pos]
+    return meta, pos

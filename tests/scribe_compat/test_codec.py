@@ -519,8 +519,8 @@ def test_any_call_sent_as_oneway_gets_no_reply() -> None:
 @pytest.mark.parametrize("is_framed", [True, False])
 @pytest.mark.parametrize("with_metadata", [True, False])
 def test_log_batch_columns_match_the_entries(is_framed: bool, with_metadata: bool) -> None:
-    # Calls of the common shape are sliced into columns without thriftpy2 objects; other
-    # shapes (metadata) are decoded; both give the same batch.
+    # Calls of the common shape, with or without metadata, are sliced into columns without
+    # thriftpy2 objects.
     sent = [
         LogEntry(
             category=b"c%d\x00" % (i % 3),
@@ -535,7 +535,7 @@ def test_log_batch_columns_match_the_entries(is_framed: bool, with_metadata: boo
     assert batch.messages == [e.message for e in sent]
     expected_metadata = [e.metadata for e in sent] if with_metadata else None
     assert batch.metadata == expected_metadata
-    assert (call.args is None) == (not with_metadata)
+    assert call.args is None
     assert [(e.category, e.message, e.metadata) for e in batch.entries()] == [
         (e.category, e.message, e.metadata) for e in sent
     ]
@@ -671,19 +671,53 @@ def test_next_message_then_decode_is_next_event(framed_form: bool, strict: bool)
     assert got[0].entries == plain  # type: ignore[union-attr]
 
 
+def entry_with_unknown_field() -> bytes:
+    """A Log call whose one entry carries field 4 (an i64) after its message."""
+    entry = b"\x0b\x00\x01" + _i32(1) + b"c" + b"\x0b\x00\x02" + _i32(1) + b"m"
+    entry += b"\x0a\x00\x04" + struct.pack(">q", 7) + b"\x00"
+    body = b"\x0f\x00\x01\x0c" + _i32(1) + entry + b"\x00"
+    return framed(header(b"Log", MessageType.CALL, 1, strict=False) + body)
+
+
 def test_decode_common_log_takes_only_the_common_shape() -> None:
     conn = ServerConnection()
-    conn.receive_data(log_request([LogEntry(category=b"c", message=b"m")]) + metadata_request(2))
-    plain = conn.next_message()
+    conn.receive_data(metadata_request(2) + entry_with_unknown_field())
     with_metadata = conn.next_message()
-    assert plain is not NEED_DATA and plain is not CLOSED
+    unknown_field = conn.next_message()
     assert with_metadata is not NEED_DATA and with_metadata is not CLOSED
-    call = conn.decode_common_log(plain)
-    assert call is not None and call.log_batch.messages == [b"m"]
-    assert conn.decode_common_log(with_metadata) is None
-    general = conn.decode_general(with_metadata)
+    assert unknown_field is not NEED_DATA and unknown_field is not CLOSED
+    call = conn.decode_common_log(with_metadata)
+    assert call is not None and call.args is None
+    assert call.log_batch.metadata == [{b"k": b"v"}, {b"k": b"v"}]
+    assert conn.decode_common_log(unknown_field) is None
+    general = conn.decode_general(unknown_field)
     assert isinstance(general, Call)
-    assert general.log_batch.metadata == [{b"k": b"v"}, {b"k": b"v"}]
+    assert general.log_batch.messages == [b"m"] and general.log_batch.metadata is None
+
+
+@pytest.mark.parametrize(
+    "where", ["first", "last", "middle", "all", "empty-map"], ids=lambda w: f"metadata-{w}"
+)
+def test_metadata_anywhere_takes_the_fast_path(where: str) -> None:
+    def meta(i: int) -> dict[bytes, bytes] | None:
+        if where == "empty-map":
+            return {} if i == 2 else None
+        chosen = {"first": i == 0, "last": i == 4, "middle": i == 2, "all": True}[where]
+        return {b"k%d" % i: b"\x00v", b"": b""} if chosen else None
+
+    sent = [LogEntry(category=b"c", message=b"m%d" % i, metadata=meta(i)) for i in range(5)]
+    call = one_call(log_request(sent))
+    assert call.args is None
+    assert call.log_batch.metadata == [e.metadata for e in sent]
+
+
+def test_a_metadata_map_over_the_container_limit_is_refused_by_name() -> None:
+    limits = CodecLimits(max_container_size=3)
+    pairs = {b"k%d" % i: b"v" for i in range(4)}
+    conn = ServerConnection(limits)
+    conn.receive_data(log_request([LogEntry(category=b"c", message=b"m", metadata=pairs)]))
+    with pytest.raises(ContainerTooLarge):
+        conn.next_event()
 
 
 def test_decode_in_another_thread() -> None:
