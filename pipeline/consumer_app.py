@@ -35,6 +35,7 @@ from journal import PartitionId, list_partitions
 from pipeline.config import PipelineConfig
 from pipeline.consumer_config import ConsumerSection, CoordinationKind
 from pipeline.errors import ConfigError, StartupError, find_error
+from pipeline.floors import ConsumerFloor
 from pipeline.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -209,17 +210,21 @@ async def _log_status(runtime: ConsumerRuntime, interval_s: float) -> None:
         )
 
 
-async def retention_floors(config: PipelineConfig) -> dict[PartitionId, int]:
-    """Per partition, the lowest offset some registered group has not committed.
+async def known_groups(config: PipelineConfig) -> list[str]:
+    """The groups with committed offsets in the coordinator, configured or not."""
+    if config.coordination.kind is CoordinationKind.LOCAL:
+        return await trio.to_thread.run_sync(list_groups, config.coordination.state_dir)
+    return await list_zookeeper_groups(config.coordination.zookeeper)
+
+
+async def retention_floors(config: PipelineConfig) -> dict[PartitionId, ConsumerFloor]:
+    """Per partition, the offset each registered group has to consume next.
 
     A configured group that matches a partition but never committed pins it from its start
-    (floor 0); groups known only from the coordinator's state pin what they committed.
+    (0); groups known only from the coordinator's state (taken out of the configuration) pin
+    what they committed, until ``pipeline offsets delete`` forgets them.
     """
-    floors: dict[PartitionId, int] = {}
-
-    def pin(pid: PartitionId, offset: int) -> None:
-        floors[pid] = min(offset, floors.get(pid, offset))
-
+    pins: dict[PartitionId, dict[str, int]] = {}
     partitions = (
         [info.pid for info in list_partitions(config.journal.dir)]
         if config.journal.dir.is_dir()
@@ -231,17 +236,13 @@ async def retention_floors(config: PipelineConfig) -> dict[PartitionId, int]:
         committed = await _committed(config, section.name)
         for pid in partitions:
             if matches(pid.category):
-                pin(pid, committed.get(pid) or 0)
-    if config.coordination.kind is CoordinationKind.LOCAL:
-        known = list_groups(config.coordination.state_dir)
-    else:
-        known = await list_zookeeper_groups(config.coordination.zookeeper)
-    for group in known:
+                pins.setdefault(pid, {})[section.name] = committed.get(pid) or 0
+    for group in await known_groups(config):
         if group in configured:
             continue
         for pid, offset in (await _committed(config, group)).items():
-            pin(pid, offset or 0)
-    return floors
+            pins.setdefault(pid, {})[group] = offset or 0
+    return {pid: ConsumerFloor(by_group) for pid, by_group in pins.items()}
 
 
 async def _committed(config: PipelineConfig, group: str) -> dict[PartitionId, int | None]:

@@ -13,25 +13,34 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import trio
 
 from consumers.coordination import CoordinationError
-from journal import FileIO, Journal, JournalError, PartitionId, RetentionPolicy, open_journal
+from journal import (
+    FileIO,
+    Journal,
+    JournalError,
+    PartitionId,
+    RetentionHold,
+    RetentionPolicy,
+    open_journal,
+)
 from pipeline import config as config_module
 from pipeline.admission import Admission, free_disk_bytes
 from pipeline.config import PipelineConfig
 from pipeline.descriptors import DescriptorWatch, check_limit, raise_soft_limit
 from pipeline.errors import StartupError
+from pipeline.floors import ConsumerFloor, floor_lookup, log_holds
 from pipeline.log_service import LogService, remote_shutdown_allowed
 from pipeline.routing import Router, RoutingConfig, Unroutable
 from scribe_compat import ScribeServer, serve_scribe
 
 log = logging.getLogger(__name__)
 
-# Per partition, the lowest offset a registered consumer group has not committed yet.
-RetentionFloors = Callable[[], Awaitable[dict[PartitionId, int]]]
+# Per partition, the offsets registered consumer groups have not committed yet.
+RetentionFloors = Callable[[], Awaitable[Mapping[PartitionId, ConsumerFloor]]]
 
 
 class Daemon:
@@ -214,7 +223,7 @@ async def _apply_retention(
             return RetentionPolicy(max_age_s=None, max_bytes=None)
         return RetentionPolicy(max_age_s=route.retention_age_s, max_bytes=route.retention_bytes)
 
-    floors: dict[PartitionId, int] = {}
+    floors: Mapping[PartitionId, ConsumerFloor] = {}
     if retention_floors is not None and config.journal.retention_respects_consumers:
         try:
             floors = await retention_floors()
@@ -225,7 +234,11 @@ async def _apply_retention(
             )
             return
 
+    holds: list[RetentionHold] = []
     try:
-        await trio.to_thread.run_sync(journal.apply_retention, policy_for, floors.get)
+        await trio.to_thread.run_sync(
+            journal.apply_retention, policy_for, floor_lookup(floors), holds.append
+        )
     except (OSError, JournalError):
         log.exception("retention failed; will try again")
+    log_holds(holds, floors, {section.name for section in config.consumers})

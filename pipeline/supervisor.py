@@ -20,6 +20,7 @@ from pipeline.config import PipelineConfig
 from pipeline.consumer_app import consumer_counters, retention_floors, serve_member
 from pipeline.consumer_config import ConsumerSection
 from pipeline.daemon import Daemon, serve_pipeline
+from pipeline.floors import ConsumerFloor
 from pipeline.storage import open_storage
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ async def _serve_server(
     *,
     task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    async def floors() -> dict[PartitionId, int]:
+    async def floors() -> dict[PartitionId, ConsumerFloor]:
         return await retention_floors(config)
 
     try:
