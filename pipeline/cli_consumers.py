@@ -13,10 +13,12 @@ import trio
 from consumers import (
     CategoryMatcher,
     CoordinationError,
+    DeleteRefused,
     FileSink,
     FileSinkConfig,
     ForwardSink,
     ForwardSinkConfig,
+    RefusedWhileActive,
     ResetRefused,
     Sink,
     SinkError,
@@ -25,7 +27,7 @@ from journal import JournalError, PartitionId, PartitionInfo, list_partitions, o
 from pipeline.cli_common import category_bytes, config_option, group_section, load_config, text
 from pipeline.cli_tools import parse_host_port
 from pipeline.config import PipelineConfig
-from pipeline.consumer_app import build_coordinator
+from pipeline.consumer_app import build_coordinator, known_groups
 from pipeline.replay import ReplayRange, plan_replay, replay
 
 
@@ -49,18 +51,27 @@ def _select(
 
 @click.group("offsets")
 def offsets_group() -> None:
-    """Show and reset consumer groups' committed offsets."""
+    """Show, reset and delete consumer groups' committed offsets."""
 
 
 @offsets_group.command("show")
 @config_option
-@click.option("--group", "-g", "groups", multiple=True, help="Only these groups (default: all).")
+@click.option(
+    "--group",
+    "-g",
+    "groups",
+    multiple=True,
+    help="Only these groups (default: every configured group and every group with stored offsets).",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per group and partition.")
 def show_command(config_path: Path | None, groups: tuple[str, ...], as_json: bool) -> None:
-    """Committed offset, high-water mark and lag per group and partition."""
+    """Committed offset, high-water mark and lag per group and partition.
+
+    A group marked * is not in the configuration but has stored offsets: it still holds
+    retention back (``pipeline offsets delete --group NAME`` forgets it).
+    """
     config = load_config(config_path)
-    names = list(groups) or [s.name for s in config.consumers]
-    rows = trio.run(_offset_rows, config, names)
+    rows = trio.run(_offset_rows, config, list(groups))
     if as_json:
         for row in rows:
             click.echo(json.dumps(row))
@@ -70,21 +81,31 @@ def show_command(config_path: Path | None, groups: tuple[str, ...], as_json: boo
     )
     for r in rows:
         committed = "-" if r["committed"] is None else r["committed"]
+        group = r["group"][:19] + ("" if r["configured"] else "*")
         click.echo(
-            f"{r['group'][:20]:20} {r['category'][:28]:28} {r['partition']:>4} "
+            f"{group:20} {r['category'][:28]:28} {r['partition']:>4} "
             f"{committed:>12} {r['high_water_mark']:>12} {r['lag']:>10}"
         )
+    if any(not r["configured"] for r in rows):
+        click.echo("* not in the configuration: its offsets still hold retention back", err=True)
+
+
+async def _group_names(config: PipelineConfig) -> list[str]:
+    """Every configured group, then every other group with stored offsets."""
+    configured = [s.name for s in config.consumers]
+    return configured + [g for g in await known_groups(config) if g not in configured]
 
 
 async def _offset_rows(config: PipelineConfig, names: list[str]) -> list[dict[str, Any]]:
     try:
-        return await _offset_rows_unchecked(config, names)
+        return await _offset_rows_unchecked(config, names or await _group_names(config))
     except CoordinationError as exc:
         raise click.ClickException(str(exc)) from exc
 
 
 async def _offset_rows_unchecked(config: PipelineConfig, names: list[str]) -> list[dict[str, Any]]:
     journal = _journal(config)
+    configured = {s.name for s in config.consumers}
     rows: list[dict[str, Any]] = []
     for name in names:
         coordinator = build_coordinator(config, name)
@@ -107,6 +128,7 @@ async def _offset_rows_unchecked(config: PipelineConfig, names: list[str]) -> li
                     "high_water_mark": high,
                     "lag": max(0, high - max(offset or 0, earliest)),
                     "members": members,
+                    "configured": name in configured,
                 }
             )
     return rows
@@ -191,6 +213,65 @@ async def _reset(
         await coordinator.reset(pid, offset, force=force)
         done.append((pid, offset))
     return done
+
+
+@offsets_group.command("delete")
+@config_option
+@click.option("--group", "-g", "group", required=True, help="The group whose offsets go.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Delete even while members are active (they start over from the earliest offsets).",
+)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def delete_command(config_path: Path | None, group: str, force: bool, yes: bool) -> None:
+    """Forget a group's committed offsets, so that it no longer holds retention back.
+
+    For a group taken out of the configuration.  Refused while members are active unless
+    --force.  A group still configured starts over from the earliest offsets.
+    """
+    config = load_config(config_path)
+    configured = any(s.name == group for s in config.consumers)
+    try:
+        committed, members = trio.run(_group_state, config, group)
+    except CoordinationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not committed:
+        known = trio.run(_group_names, config)
+        raise click.ClickException(
+            f"group {group!r} has no stored offsets (groups: {', '.join(known) or 'none'})"
+        )
+    if members and not force:
+        raise click.ClickException(
+            f"{DeleteRefused(group, members)} (stop the members, or pass --force)"
+        )
+    if not yes:
+        still = (
+            " (still configured: it starts over from the earliest offsets)" if configured else ""
+        )
+        click.confirm(
+            f"delete the offsets of group {group!r} in {len(committed)} partitions{still}?",
+            abort=True,
+            err=True,  # stdout stays the JSON result
+        )
+    try:
+        deleted = trio.run(_delete, config, group, force)
+    except RefusedWhileActive as exc:
+        raise click.ClickException(f"{exc} (stop the members, or pass --force)") from exc
+    except CoordinationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps({"group": group, "partitions": deleted, "configured": configured}))
+
+
+async def _group_state(
+    config: PipelineConfig, group: str
+) -> tuple[dict[PartitionId, int | None], list[str]]:
+    coordinator = build_coordinator(config, group)
+    return await coordinator.all_committed(), await coordinator.members()
+
+
+async def _delete(config: PipelineConfig, group: str, force: bool) -> int:
+    return await build_coordinator(config, group).delete(force=force)
 
 
 @click.command("replay")
