@@ -31,6 +31,7 @@ from consumers.sinks import (
     ForwardSink,
     Sink,
     SinkError,
+    SinkUnusable,
     original_category,
 )
 
@@ -58,6 +59,7 @@ __all__ = [
     "ResetRefused",
     "Sink",
     "SinkError",
+    "SinkUnusable",
     "list_groups",
     "original_category",
     "parse_rotate_period",

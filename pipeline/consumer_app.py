@@ -22,6 +22,7 @@ from consumers import (
     LocalCoordinator,
     LocalCoordinatorConfig,
     Sink,
+    SinkUnusable,
     list_groups,
 )
 from consumers.config import CassandraSinkConfig
@@ -74,12 +75,31 @@ def build_materializer(sink: CassandraSinkConfig) -> Materializer:
     return BUILTINS[sink.materializer][1](sink.options)
 
 
-async def start_sink(section: ConsumerSection, sink: Sink) -> None:
-    """Create or check a Cassandra sink's tables before the member joins its group.
+def check_journal_dir(config: PipelineConfig) -> None:
+    """A member reads the journal its server writes: without it, it would idle for ever."""
+    journal_dir = config.journal.dir
+    if not journal_dir.is_dir():
+        raise ConfigError(
+            "journal.dir",
+            f"no journal directory at {journal_dir.absolute()} (start the server first, "
+            "or point journal.dir at the directory it writes)",
+        )
 
-    A schema that does not fit is a configuration error (exit 78).  Cassandra unreachable is
-    not: the member starts, and the sink starts with the first batch it can write.
+
+async def start_sink(section: ConsumerSection, sink: Sink) -> None:
+    """Check a files sink's directory, and create or check a Cassandra sink's tables, before
+    the member joins its group.
+
+    A directory the sink cannot write or a schema that does not fit is a configuration error
+    (exit 78).  Cassandra unreachable is not: the member starts, and the sink starts with the
+    first batch it can write.
     """
+    if isinstance(sink, FileSink):
+        try:
+            await trio.to_thread.run_sync(sink.check_file_path)
+        except SinkUnusable as exc:
+            key = f"consumers.{section.name}.{exc.sink}.{exc.setting}"
+            raise ConfigError(key, exc.reason) from exc
     if not isinstance(sink, CassandraSink):
         return
     try:
@@ -125,6 +145,7 @@ async def open_member(
     member_id: str | None = None,
 ) -> AsyncIterator[ConsumerRuntime]:
     """A running member of ``section``'s group; leaves the group gracefully on exit."""
+    check_journal_dir(config)
     sink = build_sink(config, section, storage)
     try:
         await start_sink(section, sink)

@@ -1,6 +1,12 @@
 """Sinks: where a consumer group's messages go (files, forwarding; Cassandra follows)."""
 
-from consumers.sinks.base import ORIGINAL_CATEGORY_KEY, Sink, SinkError, original_category
+from consumers.sinks.base import (
+    ORIGINAL_CATEGORY_KEY,
+    Sink,
+    SinkError,
+    SinkUnusable,
+    original_category,
+)
 from consumers.sinks.files import FileSink
 from consumers.sinks.forward import ForwardSink
 
@@ -10,5 +16,6 @@ __all__ = [
     "ForwardSink",
     "Sink",
     "SinkError",
+    "SinkUnusable",
     "original_category",
 ]

@@ -16,6 +16,8 @@ Contract:
   written and comes again, so cancellation never needs to undo anything.  Concurrent calls for
   different partitions must be safe.
 * ``metrics()`` returns the sink's counters; ``aclose()`` releases its resources.
+* A setting the sink can never work with (a path it cannot write) is ``SinkUnusable``, raised by
+  the sink's own check before the first write, never retried.
 """
 
 from __future__ import annotations
@@ -37,6 +39,17 @@ class SinkError(Exception):
         super().__init__(f"{sink}{where}: {reason}")
         self.sink = sink
         self.pid = pid
+        self.reason = reason
+
+
+class SinkUnusable(Exception):  # noqa: N818 (reads as a state)
+    """A sink cannot work as configured, however often it is retried (a directory it cannot
+    create or write): found when the consumer starts.  ``setting`` names the sink's option."""
+
+    def __init__(self, sink: str, setting: str, reason: str) -> None:
+        super().__init__(f"{sink} {setting}: {reason}")
+        self.sink = sink
+        self.setting = setting
         self.reason = reason
 
 

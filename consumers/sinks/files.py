@@ -38,6 +38,7 @@ import fcntl
 import json
 import os
 import re
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ from pathlib import Path
 import trio
 
 from consumers.config import FileSinkConfig
-from consumers.sinks.base import SinkError
+from consumers.sinks.base import SinkError, SinkUnusable
 from journal import JournalMessage, PartitionId, category_dir_name
 
 SUFFIX_DIGITS = 5
@@ -89,6 +90,22 @@ class FileSink:
         self._open: dict[bytes, _OpenFile] = {}
         self._counters = {"messages": 0, "bytes": 0, "batches": 0, "files_created": 0, "errors": 0}
         self._closed = False
+
+    def check_file_path(self) -> None:
+        """Create ``file_path`` if needed and a file in it, or raise ``SinkUnusable``.
+
+        Blocking; run once at start.  A directory that can never be written is a configuration
+        error to report at once, not a failure to retry per partition for ever.
+        """
+        path = Path(self._config.file_path)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".write-check-", dir=path)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            reason = f"{path.absolute()} is not a writable directory: {exc.strerror or exc}"
+            raise SinkUnusable("files", "file_path", reason) from exc
 
     # The data fsync (a test may replace it with a failing one).
     def _fsync(self, fd: int) -> None:
