@@ -14,6 +14,7 @@ Directory layout
         <first offset, 20 digits>.index          sparse index of that segment (a hint)
         <segment>.log.torn-<n>                   bytes recovery cut from a torn tail
         <segment>.log.cut-<n>                    bytes ``repair`` cut at damage
+        gaps                                     offsets ``repair`` left out (below)
 
 The journal's identity, ``.journal-id``, is a random UUID (uuid4) in its canonical text form
 (36 characters, lower-case hex with hyphens) and a newline: 37 bytes, nothing else.  The first
@@ -27,7 +28,8 @@ A temporary file a crash left while creating it is ignored.
 
 A segment's name is the offset of its first message.  Segments of a partition are contiguous:
 each starts where the previous one ends, except after ``repair`` or a lost INTERVAL-mode tail,
-which continue at a higher offset rather than reuse an offset a reader may have seen (a gap).
+which continue at a higher offset rather than reuse an offset a reader may have seen (a gap;
+``repair`` documents its gaps in ``gaps``, below).
 
 Batch (a record; all integers little-endian)
 ============================================
@@ -99,6 +101,27 @@ previous entry (the segment start counts as an entry).  Entries strictly increas
 position.  The index is a hint: every entry used is checked against the batch header it points to,
 and an index that is missing or fails a check is rebuilt from the log.
 
+Gap file (``gaps``: entries only, no header; rewritten atomically by ``repair``)
+================================================================================
+::
+
+    offset size  field
+         0    8  start        u64  first offset of the gap
+         8    8  end          u64  the offset where data continues (above ``start``)
+        16    8  salvaged     u64  messages of the cut bytes that ``repair`` kept: they are at
+                                   offsets ``end .. end + salvaged - 1``
+        24    8  made_ms      i64  when the gap was made, ms since the Unix epoch
+        32    1  reason       u8   1 (GAP_REPAIR): ``repair`` cut these offsets at damage
+        33    3  reserved          zero
+        36    4  crc          u32  zlib.crc32 of bytes 0 .. 36
+
+A gap documented here is not damage: ``verify`` accepts it, and readers continue over it by
+themselves (they still report it in ``skipped``).  An undocumented gap between segments (a
+lost INTERVAL-mode tail, segments deleted under a reader) stays what it was: a reader raises
+``OffsetOutOfRange`` unless it skips gaps, and ``verify`` reports it.  Entries strictly
+increase and do not overlap (``start`` at or above the previous ``end``); like the index, the
+file's valid prefix counts and anything after a bad entry is ignored (``verify`` reports it).
+
 High-water-mark file (``hwm``: rewritten in place, 68 bytes)
 ============================================================
 ::
@@ -130,6 +153,7 @@ reader in another process that races a rewrite sees a crc mismatch and reads aga
 from __future__ import annotations
 
 import contextlib
+import re
 import struct
 import uuid
 import zlib
@@ -158,6 +182,23 @@ LENGTH_OVERHEAD: Final = HEADER_SIZE - 4
 MAX_OFFSET: Final = (1 << 63) - 1
 US_PER_MS: Final = 1000
 
+
+def _byte_class(values: frozenset[int] | range) -> bytes:
+    return b"[" + b"".join(re.escape(bytes([v])) for v in sorted(values)) + b"]"
+
+
+# Bytes 8 and 9 of every batch this code reads: a known version, then flags within the known
+# ones.  ``journal.salvage`` looks for them in damaged bytes (the regex engine skips most
+# positions without a Python step each) before it tries a whole batch at a position.
+BATCH_MARK: Final = re.compile(
+    b"(?="
+    + _byte_class(_READ_VERSIONS)
+    + _byte_class(frozenset(f for f in range(256) if not f & ~_KNOWN_FLAGS))
+    + b")"
+)
+# Where the mark sits in a batch.
+BATCH_MARK_OFFSET: Final = 8
+
 # ---- index ----
 INDEX_ENTRY = struct.Struct("<QQqI")
 INDEX_ENTRY_SIZE: Final = INDEX_ENTRY.size
@@ -175,9 +216,18 @@ assert _HWM_BODY.size == 64
 HWM_SIZE: Final = _HWM_BODY.size + 4
 assert HWM_SIZE == 68
 
+# ---- gap file ----
+_GAP_BODY = struct.Struct("<QQQqB3s")
+assert _GAP_BODY.size == 36
+GAP_ENTRY_SIZE: Final = _GAP_BODY.size + 4
+assert GAP_ENTRY_SIZE == 40
+GAP_REPAIR: Final = 1
+_GAP_REASONS: Final = frozenset({GAP_REPAIR})
+
 SEGMENT_SUFFIX: Final = ".log"
 INDEX_SUFFIX: Final = ".index"
 HWM_FILE: Final = "hwm"
+GAPS_FILE: Final = "gaps"
 CATEGORY_FILE: Final = "category"
 LOCK_FILE: Final = ".lock"
 JOURNAL_ID_FILE: Final = ".journal-id"
@@ -443,6 +493,45 @@ class IndexEntry:
     offset: int
     position: int
     max_timestamp_ms: int
+
+
+# ---- gap file ----
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Offsets ``start .. end - 1`` that hold no data, and why (see the module docstring)."""
+
+    start: int
+    end: int
+    salvaged: int
+    made_ms: int
+    reason: int = GAP_REPAIR
+
+    def encode(self) -> bytes:
+        body = _GAP_BODY.pack(
+            self.start, self.end, self.salvaged, self.made_ms, self.reason, b"\0\0\0"
+        )
+        return body + struct.pack("<I", zlib.crc32(body))
+
+
+def decode_gaps(data: bytes) -> tuple[list[Gap], bool]:
+    """The valid prefix of a gap file's entries, and whether anything after it was invalid."""
+    gaps: list[Gap] = []
+    previous_end = 0
+    whole = len(data) - len(data) % GAP_ENTRY_SIZE
+    for start in range(0, whole, GAP_ENTRY_SIZE):
+        first, end, salvaged, made_ms, reason, reserved = _GAP_BODY.unpack_from(data, start)
+        (crc,) = struct.unpack_from("<I", data, start + _GAP_BODY.size)
+        if zlib.crc32(data[start : start + _GAP_BODY.size]) != crc:
+            return gaps, True
+        if not (previous_end <= first < end <= MAX_OFFSET) or end + salvaged > MAX_OFFSET:
+            return gaps, True
+        if reason not in _GAP_REASONS or reserved != b"\0\0\0":
+            return gaps, True
+        gaps.append(Gap(first, end, salvaged, made_ms, reason))
+        previous_end = end
+    return gaps, whole != len(data)
 
 
 # ---- high-water-mark file ----

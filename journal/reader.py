@@ -7,10 +7,11 @@ Data below the mark is completely written before the mark moves, so a reader nev
 half-written batch there; meeting one is damage (``JournalCorrupt``).
 
 A reader keeps its current segment's file open, so retention deleting that segment does not
-disturb it.  When the segment it needs next is gone (deleted, or a gap left by repair), ``read``
+disturb it.  When the segment it needs next is gone (deleted, or a lost unsynced tail), ``read``
 raises ``OffsetOutOfRange`` with ``earliest`` set to where data continues (``seek`` there to go
-on); with ``skip_gaps=True`` it continues there itself and records the skipped range in
-``skipped``.
+on); with ``skip_gaps=True`` it continues there itself.  A gap ``repair`` left is documented in
+the partition's gap file (``journal.gaps``): those offsets will never hold data, so every reader
+continues over it.  Each range skipped is recorded in ``skipped``, and why in ``skip_reasons``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from journal.format import (
     decode_payload,
     parse_header,
 )
+from journal.gaps import documented, read_gaps
 from journal.layout import partition_dir
 from journal.segments import (
     build_index,
@@ -53,6 +55,11 @@ from journal.types import JournalMessage, PartitionId
 log = logging.getLogger(__name__)
 
 _UNBOUNDED = 1 << 62
+
+# Why a reader skipped offsets: ``repair`` cut them (documented: they never hold data again), or
+# they are gone for a reason nothing wrote down (retention deleted them, an unsynced tail lost).
+SKIP_REPAIRED = "cut by repair"
+SKIP_MISSING = "missing"
 
 
 class HighWaterMarkSource(Protocol):
@@ -128,6 +135,8 @@ class JournalReader:
         self.path = part
         self.skip_gaps = skip_gaps
         self.skipped: list[tuple[int, int]] = []
+        # Why each range in ``skipped`` was skipped (SKIP_REPAIRED or SKIP_MISSING).
+        self.skip_reasons: dict[tuple[int, int], str] = {}
         self._config = config
         self._source = source
         self._io = io or FileIO()
@@ -309,13 +318,22 @@ class JournalReader:
         hwm = self.high_water_mark()
         if continues_at is None:
             raise OffsetOutOfRange(self.pid, offset, hwm, hwm)
-        if not self.skip_gaps:
+        gaps, _damaged = read_gaps(self.path)
+        repaired = documented(gaps, offset, continues_at) is not None
+        if not repaired and not self.skip_gaps:
             raise OffsetOutOfRange(self.pid, offset, continues_at, hwm)
+        reason = SKIP_REPAIRED if repaired else SKIP_MISSING
         log.warning(
             "journal reader skipped a gap",
-            extra={"partition": str(self.pid), "from": offset, "to": continues_at},
+            extra={
+                "partition": str(self.pid),
+                "from": offset,
+                "to": continues_at,
+                "reason": reason,
+            },
         )
         self.skipped.append((offset, continues_at))
+        self.skip_reasons[offset, continues_at] = reason
         self._next = continues_at
         if not self._open_segment(continues_at):
             self._drop_segment()

@@ -1,4 +1,4 @@
-"""Operator tools on a journal directory: list, verify (full scan), repair.
+"""Operator tools on a journal directory: list, verify (full scan), repair (``journal.repair``).
 
 ``list_partitions`` and ``verify`` only read, so they work beside a running server.  ``repair``
 takes the journal's lock and refuses (``JournalLocked``) while a server has it open.
@@ -14,12 +14,12 @@ from pathlib import Path
 
 from journal.config import JournalConfig
 from journal.errors import JournalCorrupt, UnknownPartition
-from journal.fileio import FileIO, write_file_atomic
-from journal.format import CUT_INFIX, HWM_FILE, NO_BATCH, FormatError, HighWaterMark
+from journal.format import HWM_FILE, FormatError, HighWaterMark
+from journal.gaps import documented, gaps_path, read_gaps
 from journal.layout import parse_partition_name, partition_dir, read_category
-from journal.recovery import _check_checkpoint, move_aside_tail, side_file_name
+from journal.recovery import _check_checkpoint
+from journal.repair import repair
 from journal.segments import (
-    IndexBuilder,
     entry_matches,
     index_path,
     list_segments,
@@ -27,10 +27,10 @@ from journal.segments import (
     read_hwm_file,
     scan,
     segment_path,
-    write_index,
 )
-from journal.store import _lock, _unlock
-from journal.types import PartitionId, PartitionInfo, RepairResult, VerifyProblem
+from journal.types import PartitionId, PartitionInfo, VerifyProblem
+
+__all__ = ["list_partitions", "repair", "verify"]
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,9 @@ def verify(
     """Scan every batch of every segment (of one partition, or all) and report problems.
 
     Fatal problems are those recovery or readers refuse; a torn tail after the checkpoint is
-    reported as non-fatal (recovery cuts it), as are damaged indexes and gaps.
+    reported as non-fatal (recovery cuts it), as are damaged indexes, a damaged gap file and
+    gaps between segments.  A gap the partition's gap file documents (``repair`` left it) is
+    no problem.
     ``progress(pid, segment_file, bytes_checked)`` is called after each segment.
     """
     directory = Path(directory)
@@ -135,11 +137,17 @@ def _verify_partition(
             problem(exc.file, exc.position, exc.reason, True)
         except FileNotFoundError:
             problem(hwm_path, 0, "the segment the checkpoint names is missing", True)
+    gaps, gaps_damaged = read_gaps(part)
+    if gaps_damaged:
+        reason = f"gap file damaged after {len(gaps)} entries (the rest is ignored)"
+        problem(gaps_path(part), 0, reason, False)
     segments = list_segments(part)
     expected: int | None = None
     for base in segments:
         path = segment_path(part, base)
-        if expected is not None and base != expected:
+        # A gap repair left, and wrote down, is not damage.
+        known_gap = expected is not None and base > expected and documented(gaps, expected, base)
+        if expected is not None and base != expected and not known_gap:
             problem(
                 path,
                 0,
@@ -179,114 +187,3 @@ def _verify_partition(
     if cp is not None and expected is not None and cp.hwm > expected and not scan_damage:
         problem(hwm_path, 0, f"high-water mark {cp.hwm} is beyond the data ({expected})", True)
     return problems
-
-
-def repair(directory: Path, pid: PartitionId, config: JournalConfig | None = None) -> RepairResult:
-    """Cut a partition at its first damage so that it opens again.
-
-    Everything from the first invalid batch on (and every later segment) is moved to side files
-    ``<segment>.cut-<n>``; damaged indexes are rebuilt; a new checkpoint is written.  Offsets are
-    not reused: when readers may have seen offsets past the cut (the old high-water mark, or
-    segments moved aside), the partition continues at the highest such offset, leaving a gap.
-    """
-    directory = Path(directory)
-    config = config or JournalConfig()
-    io = FileIO()
-    part = partition_dir(directory, pid)
-    if not part.is_dir():
-        raise UnknownPartition(pid)
-    lock = _lock(directory)
-    try:
-        return _repair(part, pid, config, io)
-    finally:
-        _unlock(lock)
-
-
-def _repair(part: Path, pid: PartitionId, config: JournalConfig, io: FileIO) -> RepairResult:
-    try:
-        old = read_hwm_file(part)
-    except FormatError:
-        old = None
-    segments = list_segments(part)
-    kept: list[int] = []
-    cut_file: Path | None = None
-    cut_position: int | None = None
-    side_files: list[Path] = []
-    removed = 0
-    rebuilt = 0
-    next_offset = segments[0] if segments else 0
-    last_batch, last_ts = NO_BATCH, -1
-    for i, base in enumerate(segments):
-        path = segment_path(part, base)
-        if kept and base < next_offset:
-            aside = segments[i:]
-            break
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            size = os.fstat(fd).st_size
-            builder = IndexBuilder(config.index_interval_bytes)
-            end = scan(fd, 0, base, size, config.max_record_bytes, builder.add)
-            entries, damaged = load_index(index_path(part, base), base, size)
-            bad_index = damaged or not all(
-                entry_matches(fd, e, end.position, config.max_record_bytes) for e in entries
-            )
-        finally:
-            os.close(fd)
-        kept.append(base)
-        next_offset, last_batch = end.next_offset, end.last_batch
-        if end.last_timestamp_ms is not None:
-            last_ts = end.last_timestamp_ms
-        if end.error is not None:
-            side, count = move_aside_tail(io, path, end.position, CUT_INFIX)
-            cut_file, cut_position = path, end.position
-            side_files.append(side)
-            removed += count
-            bad_index = True
-            builder.entries = [e for e in builder.entries if e.position < end.position]
-        if bad_index:
-            write_index(io, index_path(part, base), builder.entries)
-            rebuilt += 1
-        if end.error is not None:
-            aside = segments[i + 1 :]
-            break
-    else:
-        aside = []
-    for base in aside:
-        path = segment_path(part, base)
-        side = side_file_name(path, CUT_INFIX)
-        removed += os.path.getsize(path)
-        os.rename(path, side)
-        index_path(part, base).unlink(missing_ok=True)
-        side_files.append(side)
-        if cut_file is None:
-            cut_file, cut_position = path, 0
-    if aside:
-        io.fsync_dir(part)
-    resume = max([next_offset, *(aside or [0])] + ([old.hwm] if old is not None else []))
-    active = kept[-1] if kept else resume
-    position = os.path.getsize(segment_path(part, active)) if kept else 0
-    if resume > next_offset or not kept:
-        path = segment_path(part, resume)
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))
-        io.fsync_dir(part)
-        active, position, last_batch, next_offset = resume, 0, NO_BATCH, resume
-    if old is not None:
-        # Readers may have seen times of what was cut: the writer's times continue above them.
-        last_ts = max(last_ts, old.hwm_timestamp_ms)
-    checkpoint = HighWaterMark(
-        next_offset, last_ts, active, position, next_offset, last_batch, last_ts
-    )
-    write_file_atomic(io, part / HWM_FILE, checkpoint.encode())
-    result = RepairResult(pid, cut_file, cut_position, side_files, removed, next_offset, rebuilt)
-    log.warning(
-        "journal partition repaired",
-        extra={
-            "partition": str(pid),
-            "cut_file": str(cut_file) if cut_file else None,
-            "cut_position": cut_position,
-            "bytes_removed": removed,
-            "next_offset": next_offset,
-            "side_files": [str(p) for p in side_files],
-        },
-    )
-    return result

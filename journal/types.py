@@ -174,3 +174,10 @@ class RepairResult:
     bytes_removed: int
     next_offset: int
     indexes_rebuilt: int
+    # Messages (and batches) found intact after the damage and kept at new offsets: from
+    # ``gap[1]`` on.
+    salvaged_messages: int = 0
+    salvaged_batches: int = 0
+    # The offsets repair left out, ``(start, end)``, documented in the partition's gap file;
+    # None when it left none out.
+    gap: tuple[int, int] | None = None

@@ -246,7 +246,7 @@ async def test_damage_in_the_middle_is_found_by_readers_verify_and_repair(
         assert (info.value.file, info.value.position) == (segment, 2 * record)
     problems = verify(image, PID)
     assert [(p.file, p.position, p.fatal) for p in problems] == [(segment, 2 * record, True)]
-    result = repair(image, PID)
+    result = repair(image, PID, salvage=False)  # salvage: tests/journal/test_repair.py
     assert (result.cut_file, result.cut_position) == (segment, 2 * record)
     assert result.next_offset == hwm  # continues after a gap: offsets 4..11 are not reused
     assert result.side_files[0].read_bytes() == bytes(data[2 * record :])
