@@ -23,6 +23,7 @@ from journal import (
     JournalReader,
     PartitionId,
     PartitionInfo,
+    RepairResult,
     UnknownJournal,
     VerifyProblem,
     list_partitions,
@@ -273,19 +274,30 @@ def _problem_record(problem: VerifyProblem) -> dict[str, Any]:
 @journal_dir_option
 @click.option("--category", "-c", required=True, help="The category (exact, as text).")
 @click.option("--partition", "-p", type=int, required=True, help="The partition.")
+@click.option(
+    "--salvage/--no-salvage",
+    default=True,
+    show_default=True,
+    help="Keep the intact batches found after the damage, at new offsets.",
+)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def repair_command(journal_dir: Path, category: str, partition: int, yes: bool) -> None:
+def repair_command(
+    journal_dir: Path, category: str, partition: int, salvage: bool, yes: bool
+) -> None:
     """Cut a damaged partition at its first invalid batch (the cut bytes are kept aside).
 
-    Stop the server first: repair rewrites the partition's last good segment.
+    The intact batches after the damage are salvaged at new offsets (after the high-water mark:
+    offsets are never reused); the offsets cut are a gap that verify accepts and consumers skip,
+    logging and counting it.  Stop the server first: repair rewrites the partition's files.
     """
     pid = PartitionId(category_bytes(category), partition)
     if not yes:
         click.confirm(f"cut {category}/{partition} at its first damage?", abort=True)
     try:
-        result = repair(journal_dir, pid)
+        result = repair(journal_dir, pid, salvage=salvage)
     except JournalError as exc:
         raise click.ClickException(str(exc)) from exc
+    click.echo(_repair_summary(result), err=True)
     record = {
         "category": category,
         "partition": partition,
@@ -295,5 +307,32 @@ def repair_command(journal_dir: Path, category: str, partition: int, yes: bool) 
         "bytes_removed": result.bytes_removed,
         "next_offset": result.next_offset,
         "indexes_rebuilt": result.indexes_rebuilt,
+        "gap": None if result.gap is None else list(result.gap),
+        "salvaged_messages": result.salvaged_messages,
+        "salvaged_batches": result.salvaged_batches,
     }
     click.echo(json.dumps(record))
+
+
+def _repair_summary(result: RepairResult) -> str:
+    """What repair did, in one line for the operator."""
+    if result.cut_file is None and result.gap is None:
+        return f"{result.pid}: no damage found; {result.indexes_rebuilt} indexes rebuilt"
+    words = [str(result.pid)]
+    if result.cut_file is not None:
+        words.append(f"cut at {result.cut_file} byte {result.cut_position}")
+    if result.gap is not None:
+        start, end = result.gap
+        words.append(f"offsets {start}..{end - 1} are a documented gap")
+    if result.salvaged_messages:
+        first = result.next_offset - result.salvaged_messages
+        words.append(
+            f"salvaged {result.salvaged_messages} messages ({result.salvaged_batches} batches) "
+            f"found intact after the damage, now at offsets {first}..{result.next_offset - 1}"
+        )
+    else:
+        words.append("salvaged no messages")
+    side = ", ".join(str(p) for p in result.side_files)
+    if side:
+        words.append(f"the cut bytes are kept in {side}")
+    return ": ".join(words[:2]) + "".join(f"; {w}" for w in words[2:])
