@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
 
+from consumers import FileSinkConfig, ForwardSinkConfig, GroupConfig
 from consumers.sinks.cassandra import EventsOptions
 from pipeline import config as config_module
 from pipeline.config import PipelineConfig
+from pipeline.consumer_config import ConsumerSection
 from pipeline.errors import ConfigError
 from pipeline.routing import RouteConfig
 
@@ -46,6 +49,50 @@ def test_example_file_names_every_key_of_every_section() -> None:
     for service in ("zookeeper", "cassandra"):
         fields = {f.name for f in dataclasses.fields(getattr(defaults.services, service))}
         assert fields <= set(data["services"][service]), service
+
+
+def example_consumer_groups() -> str:
+    """The example's commented-out ``[[consumers]]`` tables, with their "# " removed: lines
+    that are a table header or a key; "# # key = ..." (unset) and annotations stay out."""
+    lines = EXAMPLE.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("# Consumer groups:"))
+    end = next(i for i in range(start, len(lines)) if lines[i].startswith("["))
+    keys = re.compile(r"# (\[|[a-z_]+ = )")
+    return "\n".join(line[2:] for line in lines[start:end] if keys.match(line)) + "\n"
+
+
+def test_example_consumer_groups_hold_the_defaults_of_every_key(tmp_path: Path) -> None:
+    text = example_consumer_groups()
+    path = tmp_path / "groups.toml"
+    path.write_text(text)
+    loaded = config_module.load(path, environ={})
+    sections = {section.group.sink: section for section in loaded.consumers}
+    assert set(sections) == {"files", "forward"}
+    files, forward = sections["files"], sections["forward"]
+    assert files.files is not None
+    assert forward.forward is not None
+    # Every value is the default but the name, the sink and the sink's required key.
+    assert files.group == GroupConfig(files.name, sink="files")
+    assert forward.group == GroupConfig(forward.name, sink="forward")
+    assert files.files == FileSinkConfig(file_path=files.files.file_path)
+    assert forward.forward == ForwardSinkConfig(host=forward.forward.host)
+    default_embedded = ConsumerSection(files.group).embedded
+    assert files.embedded == forward.embedded == default_embedded
+    # Every key is written, or shown commented out when its default is unset.
+    tables = {table["sink"]: table for table in config_module.read_file(path)["consumers"]}
+    group_keys = {f.name for f in dataclasses.fields(GroupConfig)} | {"embedded"}
+    full = EXAMPLE.read_text()
+    for sink, cls in (("files", FileSinkConfig), ("forward", ForwardSinkConfig)):
+        assert group_keys <= set(tables[sink]), sink
+        sink_fields = dataclasses.fields(cls)
+        unset = {f.name for f in sink_fields if f.default is None}
+        assert {f.name for f in sink_fields} - unset <= set(tables[sink][sink]), sink
+        for name in unset:
+            assert f"\n# # {name} = " in full, name
+    # Cassandra groups are referred to the examples that have them.
+    for example in ("events", "latest", "mapping", "access_log"):
+        assert f"conf/{example}.toml" in full
+        assert (EXAMPLE.parent / f"{example}.toml").is_file()
 
 
 def test_precedence_flags_over_environment_over_file(tmp_path: Path) -> None:
