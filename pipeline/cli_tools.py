@@ -12,6 +12,7 @@ import sys
 
 import click
 
+from pipeline.errors import describe
 from scribe_compat import ClientError, FbStatus, LogEntry, ResultCode, ScribeClient
 
 DEFAULT_PORT = 1463
@@ -59,7 +60,7 @@ def cat_command(target: str, lines: bool, timeout: float, category: str) -> None
         with ScribeClient.connect(host, port, timeout, framed=True, strict=False) as client:
             result = client.log(entries)
     except ClientError as exc:
-        raise click.ClickException(f"{host}:{port}: {exc}") from exc
+        raise click.ClickException(describe(f"{host}:{port}", exc)) from exc
     if result == ResultCode.TRY_LATER:
         click.echo("TRY_LATER: the server asked to retry later", err=True)
         sys.exit(EXIT_TRY_LATER)
@@ -87,7 +88,7 @@ def ctl_command(command: str, port: int, host: str, timeout: float) -> None:
         with ScribeClient.connect(host, port, timeout, framed=True, strict=True) as client:
             code = _run_ctl(client, command)
     except ClientError as exc:
-        click.echo(f"{command} failed: {host}:{port}: {exc}", err=True)
+        click.echo(f"{command} failed: {describe(f'{host}:{port}', exc)}", err=True)
         sys.exit(EXIT_NOT_ALIVE if command == "status" else 1)
     sys.exit(code)
 

@@ -4,13 +4,19 @@ Precedence: command-line flags > environment > file > defaults.  Each component 
 frozen dataclass (``scribe_compat.ServerConfig``, ``journal.JournalConfig``, ...); this module
 only assembles them, so ``conf/pipeline.toml`` documents exactly the code's defaults (a test
 checks that).
+
+Relative paths, written in the file or left at their defaults, resolve against the directory of
+the configuration file (the working directory when there is none): a daemon started by systemd
+from ``/`` opens what its file says, not ``/var/journal``.  A path given by a flag
+(``--journal-dir``) or an environment variable resolves against the working directory, as
+anything typed in a shell does.  Every path in a loaded configuration is absolute, so logs
+name the real place.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,8 +96,8 @@ class PipelineConfig:
     # The Cassandra cluster every group with ``sink = "cassandra"`` writes to.
     cassandra: CassandraConfig = field(default_factory=CassandraConfig)
     consumers: tuple[ConsumerSection, ...] = ()
-    # The file the configuration came from, which `reinitialize` reads again.  (Relative paths
-    # in it resolve against the working directory, as on the command line.)
+    # The file the configuration came from (absolute), which a reload reads again.  Relative
+    # paths in it resolve against its directory.
     source: Path | None = None
 
     def group(self, name: str) -> ConsumerSection:
@@ -106,8 +112,11 @@ _JOURNAL_OWN_KEYS = {f.name for f in dataclasses.fields(JournalSection) if f.nam
 
 
 def from_mapping(data: Mapping[str, Any], source: Path | None = None) -> PipelineConfig:
-    """Build and validate the whole configuration from TOML-shaped data."""
+    """Build and validate the whole configuration from TOML-shaped data read from ``source``
+    (relative paths resolve against its directory, or the working directory without one)."""
     data = dict(data)
+    source = None if source is None else settings.absolute(source, Path.cwd())
+    base = Path.cwd() if source is None else source.parent
     known = {f.name for f in dataclasses.fields(PipelineConfig) if f.name != "source"}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -129,10 +138,10 @@ def from_mapping(data: Mapping[str, Any], source: Path | None = None) -> Pipelin
     if "journal" in data:
         parts["journal"] = _journal_section(data["journal"])
     if "consumers" in data:
-        parts["consumers"] = consumer_sections(data["consumers"])
+        parts["consumers"] = consumer_sections(data["consumers"], base)
     if "services" in data:
         parts["services"] = services_config_from_mapping(data["services"])
-    return PipelineConfig(source=source, **parts)
+    return settings.resolve_paths(PipelineConfig(source=source, **parts), base)
 
 
 def _journal_section(table: Any) -> JournalSection:
@@ -146,13 +155,7 @@ def _journal_section(table: Any) -> JournalSection:
 
 
 def read_file(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(str(path), "file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), f"invalid TOML: {exc}") from None
+    return settings.read_toml(path)
 
 
 def load(
@@ -161,12 +164,34 @@ def load(
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> PipelineConfig:
-    """File, then environment, then ``overrides`` (the command line's flags, as nested tables)."""
-    data: dict[str, Any] = read_file(path) if path is not None else {}
-    data = settings.merge(data, settings.env_overrides(os.environ if environ is None else environ))
+    """File, then environment, then ``overrides`` (the command line's flags, as nested tables,
+    see ``flag_overrides``); relative paths resolved as the module's docstring says."""
+    environ = os.environ if environ is None else environ
+    source = None if path is None else settings.absolute(path, Path.cwd())
+    data: dict[str, Any] = read_file(source) if source is not None else {}
+    data = settings.merge(data, settings.env_overrides(environ))
+    # Where each key not from the file was set, for errors to say (flags win over variables).
+    sources = {
+        key: f"environment variable {name}" for key, name in settings.env_variables(environ).items()
+    }
     if overrides:
         data = settings.merge(data, overrides)
-    return from_mapping(data, source=path)
+        sources.update(dict.fromkeys(_dotted_keys(overrides), "the command line"))
+    try:
+        return from_mapping(data, source=source)
+    except ConfigError as exc:
+        blamed = settings.blamed_source(exc.key, sources) if exc.source is None else None
+        if blamed is None:
+            raise
+        raise ConfigError(exc.key, exc.problem, blamed) from exc
+
+
+def _dotted_keys(tree: Mapping[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for name, value in tree.items():
+        key = f"{prefix}.{name}" if prefix else name
+        keys += _dotted_keys(value, key) if isinstance(value, Mapping) else [key]
+    return keys
 
 
 def flag_overrides(**flags: Any) -> dict[str, Any]:
@@ -179,5 +204,6 @@ def flag_overrides(**flags: Any) -> dict[str, Any]:
         *sections, key = name.split("__")
         for section in sections:
             node = node.setdefault(section, {})
-        node[key] = str(value) if isinstance(value, Path) else value
+        # A path typed on the command line means the working directory's, not the file's.
+        node[key] = settings.WorkingDirectoryText(value) if isinstance(value, Path) else value
     return tree

@@ -82,7 +82,8 @@ class ConsumerSection:
         return self.group.name
 
 
-def consumer_section(table: Any, key: str) -> ConsumerSection:
+def consumer_section(table: Any, key: str, base: Path | None = None) -> ConsumerSection:
+    """One group's table; ``base`` is the directory relative paths in it resolve against."""
     if not isinstance(table, Mapping):
         raise ConfigError(key, "expected a table")
     group_keys = {f.name for f in dataclasses.fields(GroupConfig)}
@@ -93,7 +94,7 @@ def consumer_section(table: Any, key: str) -> ConsumerSection:
     group = settings.build(GroupConfig, {k: v for k, v in table.items() if k in group_keys}, key)
     sinks: dict[str, Any] = {
         name: (
-            cassandra_sink_config(table[name], f"{key}.{name}")
+            cassandra_sink_config(table[name], f"{key}.{name}", base)
             if cls is CassandraSinkConfig
             else settings.build(cls, table[name], f"{key}.{name}")
         )
@@ -107,9 +108,10 @@ def consumer_section(table: Any, key: str) -> ConsumerSection:
     return ConsumerSection(group=group, embedded=embedded, **sinks)
 
 
-def cassandra_sink_config(table: Any, key: str) -> CassandraSinkConfig:
+def cassandra_sink_config(table: Any, key: str, base: Path | None = None) -> CassandraSinkConfig:
     """``[consumers.cassandra]``: ``materializer``, ``plugin_path`` and the materializer's own
-    options, checked now (a plugin is imported and built once to check its options)."""
+    options, checked now (a plugin is imported and built once to check its options, so a
+    relative ``plugin_path`` is resolved against ``base`` first)."""
     if not isinstance(table, Mapping):
         raise ConfigError(key, "expected a table")
     rest = dict(table)
@@ -118,6 +120,8 @@ def cassandra_sink_config(table: Any, key: str) -> CassandraSinkConfig:
     plugin_path = (
         None if raw_path is None else settings.convert(Path, raw_path, f"{key}.plugin_path")
     )
+    if plugin_path is not None and base is not None:
+        plugin_path = settings.absolute(plugin_path, base)
     if is_plugin(name):
         try:
             build_plugin(name, rest, plugin_path)
@@ -134,10 +138,10 @@ def cassandra_sink_config(table: Any, key: str) -> CassandraSinkConfig:
     return CassandraSinkConfig(name, settings.build(builtin[0], rest, key), plugin_path)
 
 
-def consumer_sections(value: Any) -> tuple[ConsumerSection, ...]:
+def consumer_sections(value: Any, base: Path | None = None) -> tuple[ConsumerSection, ...]:
     if not isinstance(value, list):
         raise ConfigError("consumers", "expected an array of tables ([[consumers]])")
-    sections = tuple(consumer_section(t, f"consumers[{i}]") for i, t in enumerate(value))
+    sections = tuple(consumer_section(t, f"consumers[{i}]", base) for i, t in enumerate(value))
     names = [s.name for s in sections]
     for name in names:
         if names.count(name) > 1:

@@ -31,7 +31,7 @@ from pipeline import config as config_module
 from pipeline.admission import Admission, free_disk_bytes
 from pipeline.config import PipelineConfig
 from pipeline.descriptors import DescriptorWatch, check_limit, raise_soft_limit
-from pipeline.errors import StartupError
+from pipeline.errors import StartupError, reason_of
 from pipeline.floors import ConsumerFloor, floor_lookup, log_holds
 from pipeline.log_service import LogService, remote_shutdown_allowed
 from pipeline.routing import Router, RoutingConfig, Unroutable
@@ -78,10 +78,11 @@ async def serve_pipeline(
     )
     if problem is not None:
         raise StartupError(problem)
+    subject = f"journal {journal_dir}"
     try:
         journal_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise StartupError(f"cannot create journal directory {journal_dir}: {exc}") from exc
+        raise StartupError(f"cannot create it: {reason_of(exc, subject)}", subject) from exc
     stop = trio.Event()
     opened = False
     try:
@@ -90,12 +91,12 @@ async def serve_pipeline(
             opened = True
             await _serve(config, journal, stop, retention_floors, task_status)
     except JournalError as exc:
-        raise StartupError(f"journal {journal_dir}: {exc}") from exc
+        raise StartupError(exc, subject) from exc
     except OSError as exc:
         if opened:
             raise
         # E.g. out of descriptors while recovering: the file is named, the fix is the limit.
-        raise StartupError(f"journal {journal_dir} did not open: {exc}") from exc
+        raise StartupError(f"did not open: {reason_of(exc, subject)}", subject) from exc
 
 
 def _router(routing: RoutingConfig, journal: Journal) -> Router:

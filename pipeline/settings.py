@@ -7,6 +7,12 @@ Nested dataclass fields are sub-tables.  Environment overrides use
 ``PIPELINE_<SECTION>__<KEY>`` (double underscores between levels), values parsed as the field's
 type.
 
+Relative paths: ``resolve_paths`` makes every relative ``Path`` in a built configuration
+absolute against a base directory (the configuration file's), so that what a daemon opens does
+not depend on where it was started.  Text from the environment or the command line arrives as
+``WorkingDirectoryText`` instead, and a relative path in it is made absolute against the working
+directory as it is converted, as users expect of a flag or a variable they type in a shell.
+
 This is the one place where values are checked against their range, so that any configuration
 that loads also runs:
 
@@ -30,13 +36,15 @@ import dataclasses
 import enum
 import math
 import operator
+import os
+import tomllib
 import types
 import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, ConfigFileError
 
 T = TypeVar("T")
 
@@ -56,6 +64,14 @@ def build(cls: type[T], data: Mapping[str, Any], key: str) -> T:
         known = ", ".join(sorted(fields))
         raise ConfigError(_join(key, unknown[0]), f"unknown key (known: {known})")
     values = {name: convert(hints[name], value, _join(key, name)) for name, value in data.items()}
+    for field_name, spec in fields.items():
+        # A required key left out would otherwise surface as Python's own
+        # "__init__() missing 1 required positional argument".
+        required = (
+            spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING
+        )
+        if required and field_name not in values:
+            raise ConfigError(_join(key, field_name), "required, but not set")
     try:
         return cls(**values)
     except (ValueError, TypeError) as exc:
@@ -163,6 +179,8 @@ def convert(hint: Any, value: Any, key: str) -> Any:
             return value
         raise ConfigError(key, f"expected a string, got {value!r}")
     if hint is Path:
+        if isinstance(value, WorkingDirectoryText):
+            return absolute(Path(value), Path.cwd())
         if isinstance(value, str):
             return Path(value)
         raise ConfigError(key, f"expected a path string, got {value!r}")
@@ -177,34 +195,76 @@ def convert(hint: Any, value: Any, key: str) -> Any:
     raise ConfigError(key, f"unsupported value {value!r}")
 
 
+class WorkingDirectoryText(str):
+    """Text typed in a shell (an environment variable, a flag): as a path, relative to the
+    working directory rather than to the configuration file."""
+
+    __slots__ = ()
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The TOML document at ``path``; ``ConfigFileError`` when it cannot be read or parsed."""
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigFileError(path, "file not found") from None
+    except OSError as exc:
+        raise ConfigFileError(path, f"cannot read it: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigFileError(path, f"invalid TOML: {exc}") from None
+
+
 def parse_env_value(raw: str) -> Any:
     """Parse an environment value: TOML scalars (numbers, booleans, quoted strings) or text."""
-    import tomllib
-
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
-        return raw
+        return WorkingDirectoryText(raw)
+    if isinstance(value, str):
+        return WorkingDirectoryText(value)
     # TOML dates and times (a directory named 2024-01-01, say) stay text.
-    return value if isinstance(value, str | int | float | bool | list) else raw
+    return value if isinstance(value, int | float | bool | list) else WorkingDirectoryText(raw)
+
+
+def env_variables(environ: Mapping[str, str]) -> dict[str, str]:
+    """The dotted key each ``PIPELINE_SECTION__KEY`` variable sets, and the variable's name."""
+    keys: dict[str, str] = {}
+    for name in environ:
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        if all(path):
+            keys[".".join(path)] = name
+    return keys
 
 
 def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     """Nested tables from ``PIPELINE_SECTION__KEY=value`` variables."""
     tree: dict[str, Any] = {}
-    for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or "__" not in name:
-            continue
-        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
-        if not all(path):
-            continue
+    for key, name in env_variables(environ).items():
+        *sections, leaf = key.split(".")
         node = tree
-        for part in path[:-1]:
+        for part in sections:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(name, "conflicts with another variable")
-        node[path[-1]] = parse_env_value(raw)
+                raise ConfigError(
+                    key, "conflicts with another variable", f"environment variable {name}"
+                )
+        node[leaf] = parse_env_value(environ[name])
     return tree
+
+
+def blamed_source(key: str, sources: Mapping[str, str]) -> str | None:
+    """Which of ``sources`` (dotted key -> where it was set) an error about ``key`` is due to:
+    the one that set ``key`` itself, or a key inside the table ``key`` names."""
+    if key in sources:
+        return sources[key]
+    for set_key, source in sources.items():
+        if set_key.startswith(key + ".") or set_key.startswith(key + "["):
+            # Perhaps only a contributor (a table's cross-field check): say what it set.
+            return f"{source} setting {set_key}"
+    return None
 
 
 def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -231,6 +291,36 @@ def to_table(obj: Any) -> Any:
         return obj.decode("utf-8", "surrogateescape")
     if isinstance(obj, tuple | list):
         return [to_table(v) for v in obj]
+    return obj
+
+
+def absolute(path: Path, base: Path) -> Path:
+    """``path`` against ``base`` (itself against the working directory), with ``..`` and ``.``
+    folded as written: ``conf/../var`` is the ``var`` beside ``conf``, as its reader means."""
+    return Path(os.path.normpath(os.path.join(Path.cwd(), base, path)))
+
+
+def resolve_paths(obj: T, base: Path) -> T:
+    """``obj`` (a dataclass, nested ones and tuples of them included) with every relative
+    ``Path`` made absolute against ``base``."""
+    return typing.cast(T, _resolved(obj, base))
+
+
+def _resolved(obj: Any, base: Path) -> Any:
+    if isinstance(obj, Path):
+        return obj if obj.is_absolute() else absolute(obj, base)
+    if type(obj) is tuple:
+        items = tuple(_resolved(item, base) for item in obj)
+        changed = any(new is not old for new, old in zip(items, obj, strict=True))
+        return items if changed else obj
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        changes = {}
+        for spec in dataclasses.fields(obj):
+            if spec.init:
+                old = getattr(obj, spec.name)
+                if (new := _resolved(old, base)) is not old:
+                    changes[spec.name] = new
+        return dataclasses.replace(obj, **changes) if changes else obj
     return obj
 
 

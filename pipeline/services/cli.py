@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from pipeline.services.cassandra import ManagedCassandra
 from pipeline.services.config import ServicesConfig, services_config_from_mapping
 from pipeline.services.process import ManagedService, ServiceError
 from pipeline.services.zookeeper import ManagedZooKeeper
-from pipeline.settings import env_overrides, merge
+from pipeline.settings import absolute, env_overrides, merge, read_toml, resolve_paths
 
 __all__ = ["EXIT_CONFIG", "EXIT_SERVICE", "load_services_config", "services"]
 
@@ -34,24 +33,23 @@ SERVICE_NAMES = ("zookeeper", "cassandra")
 def load_services_config(
     path: Path | None, environ: dict[str, str] | None = None
 ) -> ServicesConfig:
-    """Defaults, then the ``[services]`` table of ``path``, then ``PIPELINE_SERVICES__...``."""
+    """Defaults, then the ``[services]`` table of ``path``, then ``PIPELINE_SERVICES__...``.
+
+    Relative directories resolve as in every configuration (``pipeline.config``): against the
+    file's directory, or the working directory for environment values and without a file.
+    """
     data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            with path.open("rb") as f:
-                document = tomllib.load(f)
-        except OSError as exc:
-            raise ConfigError("--config", f"cannot read {path}: {exc.strerror}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from exc
-        table = document.get("services", {})
+    source = None if path is None else absolute(path, Path.cwd())
+    if source is not None:
+        table = read_toml(source).get("services", {})
         if not isinstance(table, dict):
             raise ConfigError("services", "expected a table")
         data = table
     env = env_overrides(os.environ if environ is None else environ).get("services", {})
     if env:
         data = merge(data, env)
-    return services_config_from_mapping(data)
+    config = services_config_from_mapping(data)
+    return resolve_paths(config, Path.cwd() if source is None else source.parent)
 
 
 def _managed(config: ServicesConfig, only: str | None) -> list[tuple[ManagedService, bool]]:

@@ -64,9 +64,9 @@ def test_file_then_environment(tmp_path: Path) -> None:
 
 
 def test_unreadable_or_invalid_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="cannot read"):
+    with pytest.raises(ConfigError, match="file not found"):
         load_services_config(tmp_path / "missing.toml", {})
     bad = tmp_path / "bad.toml"
     bad.write_text("[services\n")
-    with pytest.raises(ConfigError, match="not valid TOML"):
+    with pytest.raises(ConfigError, match="invalid TOML"):
         load_services_config(bad, {})
