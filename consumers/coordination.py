@@ -207,7 +207,7 @@ class MemberState:
             extra={
                 "group": self._group,
                 "member": self._member_id,
-                "pid": str(lease.pid),
+                "partition": str(lease.pid),
                 "epoch": lease.epoch,
             },
         )
@@ -219,7 +219,7 @@ class MemberState:
             extra={
                 "group": self._group,
                 "member": self._member_id,
-                "pid": str(lease.pid),
+                "partition": str(lease.pid),
                 "epoch": lease.epoch,
                 "reason": reason,
             },

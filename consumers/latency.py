@@ -6,7 +6,8 @@ from collections import deque
 
 
 class LatencyWindow:
-    """Keeps the last ``size`` durations (seconds); `summary` gives p50, p99 and max in µs."""
+    """Keeps the last ``size`` durations (seconds); `summary` gives p50, p99 and max in µs
+    (``<prefix> p50 us``: named as counters are)."""
 
     def __init__(self, size: int = 2048) -> None:
         self._samples: deque[float] = deque(maxlen=size)
@@ -17,13 +18,13 @@ class LatencyWindow:
     def summary(self, prefix: str) -> dict[str, int]:
         ordered = sorted(self._samples)
         if not ordered:
-            return {f"{prefix}_p50_us": 0, f"{prefix}_p99_us": 0, f"{prefix}_max_us": 0}
+            return {f"{prefix} p50 us": 0, f"{prefix} p99 us": 0, f"{prefix} max us": 0}
 
         def at(fraction: float) -> int:
             return int(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1e6)
 
         return {
-            f"{prefix}_p50_us": at(0.50),
-            f"{prefix}_p99_us": at(0.99),
-            f"{prefix}_max_us": int(ordered[-1] * 1e6),
+            f"{prefix} p50 us": at(0.50),
+            f"{prefix} p99 us": at(0.99),
+            f"{prefix} max us": int(ordered[-1] * 1e6),
         }

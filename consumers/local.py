@@ -265,7 +265,7 @@ class LocalCoordinator(MemberState):
         await self._io(self._reset_blocking, pid, offset)
         log.warning(
             "offset reset",
-            extra={"group": self._group, "pid": str(pid), "offset": offset, "forced": force},
+            extra={"group": self._group, "partition": str(pid), "offset": offset, "forced": force},
         )
 
     def _all_committed_blocking(self) -> dict[PartitionId, int | None]:
@@ -418,12 +418,16 @@ class LocalCoordinator(MemberState):
         if scope.cancelled_caught:
             log.warning(
                 "revocation timed out; releasing anyway",
-                extra={"group": self._group, "member": self._member_id, "pid": str(lease.pid)},
+                extra={
+                    "group": self._group,
+                    "member": self._member_id,
+                    "partition": str(lease.pid),
+                },
             )
         self._release(lease.pid)
         log.info(
             "partition released",
-            extra={"group": self._group, "member": self._member_id, "pid": str(lease.pid)},
+            extra={"group": self._group, "member": self._member_id, "partition": str(lease.pid)},
         )
 
     def _lose(self, listener: OwnershipListener, lease: Lease, reason: str) -> None:

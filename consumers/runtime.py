@@ -118,14 +118,14 @@ class ConsumerRuntime:
         self._workers: dict[PartitionId, _Worker] = {}
         self._nursery: trio.Nursery | None = None
         self._counters = {
-            "messages_consumed": 0,
-            "bytes_consumed": 0,
+            "messages consumed": 0,
+            "bytes consumed": 0,
             "batches": 0,
             "commits": 0,
-            "commit_failures": 0,
+            "commit failures": 0,
             "fenced": 0,
-            "sink_retries": 0,
-            "skipped_messages": 0,
+            "sink retries": 0,
+            "skipped messages": 0,
             "assigned": 0,
             "revoked": 0,
             "lost": 0,
@@ -204,7 +204,7 @@ class ConsumerRuntime:
         self._counters["revoked"] += 1
         log.info(
             "partition revoked",
-            extra={**self._fields, "pid": str(lease.pid), "committed": worker.committed},
+            extra={**self._fields, "partition": str(lease.pid), "committed": worker.committed},
         )
 
     def lost(self, lease: Lease) -> None:
@@ -247,7 +247,7 @@ class ConsumerRuntime:
                     "cannot read partition; paused",
                     extra={
                         **self._fields,
-                        "pid": str(worker.lease.pid),
+                        "partition": str(worker.lease.pid),
                         "error": str(exc),
                         "delay_s": round(delay, 3),
                     },
@@ -274,7 +274,7 @@ class ConsumerRuntime:
             "partition started",
             extra={
                 **self._fields,
-                "pid": str(pid),
+                "partition": str(pid),
                 "epoch": worker.lease.epoch,
                 "committed": committed,
                 "position": reader.position,
@@ -287,8 +287,8 @@ class ConsumerRuntime:
             worker.position = batch[-1].offset + 1
             nbytes = sum(len(m.message) for m in batch)
             worker.consumed += len(batch)
-            self._counters["messages_consumed"] += len(batch)
-            self._counters["bytes_consumed"] += nbytes
+            self._counters["messages consumed"] += len(batch)
+            self._counters["bytes consumed"] += nbytes
             self._counters["batches"] += 1
             if trio.current_time() - worker.last_commit >= config.commit_interval_s:
                 await self._commit(worker)
@@ -299,12 +299,12 @@ class ConsumerRuntime:
             return open_reader(self._dir, pid, start, self._journal_config, skip_gaps=True)
         except OffsetOutOfRange as exc:
             if committed is not None and committed < exc.earliest:
-                self._counters["skipped_messages"] += exc.earliest - committed
+                self._counters["skipped messages"] += exc.earliest - committed
                 log.error(
                     "journal data gone before it was consumed",
                     extra={
                         **self._fields,
-                        "pid": str(pid),
+                        "partition": str(pid),
                         "start": committed,
                         "end": exc.earliest,
                     },
@@ -315,7 +315,7 @@ class ConsumerRuntime:
                     "committed offset beyond the journal; starting at its earliest offset",
                     extra={
                         **self._fields,
-                        "pid": str(pid),
+                        "partition": str(pid),
                         "committed": committed,
                         "high_water_mark": exc.high_water_mark,
                     },
@@ -354,10 +354,15 @@ class ConsumerRuntime:
     def _note_skips(self, worker: _Worker, reader: JournalReader) -> None:
         while reader.skipped:
             start, end = reader.skipped.pop(0)
-            self._counters["skipped_messages"] += end - start
+            self._counters["skipped messages"] += end - start
             log.error(
                 "journal data gone before it was consumed",
-                extra={**self._fields, "pid": str(worker.lease.pid), "start": start, "end": end},
+                extra={
+                    **self._fields,
+                    "partition": str(worker.lease.pid),
+                    "start": start,
+                    "end": end,
+                },
             )
 
     async def _deliver(self, worker: _Worker, batch: list[JournalMessage]) -> None:
@@ -368,13 +373,13 @@ class ConsumerRuntime:
                 await self._sink.write(worker.lease.pid, batch)
             except SinkError as exc:
                 worker.paused = True
-                self._counters["sink_retries"] += 1
+                self._counters["sink retries"] += 1
                 delay = backoff.next_delay()
                 log.warning(
                     "sink failed; partition paused",
                     extra={
                         **self._fields,
-                        "pid": str(worker.lease.pid),
+                        "partition": str(worker.lease.pid),
                         "offset": batch[0].offset,
                         "attempt": backoff.attempts,
                         "delay_s": round(delay, 3),
@@ -402,16 +407,18 @@ class ConsumerRuntime:
                 "commit fenced; partition dropped",
                 extra={
                     **self._fields,
-                    "pid": str(pid),
+                    "partition": str(pid),
                     "epoch": exc.epoch,
                     "current_epoch": exc.current_epoch,
                 },
             )
             return
         except (CoordinationError, OSError) as exc:
-            self._counters["commit_failures"] += 1
+            self._counters["commit failures"] += 1
             worker.last_commit = trio.current_time()  # try again after the interval
-            log.warning("commit failed", extra={**self._fields, "pid": str(pid), "error": str(exc)})
+            log.warning(
+                "commit failed", extra={**self._fields, "partition": str(pid), "error": str(exc)}
+            )
             return
         worker.committed = position
         worker.last_commit = trio.current_time()
@@ -420,6 +427,8 @@ class ConsumerRuntime:
     # -- observability -----------------------------------------------------------------------
 
     def metrics(self) -> dict[str, Any]:
+        """The member's counters (named as fb303 shows them after ``consumer <group>:``), the
+        partitions it owns with their positions, and the sink's own counters under ``sink``."""
         partitions: dict[str, dict[str, Any]] = {}
         for pid, worker in sorted(
             self._workers.items(), key=lambda item: (item[0].category, item[0].partition)
@@ -441,7 +450,7 @@ class ConsumerRuntime:
         return {
             **self._fields,
             **self._counters,
-            "partitions_owned": len(self._coordinator.owned()),
+            "partitions owned": len(self._coordinator.owned()),
             "partitions": partitions,
             "sink": self._sink.metrics(),
         }

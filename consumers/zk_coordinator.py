@@ -401,7 +401,7 @@ class ZooKeeperCoordinator(MemberState):
                     raise CoordinationError(f"{pid}: the epoch keeps changing; reset abandoned")
         log.warning(
             "offset reset",
-            extra={"group": self._group, "pid": str(pid), "offset": offset, "forced": force},
+            extra={"group": self._group, "partition": str(pid), "offset": offset, "forced": force},
         )
 
     async def all_committed(self) -> dict[PartitionId, int | None]:
@@ -601,7 +601,7 @@ class ZooKeeperCoordinator(MemberState):
             # The node stays ours until the session ends; the next round releases it.
             log.warning(
                 "could not release partition node",
-                extra={"group": self._group, "pid": str(pid), "error": str(exc)},
+                extra={"group": self._group, "partition": str(pid), "error": str(exc)},
             )
 
     def _lose(self, listener: OwnershipListener, lease: Lease, reason: str) -> None:
@@ -624,7 +624,11 @@ class ZooKeeperCoordinator(MemberState):
         if scope.cancelled_caught:
             log.warning(
                 "revocation timed out; releasing anyway",
-                extra={"group": self._group, "member": self._member_id, "pid": str(lease.pid)},
+                extra={
+                    "group": self._group,
+                    "member": self._member_id,
+                    "partition": str(lease.pid),
+                },
             )
         if self._leases.get(lease.pid) == lease:
             del self._leases[lease.pid]
@@ -632,7 +636,7 @@ class ZooKeeperCoordinator(MemberState):
         self.counters["released"] += 1
         log.info(
             "partition released",
-            extra={"group": self._group, "member": self._member_id, "pid": str(lease.pid)},
+            extra={"group": self._group, "member": self._member_id, "partition": str(lease.pid)},
         )
 
     async def _verify(self, client: ZooKeeperClient, listener: OwnershipListener) -> None:

@@ -3,11 +3,13 @@
 ``cat`` sends stdin as one message (or one per line with ``--lines``), framed and non-strict as
 scribe_cat does, and exits 84 on TRY_LATER.  ``ctl`` speaks fb303 framed with strict writes and
 keeps scribe_ctrl's exit codes: ``status`` exits 2 when ALIVE and 3 otherwise (also when the
-server cannot be reached); other commands exit 0, or 1 on failure.
+server cannot be reached); other commands exit 0, or 1 on failure.  ``counters --json`` prints
+one JSON object (name to value), for machines.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 
 import click
@@ -82,26 +84,35 @@ CTL_COMMANDS = ("status", "counters", "version", "name", "alive", "stop", "reloa
 @click.argument("port", type=int, default=DEFAULT_PORT, required=False)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Server address.")
 @click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds per call.")
-def ctl_command(command: str, port: int, host: str, timeout: float) -> None:
+@click.option(
+    "--json", "as_json", is_flag=True, help="counters: one JSON object, name to value, sorted."
+)
+def ctl_command(command: str, port: int, host: str, timeout: float, as_json: bool) -> None:
     """Manage a running server over fb303 (like scribe_ctrl): COMMAND [PORT]."""
+    if as_json and command != "counters":
+        raise click.UsageError(f"--json is for counters, not {command}")
     try:
         with ScribeClient.connect(host, port, timeout, framed=True, strict=True) as client:
-            code = _run_ctl(client, command)
+            code = _run_ctl(client, command, as_json=as_json)
     except ClientError as exc:
         click.echo(f"{command} failed: {describe(f'{host}:{port}', exc)}", err=True)
         sys.exit(EXIT_NOT_ALIVE if command == "status" else 1)
     sys.exit(code)
 
 
-def _run_ctl(client: ScribeClient, command: str) -> int:
+def _run_ctl(client: ScribeClient, command: str, *, as_json: bool = False) -> int:
     if command == "status":
         status = client.get_status()
         details = client.get_status_details()
         click.echo(status.name + (f" - {details}" if details else ""))
         return EXIT_ALIVE if status == FbStatus.ALIVE else EXIT_NOT_ALIVE
     if command == "counters":
-        for key, value in sorted(client.get_counters().items()):
-            click.echo(f"{key}: {value}")
+        counters = dict(sorted(client.get_counters().items()))
+        if as_json:
+            click.echo(json.dumps(counters))
+        else:
+            for key, value in counters.items():
+                click.echo(f"{key}: {value}")
     elif command == "version":
         click.echo(client.get_version())
     elif command == "name":

@@ -43,12 +43,13 @@ log = logging.getLogger(__name__)
 
 # The sink figures a status line shows when the sink has them (the Cassandra sink does).
 STATUS_SINK_METRICS = (
-    "rows_written",
-    "dead_letters",
-    "retries",
-    "cassandra_latency_p50_us",
-    "cassandra_latency_p99_us",
+    "rows written",
+    "dead letters",
+    "cassandra latency p50 us",
+    "cassandra latency p99 us",
 )
+# A forwarder's figures that Scribe's network store reports as scribe_overall:sent / :retries.
+SCRIBE_OVERALL = {"sent": "sent", "failed calls": "retries"}
 
 
 def build_sink(config: PipelineConfig, section: ConsumerSection, storage: Storage) -> Sink:
@@ -196,8 +197,9 @@ async def serve_member(
 
 
 def consumer_counters(runtime: ConsumerRuntime) -> dict[str, int]:
-    """A member's counters for fb303: ``consumer <group>:<name>``, and the forwarder's ``sent``
-    and ``retries`` under ``scribe_overall`` as Scribe's network store reports them."""
+    """A member's counters for fb303, in its ``<scope>:<name>`` style: ``consumer <group>:<name>``
+    for the runtime's, ``consumer <group>:sink <name>`` for the sink's, and the forwarder's sent
+    and failed calls as ``scribe_overall:sent`` / ``retries``, as Scribe's network store."""
     metrics = runtime.metrics()
     group = metrics["group"]
     counters: dict[str, int] = {}
@@ -206,29 +208,38 @@ def consumer_counters(runtime: ConsumerRuntime) -> dict[str, int]:
             counters[f"consumer {group}:{key}"] = value
     for key, value in metrics["sink"].items():
         counters[f"consumer {group}:sink {key}"] = value
-        if key in ("sent", "retries"):
-            counters[f"scribe_overall:{key}"] = value
+        if key in SCRIBE_OVERALL:
+            counters[f"scribe_overall:{SCRIBE_OVERALL[key]}"] = value
     return counters
+
+
+def log_field(counter: str) -> str:
+    """A counter's name as a log field (logfmt keys have no spaces): ``rows written`` is
+    ``rows_written``, as the server's status line shows ``received good``."""
+    return counter.replace(" ", "_")
+
+
+def status_fields(runtime: ConsumerRuntime) -> dict[str, object]:
+    """What a member's periodic status line says."""
+    metrics = runtime.metrics()
+    lag = sum(p["lag"] or 0 for p in metrics["partitions"].values())
+    sink = metrics["sink"]
+    return {
+        "group": metrics["group"],
+        "member": metrics["member"],
+        "partitions": metrics["partitions owned"],
+        "messages": metrics["messages consumed"],
+        "commits": metrics["commits"],
+        "sink_retries": metrics["sink retries"],
+        "lag": lag,
+        **{log_field(key): sink[key] for key in STATUS_SINK_METRICS if key in sink},
+    }
 
 
 async def _log_status(runtime: ConsumerRuntime, interval_s: float) -> None:
     while True:
         await trio.sleep(interval_s)
-        metrics = runtime.metrics()
-        lag = sum(p["lag"] or 0 for p in metrics["partitions"].values())
-        sink = metrics["sink"]
-        log.info(
-            "consumer status",
-            extra={
-                "group": metrics["group"],
-                "member": metrics["member"],
-                "partitions": metrics["partitions_owned"],
-                "messages": metrics["messages_consumed"],
-                "commits": metrics["commits"],
-                "lag": lag,
-                **{key: sink[key] for key in STATUS_SINK_METRICS if key in sink},
-            },
-        )
+        log.info("consumer status", extra=status_fields(runtime))
 
 
 async def known_groups(config: PipelineConfig) -> list[str]:

@@ -88,7 +88,7 @@ class FileSink:
         self._limiter = trio.CapacityLimiter(config.io_threads)
         self._locks: dict[bytes, trio.Lock] = {}
         self._open: dict[bytes, _OpenFile] = {}
-        self._counters = {"messages": 0, "bytes": 0, "batches": 0, "files_created": 0, "errors": 0}
+        self._counters = {"messages": 0, "bytes": 0, "batches": 0, "files created": 0, "errors": 0}
         self._closed = False
 
     def check_file_path(self) -> None:
@@ -230,7 +230,7 @@ class FileSink:
         os.replace(tmp_state, state)
         _fsync_dir(directory)
         if not existed:
-            self._counters["files_created"] += 1
+            self._counters["files created"] += 1
         return opened
 
     def _current(self, category: bytes, directory: Path, now: float) -> _OpenFile:

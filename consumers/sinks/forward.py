@@ -74,8 +74,8 @@ class ForwardSink:
         self._closed = False
         self._counters = {
             "sent": 0,
-            "retries": 0,
-            "try_later": 0,
+            "failed calls": 0,
+            "try later": 0,
             "reconnects": 0,
             "probes": 0,
             "calls": 0,
@@ -142,14 +142,14 @@ class ForwardSink:
                 try:
                     await self._call(entries, size)
                 except _TryLater:
-                    self._counters["try_later"] += 1
+                    self._counters["try later"] += 1
                     reason = "upstream answered TRY_LATER"
                 except ClientError as exc:
                     reason = f"upstream failed: {exc}"
                 else:
                     self._counters["sent"] += len(entries)
                     return
-                self._counters["retries"] += 1
+                self._counters["failed calls"] += 1
                 if (
                     self._config.max_attempts is not None
                     and backoff.attempts + 1 >= self._config.max_attempts
@@ -160,7 +160,7 @@ class ForwardSink:
                     "forward retry",
                     extra={
                         "peer": peer,
-                        "pid": str(pid),
+                        "partition": str(pid),
                         "entries": len(entries),
                         "reason": reason,
                         "attempt": backoff.attempts,

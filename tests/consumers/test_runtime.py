@@ -148,10 +148,10 @@ async def test_every_message_reaches_the_file_sink_in_order_and_resumes(tmp_path
             await produce(journal, b"web", 0, 0)
             await produce(journal, b"webnew", 0, 40)  # a category appearing while running
             await wait_until(
-                lambda: runtime.metrics()["messages_consumed"] == 740, 10, "all consumed"
+                lambda: runtime.metrics()["messages consumed"] == 740, 10, "all consumed"
             )
             metrics = runtime.metrics()
-            assert metrics["partitions_owned"] == 4
+            assert metrics["partitions owned"] == 4
             assert all(p["lag"] == 0 for p in metrics["partitions"].values())
             assert metrics["batches"] >= 4
             assert metrics["sink"]["messages"] == 740
@@ -173,7 +173,7 @@ async def test_every_message_reaches_the_file_sink_in_order_and_resumes(tmp_path
             await journal.append(b"web", 1, [f"web-1-{n}".encode()])
         sink = FileSink(FileSinkConfig(file_path=out, add_newlines=True, max_size=4000))
         async with running(tmp_path, sink, member_id="m2") as runtime:
-            await wait_until(lambda: runtime.metrics()["messages_consumed"] == 50, 10)
+            await wait_until(lambda: runtime.metrics()["messages consumed"] == 50, 10)
         await sink.aclose()
         web = file_lines(out, "web")
         assert len(web) == 650
@@ -188,7 +188,7 @@ async def test_sink_errors_pause_the_partition_and_skip_nothing(tmp_path: Path) 
         group = fast_group(("api",), batch_messages=64, backoff_initial_s=0.01)
         async with running(tmp_path, sink, group=group) as runtime:
             await wait_until(lambda: sink.count() == 200, 10)
-            assert runtime.metrics()["sink_retries"] == 3
+            assert runtime.metrics()["sink retries"] == 3
         assert sink.delivered[PartitionId(b"api", 0)] == list(range(200))
         assert await admin(tmp_path).committed(PartitionId(b"api", 0)) == 200
 

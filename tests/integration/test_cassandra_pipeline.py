@@ -627,7 +627,7 @@ async def test_sigkilled_pipeline_materializes_every_event_exactly_once_and_repl
     after = await event_rows(cassandra, keyspace)
     assert await server.aterminate() == 0
 
-    replayed = counters.get("consumer events:messages_consumed", 0)
+    replayed = counters.get("consumer events:messages consumed", 0)
     print(
         f"\n{label}: {KILL_ROUNDS} SIGKILLs (after {', '.join(f'{k:.1f}' for k in kills)} s; "
         f"{behind} while the consumer was behind), "
@@ -729,13 +729,13 @@ async def test_cassandra_outage_pauses_the_consumer_while_ingest_goes_on(
         f"meanwhile (longest gap {max(gaps, default=0):.2f} s); lag at the end of the outage "
         f"{lag_in_outage}; caught up {resumed_after:.1f} s after Cassandra answered "
         f"({stopped_sending - up_at:.1f} s of sending after it); {total} messages; sink retries "
-        f"{counters.get('consumer events:sink_retries')}"
+        f"{counters.get('consumer events:sink retries')}"
     )
     # Ingest never stopped: every call was acknowledged, during the outage too.
     assert failed == [], f"Log calls not acknowledged (s after the stop, outcome): {failed[:10]}"
     assert len(in_outage) >= 10, f"only {len(in_outage)} Log calls acknowledged in the outage"
     # The consumer paused (its sink failed and retried, the lag grew) and resumed by itself.
-    assert counters.get("consumer events:sink_retries", 0) > 0, counters
+    assert counters.get("consumer events:sink retries", 0) > 0, counters
     assert lag_in_outage > 0
     contents = journal_contents(node.journal_dir)
     counts = check_acknowledged(senders, contents, "outage")
@@ -962,7 +962,7 @@ async def test_forwarded_events_keep_the_leaf_origin_and_redundant_aggregators_w
     written = []
     for aggregator in (aggregator1, aggregator2):
         counters = await aggregator.process.counters()
-        written.append(counters.get("consumer events:sink rows_written", 0))
+        written.append(counters.get("consumer events:sink rows written", 0))
     print(
         f"\nleaf {leaf_id} -> {aggregator1.journal_id()}, {aggregator2.journal_id()}: {total} "
         f"events, {len(rows)} rows in events, {len(at_leaf)} in leaf_events; rows written by "

@@ -91,8 +91,8 @@ async def test_events_rows_are_written_once_whatever_is_replayed(
     await events.write(pid, batch)
     assert await rows(cassandra, query, b"app", bucket) == first
     metrics = events.metrics()
-    assert metrics["rows_written"] == 250 + 80 + 250
-    assert metrics["dead_letters"] == 0
+    assert metrics["rows written"] == 250 + 80 + 250
+    assert metrics["dead letters"] == 0
     # Rows of one partition key go out in batches of at most max_batch_rows.
     assert metrics["batches"] == 3 + 1 + 3
 

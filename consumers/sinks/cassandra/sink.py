@@ -113,12 +113,12 @@ class CassandraSink:
         self._unlogged_dead_letters = 0
         self._counters = {
             "events": 0,
-            "rows_written": 0,
+            "rows written": 0,
             "batches": 0,
-            "dead_letters": 0,
-            "retries": 0,
-            "invalid_batches": 0,
-            "bad_origins": 0,
+            "dead letters": 0,
+            "transient errors": 0,
+            "invalid batches": 0,
+            "bad origins": 0,
         }
 
     @property
@@ -219,7 +219,7 @@ class CassandraSink:
         """The `Event` of a message read at ``pid`` of journal ``journal_id``."""
         origin, unreadable = origin_of(journal_id, pid, message)
         if unreadable:
-            self._counters["bad_origins"] += 1
+            self._counters["bad origins"] += 1
         metadata = message.metadata
         if metadata and ORIGIN_KEY in metadata:
             metadata = {k: v for k, v in metadata.items() if k != ORIGIN_KEY} or None
@@ -257,7 +257,7 @@ class CassandraSink:
         """The session belongs to the caller; nothing to release here."""
 
     def metrics(self) -> dict[str, int]:
-        return {**self._counters, **self._latency.summary("cassandra_latency")}
+        return {**self._counters, **self._latency.summary("cassandra latency")}
 
     # -- materialize and bind ----------------------------------------------------------------
 
@@ -348,11 +348,11 @@ class CassandraSink:
         retry: list[tuple[Row, Bound]] = []
         for batch, error in zip(batches, outcomes, strict=True):
             if error is None:
-                self._counters["rows_written"] += len(batch)
+                self._counters["rows written"] += len(batch)
             elif len(batch) == 1:
                 refused.append((batch[0][0], _reason(error)))
             else:
-                self._counters["invalid_batches"] += 1
+                self._counters["invalid batches"] += 1
                 retry += batch
         if retry:
             # Find the rows at fault: each on its own.
@@ -360,7 +360,7 @@ class CassandraSink:
             self._raise_transient(outcomes, where)
             for (row, _), error in zip(retry, outcomes, strict=True):
                 if error is None:
-                    self._counters["rows_written"] += 1
+                    self._counters["rows written"] += 1
                 else:
                     refused.append((row, _reason(error)))
         return refused
@@ -375,7 +375,7 @@ class CassandraSink:
     def _raise_transient(self, outcomes: Sequence[StorageError | None], where: str) -> None:
         for error in outcomes:
             if error is not None and not isinstance(error, CassandraInvalidRequest):
-                self._counters["retries"] += 1
+                self._counters["transient errors"] += 1
                 raise _retryable(where, str(error))
 
     async def _write_dead_letters(self, letters: Sequence[Rejected], where: str) -> None:
@@ -392,7 +392,7 @@ class CassandraSink:
             if error is not None:
                 # Never lose it: a dead letter the cluster refuses is a fault of ours to fix.
                 raise _retryable(where, f"dead letter for {letter.event.position} refused: {error}")
-        self._counters["dead_letters"] += len(letters)
+        self._counters["dead letters"] += len(letters)
         self._log_dead_letters(letters)
 
     def _log_dead_letters(self, letters: Sequence[Rejected]) -> None:
