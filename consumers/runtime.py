@@ -7,6 +7,11 @@ For each partition the coordinator gives it, a worker task:
    ``batch_bytes`` or ``batch_wait_s`` after the first, whichever comes first;
 3. hands the batch to the sink; a ``SinkError`` pauses the partition and retries the same batch
    with capped, jittered backoff, so nothing is skipped and order is kept;
+   damage in the journal (``JournalCorrupt``) holds the partition at the damaged offset once
+   the messages before it are delivered, counted (``read errors``) and reported
+   (``consumers.damage``), and retried with the same backoff, so the partition goes on by
+   itself after ``pipeline journal repair``; the offsets repair cut are skipped, logged and
+   counted as skipped messages;
 4. commits the offset after the last delivered message at most every ``commit_interval_s``
    (also while idle, so a quiet partition's last batch gets committed), and always on graceful
    revocation and stop.  A crash therefore redelivers at most the uncommitted tail
@@ -40,9 +45,11 @@ import trio
 from consumers.backoff import Backoff
 from consumers.config import GroupConfig
 from consumers.coordination import CoordinationError, Coordinator, Fenced, Lease
+from consumers.damage import PartitionDamage
 from consumers.sinks.base import Sink, SinkError
 from journal import (
     JournalConfig,
+    JournalCorrupt,
     JournalError,
     JournalMessage,
     JournalReader,
@@ -87,6 +94,7 @@ class _Worker:
     consumed: int = 0
     paused: bool = False
     lost: bool = False
+    damage: PartitionDamage | None = None  # held at damage until a read gets past it
 
 
 class ConsumerRuntime:
@@ -126,6 +134,8 @@ class ConsumerRuntime:
             "fenced": 0,
             "sink retries": 0,
             "skipped messages": 0,
+            # Reads that failed (damage, a vanished file): each pauses the partition.
+            "read errors": 0,
             "assigned": 0,
             "revoked": 0,
             "lost": 0,
@@ -243,15 +253,20 @@ class ConsumerRuntime:
                 # Damage, a vanished partition, or the committed offset unreadable for now (the
                 # coordinator unreachable): pause this partition, not the whole member.
                 delay = backoff.next_delay()
-                log.error(
-                    "cannot read partition; paused",
-                    extra={
-                        **self._fields,
-                        "partition": str(worker.lease.pid),
-                        "error": str(exc),
-                        "delay_s": round(delay, 3),
-                    },
-                )
+                if not isinstance(exc, CoordinationError):
+                    self._counters["read errors"] += 1
+                if isinstance(exc, JournalCorrupt):
+                    self._note_damage(worker, exc, backoff.attempts, delay)
+                else:
+                    log.error(
+                        "cannot read partition; paused",
+                        extra={
+                            **self._fields,
+                            "partition": str(worker.lease.pid),
+                            "error": str(exc),
+                            "delay_s": round(delay, 3),
+                        },
+                    )
                 if worker.reader is not None:
                     worker.reader.close()
                     worker.reader = None
@@ -293,6 +308,50 @@ class ConsumerRuntime:
             if trio.current_time() - worker.last_commit >= config.commit_interval_s:
                 await self._commit(worker)
 
+    def _note_damage(
+        self, worker: _Worker, error: JournalCorrupt, attempt: int, delay: float
+    ) -> None:
+        # The position is the offset of the damaged batch: everything before it was delivered.
+        offset = worker.position if worker.position is not None else 0
+        worker.damage = PartitionDamage.of(self._config.name, worker.lease.pid, offset, error)
+        # One line per retry: the backoff bounds the rate (at most one per backoff_max_s once
+        # it has grown), and the line names the way out.
+        log.error(
+            "journal damage; partition held at the damaged offset until repaired",
+            extra={
+                **self._fields,
+                "partition": str(worker.lease.pid),
+                "offset": offset,
+                "file": str(error.file),
+                "position": error.position,
+                "reason": error.reason,
+                "repair": worker.damage.repair_command,
+                "attempt": attempt,
+                "delay_s": round(delay, 3),
+            },
+        )
+
+    def _note_read_on(self, worker: _Worker, reader: JournalReader) -> None:
+        """After a read that did not fail: note the skipped ranges, and whether the reader got
+        past the damage it was held at."""
+        self._note_skips(worker, reader)
+        damage = worker.damage
+        if damage is not None and reader.position > damage.offset:
+            worker.damage = None
+            log.warning(
+                "journal damage passed; partition reads on",
+                extra={
+                    **self._fields,
+                    "partition": str(worker.lease.pid),
+                    "offset": damage.offset,
+                    "position": reader.position,
+                },
+            )
+
+    def damaged(self) -> list[PartitionDamage]:
+        """The partitions this member is held at damage in, now."""
+        return [w.damage for w in self._workers.values() if w.damage is not None]
+
     def _open_reader(self, pid: PartitionId, committed: int | None) -> JournalReader:
         start = 0 if committed is None else committed
         try:
@@ -326,6 +385,12 @@ class ConsumerRuntime:
         config = self._config
         batch: list[JournalMessage] = []
         while not batch:
+            # Read what is there first: damage raises here, at once, and a read that does not
+            # fail tells whether the reader got past damage (or a gap) it was held at.
+            batch = reader.read(config.batch_messages, config.batch_bytes)
+            self._note_read_on(worker, reader)
+            if batch:
+                break
             pending = worker.position != worker.committed
             due = worker.last_commit + config.commit_interval_s if pending else math.inf
             with trio.move_on_at(due):
@@ -336,7 +401,10 @@ class ConsumerRuntime:
         size = sum(len(m.message) for m in batch)
         deadline = trio.current_time() + config.batch_wait_s
         while len(batch) < config.batch_messages and size < config.batch_bytes:
-            more = reader.read(config.batch_messages - len(batch), config.batch_bytes - size)
+            try:
+                more = reader.read(config.batch_messages - len(batch), config.batch_bytes - size)
+            except JournalCorrupt:
+                break  # deliver what came before the damage; the next read raises it again
             if not more:
                 if trio.current_time() >= deadline:
                     break
@@ -355,6 +423,8 @@ class ConsumerRuntime:
         while reader.skipped:
             start, end = reader.skipped.pop(0)
             self._counters["skipped messages"] += end - start
+            if worker.position == start:
+                worker.position = end  # nothing before the gap is left to deliver
             log.error(
                 "journal data gone before it was consumed",
                 extra={
@@ -362,6 +432,7 @@ class ConsumerRuntime:
                     "partition": str(worker.lease.pid),
                     "start": start,
                     "end": end,
+                    "reason": reader.skip_reasons.get((start, end), "missing"),
                 },
             )
 
@@ -446,6 +517,7 @@ class ConsumerRuntime:
                 "consumed": worker.consumed,
                 "lag": lag,
                 "paused": worker.paused,
+                "damage": None if worker.damage is None else worker.damage.describe(),
             }
         return {
             **self._fields,

@@ -213,6 +213,11 @@ def consumer_counters(runtime: ConsumerRuntime) -> dict[str, int]:
     return counters
 
 
+def consumer_problems(runtime: ConsumerRuntime) -> list[str]:
+    """A member's problems for the fb303 status details: partitions held at journal damage."""
+    return [damage.describe() for damage in runtime.damaged()]
+
+
 def log_field(counter: str) -> str:
     """A counter's name as a log field (logfmt keys have no spaces): ``rows written`` is
     ``rows_written``, as the server's status line shows ``received good``."""
@@ -232,6 +237,7 @@ def status_fields(runtime: ConsumerRuntime) -> dict[str, object]:
         "commits": metrics["commits"],
         "sink_retries": metrics["sink retries"],
         "lag": lag,
+        "damaged_partitions": len(runtime.damaged()),
         **{log_field(key): sink[key] for key in STATUS_SINK_METRICS if key in sink},
     }
 

@@ -112,6 +112,9 @@ class LogService:
             logs.counters,
             self._refused.copy,
         ]
+        # Other parts of the process whose problems the fb303 status reports, one line each
+        # (embedded consumers held at journal damage: see ``get_status``).
+        self.problem_sources: list[Callable[[], list[str]]] = []
         self._reload = reload
         self._request_stop = request_stop
         self._started_at = int(clock())
@@ -250,6 +253,14 @@ class LogService:
             return FbStatus.STOPPING
         if self.journal.failures() or self.admission.disk_problem() or self._descriptor_problem():
             return FbStatus.WARNING
+        # Recovery reads only the unsynced tail (its time grows with that, not with the journal),
+        # so a partition damaged further back opens as clean and its writer appends on; the first
+        # to meet the damage is whoever reads it.  In this process that is the embedded consumers:
+        # what they report makes the status WARNING, with partition and position in the details,
+        # which is where an operator asking the server (``pipeline ctl status``) looks.  A member
+        # in another process says it in its own log lines and counters (``read errors``).
+        if self._reported_problems():
+            return FbStatus.WARNING
         return FbStatus.ALIVE
 
     def get_status_details(self) -> str:
@@ -263,6 +274,7 @@ class LogService:
             problems.append(disk)
         if descriptors := self._descriptor_problem():
             problems.append(descriptors)
+        problems += self._reported_problems()
         if self.admission.stopping:
             problems.append("stopping")
         return "; ".join(problems)
@@ -279,6 +291,9 @@ class LogService:
             for key, value in source().items():
                 counters[key] = counters.get(key, 0) + value
         return counters
+
+    def _reported_problems(self) -> list[str]:
+        return [problem for source in self.problem_sources for problem in source()]
 
     def _descriptor_problem(self) -> str | None:
         return None if self.descriptors is None else self.descriptors.problem()

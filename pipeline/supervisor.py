@@ -17,7 +17,12 @@ import trio
 
 from journal import PartitionId
 from pipeline.config import PipelineConfig
-from pipeline.consumer_app import consumer_counters, retention_floors, serve_member
+from pipeline.consumer_app import (
+    consumer_counters,
+    consumer_problems,
+    retention_floors,
+    serve_member,
+)
 from pipeline.consumer_config import ConsumerSection
 from pipeline.daemon import Daemon, serve_pipeline
 from pipeline.floors import ConsumerFloor
@@ -53,6 +58,9 @@ async def run_until_signalled(
                         if daemon is not None:
                             daemon.service.counter_sources.append(
                                 functools.partial(consumer_counters, runtime)
+                            )
+                            daemon.service.problem_sources.append(
+                                functools.partial(consumer_problems, runtime)
                             )
                 nursery.cancel_scope.cancel()  # everything has stopped: stop watching signals
 
