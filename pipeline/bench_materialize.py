@@ -484,7 +484,7 @@ async def _drive_sink(
             for pid, todo in batches.items():
                 nursery.start_soon(partition, pid, todo)
         result.seconds = time.perf_counter() - start
-    if sink.metrics()["dead_letters"]:
+    if sink.metrics()["dead letters"]:
         raise BenchError(f"the {sink.materializer.name} sink wrote dead letters: {sink.metrics()}")
     return result
 
@@ -599,7 +599,7 @@ async def _whole_consumer(
         await nursery.start(runtime.serve)
         while True:
             await trio.sleep(0.02)
-            if not written_s and sink.metrics()["rows_written"] >= total:
+            if not written_s and sink.metrics()["rows written"] >= total:
                 written_s = time.perf_counter() - start
             offsets = await coordinator.all_committed()
             if sum(o or 0 for o in offsets.values()) >= total:
