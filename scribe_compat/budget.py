@@ -1,15 +1,31 @@
 """The server-wide budget of bytes buffered for calls that are still arriving.
 
-Each connection may always hold one read (``receive_size``) of its own; a connection in the
-middle of a message reserves, before its next read, as many bytes from this budget as it has
-buffered, and gives them back once the message has been answered.  So the budget bounds what
-all connections together hold for incomplete calls, whatever sizes their frames declare, and a
-connection that finds it spent waits (within its read timeout) instead of growing memory.
+Each connection may always hold one read (``receive_size``) of its own.  A message too large
+for that reserves, before the connection reads on, budget for its whole size: the length its
+frame declares, or ``max_message_bytes`` for an unframed message, whose end is known only when
+it is reached.  The reservation is held until the call has been answered.  So:
+
+* the bytes all connections hold for incomplete calls are bounded, whatever they declare, and
+  grow only as data arrives (a reservation is a count, not memory);
+* every message that starts reading past its allowance can finish: the budget is never spread
+  over messages none of which has enough to complete (which would stall them all until their
+  read timeouts);
+* reservations are granted first come, first served, so a large call is not starved by a
+  stream of smaller ones.
 """
 
 from __future__ import annotations
 
+from collections import deque
+from dataclasses import dataclass, field
+
 import trio
+
+
+@dataclass(eq=False)
+class _Waiter:
+    amount: int
+    granted: trio.Event = field(default_factory=trio.Event)
 
 
 class ReceiveBudget:
@@ -20,68 +36,79 @@ class ReceiveBudget:
             raise ValueError("the receive budget must be positive")
         self.total = total
         self.in_use = 0
-        # How often a connection found the budget spent and had to wait: the counter an
-        # operator watches to see whether the budget is too small for the traffic.
+        # How often a reservation had to wait: the counter an operator watches to see whether
+        # the budget is too small for the traffic.
         self.waits = 0
-        self._lot = trio.lowlevel.ParkingLot()
+        self._waiters: deque[_Waiter] = deque()
 
     @property
     def free(self) -> int:
         return max(0, self.total - self.in_use)
 
-    def take(self, want: int) -> int:
-        """Reserve up to ``want`` bytes at once; returns how many (0 when the budget is spent)."""
-        granted = min(want, self.free)
-        self.in_use += granted
-        return granted
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    async def reserve(self, amount: int) -> None:
+        """Hold ``amount`` bytes, waiting behind earlier reservations until they fit."""
+        if amount > self.total:
+            raise ValueError(f"{amount} bytes can never fit a budget of {self.total}")
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if not self._waiters and amount <= self.free:
+            self.in_use += amount
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+        waiter = _Waiter(amount)
+        self._waiters.append(waiter)
+        self.waits += 1
+        try:
+            await waiter.granted.wait()
+        except BaseException:
+            if waiter.granted.is_set():
+                self.in_use -= amount  # granted as the wait was cancelled: give it back
+            else:
+                self._waiters.remove(waiter)
+            self._grant()
+            raise
 
     def release(self, amount: int) -> None:
-        """Give back ``amount`` reserved bytes and wake whoever waits for them."""
+        """Give back ``amount`` reserved bytes; the reservations waiting first get them."""
         if amount > self.in_use:
             raise ValueError(f"releasing {amount} bytes of {self.in_use} reserved")
         self.in_use -= amount
-        if self._lot:
-            self._lot.unpark_all()
+        self._grant()
 
     def resize(self, total: int) -> None:
         """A new total (on reload); reservations above it are kept until given back."""
         if total <= 0:
             raise ValueError("the receive budget must be positive")
         self.total = total
-        if self._lot:
-            self._lot.unpark_all()
+        self._grant()
 
-    async def wait_for_room(self) -> None:
-        """Return once some of the budget is free (at the next checkpoint if it already is)."""
-        if self.free:
-            await trio.lowlevel.checkpoint()
-            return
-        self.waits += 1
-        while not self.free:
-            await self._lot.park()
+    def _grant(self) -> None:
+        waiters = self._waiters
+        while waiters and waiters[0].amount <= self.free:
+            waiter = waiters.popleft()
+            self.in_use += waiter.amount
+            waiter.granted.set()
 
 
 class Reservation:
-    """One connection's share of a ``ReceiveBudget``: it follows the bytes the connection has
-    buffered, as far as the budget allows."""
+    """What one connection holds of a ``ReceiveBudget``: nothing, or one message's size."""
 
     def __init__(self, budget: ReceiveBudget) -> None:
         self.budget = budget
         self.held = 0
 
-    def cover(self, buffered: int) -> int:
-        """Hold exactly ``buffered`` bytes if the budget allows; returns how many of them
-        remain uncovered (0 when all are).  Costs nothing while nothing is buffered."""
-        held = self.held
-        if buffered < held:
-            self.budget.release(held - buffered)
-            self.held = buffered
-        elif buffered > held:
-            self.held = held + self.budget.take(buffered - held)
-        return buffered - self.held
+    async def hold(self, amount: int) -> None:
+        """Reserve ``amount`` bytes (the connection holds nothing yet)."""
+        if self.held:
+            raise RuntimeError("a reservation is already held")
+        await self.budget.reserve(amount)
+        self.held = amount
 
     def release(self) -> None:
-        """Give everything back (the connection is closing)."""
+        """Give everything back (the call has been answered, or the connection is closing)."""
         if self.held:
             self.budget.release(self.held)
             self.held = 0

@@ -74,6 +74,7 @@ from scribe_compat.scanner import (
 
 MiB = 1024 * 1024
 _U32 = struct.Struct(">I")
+_I32 = struct.Struct(">i")
 _T_BINARY = 18  # thriftpy2's spec type for `binary`; STRING on the wire
 
 
@@ -259,6 +260,15 @@ class _Reader:
     def buffered(self) -> int:
         return len(self._buf) - self._pos
 
+    @property
+    def incoming_message_bytes(self) -> int | None:
+        """The whole size of the message being received (a frame with its length header) when
+        its frame header has arrived; None otherwise (unframed, or fewer than 4 bytes)."""
+        if self.framing is not Framing.FRAMED or self.buffered < 4:
+            return None
+        n: int = _I32.unpack_from(self._buf, self._pos)[0]
+        return 4 + n if n > 0 else None
+
     def fail(self, error: ProtocolError) -> ProtocolError:
         """Break the connection for good: ``error`` is raised from now on, and the buffer is
         dropped at once (its bytes can never become a message)."""
@@ -358,6 +368,12 @@ class ServerConnection:
     def buffered(self) -> int:
         """Bytes received and not yet turned into events."""
         return self._reader.buffered
+
+    @property
+    def incoming_message_bytes(self) -> int | None:
+        """After ``NEED_DATA``: the whole size of the message being received, when its frame
+        header has told it (length header included); None for an unframed message."""
+        return self._reader.incoming_message_bytes
 
     def receive_data(self, data: bytes | bytearray) -> None:
         """Add bytes from the peer; ``b""`` means it closed its side."""

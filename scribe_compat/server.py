@@ -11,8 +11,8 @@ Shared resources, and what keeps one client from taking them:
   with no call in progress is closed to let the new one in; only when every connection is busy
   is the new one refused.
 * Buffer memory (``max_buffered_bytes``, ``budget.ReceiveBudget``): the bytes of calls still
-  arriving, over all connections; a connection that finds the budget spent waits, within its
-  read timeout, before reading more.
+  arriving, over all connections; a call too large for one read reserves its whole size, and
+  when the budget is spent its connection waits its turn, within its read timeout.
 * The event loop: large calls are decoded (and large results encoded) in a worker thread, so
   one client's 16 MiB call does not hold every other client's small one.
 """
@@ -93,10 +93,11 @@ class ServerConfig:
     # Bytes asked of the socket per read: a 1000-entry batch of 200-byte messages (~210 KB)
     # arrives in one read; measured 6% more ingest than 64 KiB.  The buffer is transient.
     receive_size: int = 262144
-    # Bytes buffered for calls still arriving, over all connections together (each one's next
-    # read comes on top): 256 MiB lets sixteen calls of the largest size, or a thousand
-    # ordinary batches, arrive at once, as much as admission lets wait for the disk
-    # (max_pending_bytes).  Past it a connection waits for room instead of growing memory.
+    # Bytes buffered for calls still arriving, over all connections together: a call larger
+    # than one read reserves its whole size here before its connection reads on (one read of
+    # each connection comes on top).  256 MiB lets sixteen calls of the largest size, or a
+    # thousand ordinary batches, arrive at once, as much as admission lets wait for the disk
+    # (max_pending_bytes).  Past it a connection waits its turn instead of growing memory.
     max_buffered_bytes: int = 256 * MiB
     # Log calls in the common shape (category, message, perhaps metadata) this large or
     # larger are decoded in a worker thread: the codec slices them at ~250 MB/s (~50 MB/s
@@ -400,13 +401,18 @@ class ScribeServer:
                 data = None
                 waited_for_budget = False
                 with trio.move_on_after(timeout) as conn.wait_scope:
-                    # The bytes buffered so far come from the shared budget (held until the
-                    # call they make is answered); the next read is this connection's own.
-                    while (room := config.receive_size - reservation.cover(buffered)) <= 0:
-                        waited_for_budget = True
-                        self._note_budget_wait(conn, buffered)
-                        await self._budget.wait_for_room()
-                    data = await stream.receive_some(room)
+                    if buffered and not reservation.held:
+                        need = self._budget_needed(codec, buffered)
+                        if need:
+                            waited_for_budget = self._budget.free < need or bool(
+                                self._budget.waiting
+                            )
+                            if waited_for_budget:
+                                self._note_budget_wait(conn, buffered, need)
+                            await reservation.hold(need)
+                    # Never more than the allowance (one read) plus what is reserved.
+                    room = config.receive_size + reservation.held - buffered
+                    data = await stream.receive_some(min(room, config.receive_size))
                 conn.wait_scope = None
                 self._mark_busy(conn)
                 if data is not None:
@@ -437,6 +443,8 @@ class ScribeServer:
             reply = await self._dispatch(codec, event, conn.peer)
             if reply:
                 await stream.send_all(reply)
+            # The call is answered: the bytes its reservation stood for are gone.
+            reservation.release()
             if self._draining:  # the call in progress is finished: that is all a drain waits for
                 return "server draining"
 
@@ -450,13 +458,24 @@ class ScribeServer:
             conn.idle = False
             self._idle.pop(conn, None)
 
-    def _note_budget_wait(self, conn: _Connection, buffered: int) -> None:
+    def _budget_needed(self, codec: ServerConnection, buffered: int) -> int:
+        """What the message being received must reserve before reading on: nothing while it
+        fits the connection's own read, else its whole size (see ``budget``)."""
+        size = codec.incoming_message_bytes
+        allowance = self.config.receive_size
+        if size is not None:
+            return size if size > allowance else 0
+        # Unframed: its end is found only when reached, so reserve the most it may be.
+        return codec.limits.max_message_bytes if buffered >= allowance else 0
+
+    def _note_budget_wait(self, conn: _Connection, buffered: int, need: int) -> None:
         if self._budget_log.due():
             log.warning(
                 "buffer budget spent: connection waits before reading more %s",
                 _kv(
                     peer=conn.peer,
                     buffered_bytes=buffered,
+                    message_bytes=need,
                     max_buffered_bytes=self._budget.total,
                     waits_total=self._budget.waits + 1,
                 ),

@@ -9,67 +9,83 @@ import trio.testing
 from scribe_compat.budget import ReceiveBudget, Reservation
 
 
-def test_take_grants_what_is_free_and_release_gives_it_back() -> None:
-    budget = ReceiveBudget(100)
-    assert budget.take(60) == 60
-    assert budget.take(60) == 40
-    assert budget.take(1) == 0
-    assert (budget.in_use, budget.free) == (100, 0)
-    budget.release(70)
-    assert (budget.in_use, budget.free) == (30, 70)
-    with pytest.raises(ValueError):
-        budget.release(31)
-
-
-def test_a_reservation_follows_what_its_connection_buffers() -> None:
+async def test_a_reservation_that_fits_is_granted_at_once() -> None:
     budget = ReceiveBudget(100)
     first, second = Reservation(budget), Reservation(budget)
-    assert first.cover(0) == 0 and budget.in_use == 0  # nothing buffered costs nothing
-    assert first.cover(70) == 0
-    assert second.cover(50) == 20  # only 30 were left
-    assert budget.in_use == 100
-    assert first.cover(10) == 0  # the message was answered: 60 go back
-    assert second.cover(50) == 0
-    assert budget.in_use == 60
+    await first.hold(60)
+    await second.hold(40)
+    assert (budget.in_use, budget.free, budget.waits) == (100, 0, 0)
     first.release()
+    assert (budget.in_use, first.held) == (40, 0)
     second.release()
     assert budget.in_use == 0
 
 
-async def test_waiters_wake_when_room_is_given_back() -> None:
-    budget = ReceiveBudget(10)
+async def test_reservations_are_granted_first_come_first_served() -> None:
+    budget = ReceiveBudget(100)
     holder = Reservation(budget)
-    holder.cover(10)
-    woke = trio.Event()
+    await holder.hold(90)
+    order: list[int] = []
 
-    async def wait() -> None:
-        await budget.wait_for_room()
-        woke.set()
+    async def reserve(amount: int) -> None:
+        await budget.reserve(amount)
+        order.append(amount)
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(wait)
+        nursery.start_soon(reserve, 80)
         await trio.testing.wait_all_tasks_blocked()
-        assert not woke.is_set() and budget.waits == 1
-        holder.cover(4)
-        with trio.fail_after(1):
-            await woke.wait()
-    assert budget.free == 6
+        nursery.start_soon(reserve, 5)  # would fit now, but waits behind the larger one
+        await trio.testing.wait_all_tasks_blocked()
+        assert order == [] and budget.waiting == 2
+        holder.release()
+    assert sorted(order) == [5, 80]  # both granted at once (the order they run is trio's)
+    assert (budget.in_use, budget.waits) == (85, 2)
 
 
-async def test_a_larger_total_on_reload_wakes_the_waiters() -> None:
-    budget = ReceiveBudget(10)
-    budget.take(10)
+async def test_a_cancelled_wait_leaves_the_queue_and_lets_the_next_one_in() -> None:
+    budget = ReceiveBudget(100)
+    await budget.reserve(50)
+    got_small = trio.Event()
+
+    async def small() -> None:
+        await budget.reserve(50)
+        got_small.set()
+
+    big_scope = trio.CancelScope()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(budget.wait_for_room)
+        nursery.start_soon(_reserve_in, big_scope, budget, 100)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(small)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not got_small.is_set()
+        big_scope.cancel()
+        with trio.fail_after(1):
+            await got_small.wait()
+    assert (budget.in_use, budget.waiting) == (100, 0)
+
+
+async def _reserve_in(scope: trio.CancelScope, budget: ReceiveBudget, amount: int) -> None:
+    with scope:
+        await budget.reserve(amount)
+
+
+async def test_a_larger_total_on_reload_lets_waiters_in() -> None:
+    budget = ReceiveBudget(10)
+    await budget.reserve(10)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(budget.reserve, 10)
         await trio.testing.wait_all_tasks_blocked()
         budget.resize(20)
-    assert budget.take(20) == 10
+    assert budget.in_use == 20
 
 
-async def test_waiting_with_room_free_is_still_a_checkpoint() -> None:
+async def test_reserving_is_a_checkpoint_and_never_more_than_the_total() -> None:
     budget = ReceiveBudget(10)
     with trio.CancelScope() as scope:
         scope.cancel()
-        await budget.wait_for_room()
-    assert scope.cancelled_caught
-    assert budget.waits == 0
+        await budget.reserve(5)
+    assert scope.cancelled_caught and budget.in_use == 0
+    with pytest.raises(ValueError):
+        await budget.reserve(11)
+    with pytest.raises(ValueError):
+        budget.release(1)

@@ -120,12 +120,13 @@ async def test_a_connection_waits_for_the_budget_while_others_are_served(
         await stream.send_all(call[:-100])
         await trio.sleep(0.05)  # in this order, so the third is the one left short
     await eventually(lambda: server.counters()["server:buffer budget waits"] >= 1)
-    assert server.counters()["server:buffered bytes reserved"] == 8192
+    # The first two hold their calls' whole size; the third cannot, and reads no further.
+    assert server.counters()["server:buffered bytes reserved"] == 2 * len(calls[0])
     assert logged(caplog, "buffer budget spent")
     # Nothing buffered needs no budget: a new client's calls go through meanwhile.
     await still_serves(server)
     assert handler.calls.count("Log") == 1
-    # The first call completes and is answered: its bytes go back and the third reads on.
+    # The first calls complete and are answered: their bytes go back and the third reads on.
     for stream, call in zip(streams, calls, strict=True):
         await stream.send_all(call[-100:])
     with trio.fail_after(5):
@@ -135,6 +136,33 @@ async def test_a_connection_waits_for_the_budget_while_others_are_served(
     for stream in streams:
         await stream.aclose()
     await eventually(lambda: server.connection_count == 0)
+    assert server.counters()["server:buffered bytes reserved"] == 0
+
+
+async def test_more_large_calls_than_the_budget_holds_all_complete_in_turn(
+    nursery: trio.Nursery, handler: FakeHandler
+) -> None:
+    # Twelve connections send a 4 KB call each, all at once, to a budget for two: were the
+    # budget spread over them as bytes arrive, none could finish before its read timeout.
+    server = await start(
+        nursery,
+        handler,
+        config(limits=BUDGET_LIMITS, receive_size=1024, max_buffered_bytes=8192),
+    )
+    answered = 0
+
+    async def send(seqid: int) -> None:
+        nonlocal answered
+        async with await AsyncScribeClient.connect(*server.address, timeout=5) as client:
+            entries = [LogEntry(category=b"c", message=b"x" * 3900)]
+            assert await client.log(entries) == ResultCode.OK
+            answered += 1
+
+    with trio.fail_after(3):  # far below the 5 s read timeout
+        async with trio.open_nursery() as senders:
+            for seqid in range(12):
+                senders.start_soon(send, seqid)
+    assert answered == 12
     assert server.counters()["server:buffered bytes reserved"] == 0
 
 
