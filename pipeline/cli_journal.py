@@ -297,6 +297,13 @@ def repair_command(
         result = repair(journal_dir, pid, salvage=salvage)
     except JournalError as exc:
         raise click.ClickException(str(exc)) from exc
+    except OSError as exc:
+        # E.g. a full disk while salvaging: what was cut stays in its side files, and a second
+        # run finishes the partition (it salvages only what it cuts itself).
+        raise click.ClickException(
+            f"repair of {category}/{partition} stopped: {exc}; the cut bytes stay in their side "
+            "files; run repair again once the cause is fixed"
+        ) from exc
     click.echo(_repair_summary(result), err=True)
     record = {
         "category": category,
