@@ -28,12 +28,18 @@ def read_gaps(part: Path) -> tuple[list[Gap], bool]:
 
 
 def add_gap(io: FileIO, part: Path, gap: Gap) -> None:
-    """Document ``gap`` durably (atomic rewrite).  Entries of a damaged file past its valid
-    prefix are dropped, as readers ignore them anyway; a gap below a known one is refused."""
+    """Document ``gap`` durably (atomic rewrite).
+
+    A gap that starts at or below known ones replaces them: a later repair that cuts further
+    back moves what followed them aside too (and salvages it again).  Entries of a damaged file
+    past its valid prefix are dropped, as readers ignore them anyway.
+    """
     gaps, _damaged = read_gaps(part)
-    if gaps and gap.start < gaps[-1].end:
-        raise ValueError(f"gap {gap.start}..{gap.end} is not after the last one ({gaps[-1].end})")
-    write_file_atomic(io, gaps_path(part), b"".join(g.encode() for g in [*gaps, gap]))
+    kept = [g for g in gaps if g.start < gap.start]
+    if kept and kept[-1].end > gap.start:
+        # Repair cuts where data ends, and no data ends inside a gap.
+        raise ValueError(f"gap {gap.start}..{gap.end} starts inside {kept[-1].start}..")
+    write_file_atomic(io, gaps_path(part), b"".join(g.encode() for g in [*kept, gap]))
 
 
 def documented(gaps: list[Gap], start: int, end: int) -> list[Gap] | None:

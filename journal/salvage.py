@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from journal.config import JournalConfig
+from journal.errors import JournalCorrupt
 from journal.fileio import FileIO, naming, pread_exact, write_all
 from journal.format import (
     BATCH_MARK,
@@ -172,7 +173,8 @@ def _payload(found: FoundBatch, max_record: int) -> bytes:
         header = parse_header(head, HEADER_SIZE + len(payload), max_record)
         check_batch(header, head, payload)
     except FormatError as exc:
-        raise OSError(f"{found.file}: changed during repair at byte {found.position}") from exc
+        reason = f"changed while repair salvaged it: {exc.reason}"
+        raise JournalCorrupt(found.file, found.position, reason) from None
     return payload
 
 

@@ -227,3 +227,27 @@ async def test_verify_reports_a_damaged_gap_file(tmp_path: Path) -> None:
         f.write(b"junk")
     problems = verify(tmp_path)
     assert [(p.file, p.fatal) for p in problems] == [(gaps_path(part(tmp_path)), False)]
+
+
+async def test_a_second_repair_further_back_replaces_the_first_gap(tmp_path: Path) -> None:
+    """Damage found later before an earlier repair's gap: the new cut moves the salvaged
+    segment aside too, salvages it again, and one gap covers both."""
+    hwm = await write(tmp_path, JournalConfig())
+    segment = part(tmp_path) / f"{0:020d}.log"
+    positions = batch_positions(segment)
+    flip(segment, 500)
+    first = repair(tmp_path, PID)
+    assert first.gap is not None
+    flip(segment, positions[0] + HEADER_SIZE + 1)  # the first batch, this time
+
+    second = repair(tmp_path, PID)
+
+    assert second.gap == (0, first.next_offset)
+    [gap] = read_gaps(part(tmp_path))[0]
+    assert (gap.start, gap.end, gap.salvaged) == (0, first.next_offset, second.salvaged_messages)
+    assert verify(tmp_path) == []
+    got, skipped = read_everything(tmp_path)
+    lost = set(range(PER_BATCH)) | set(range(first.gap[0], first.gap[0] + PER_BATCH))
+    assert [m.message for m in got] == [message(n) for n in range(hwm) if n not in lost]
+    assert [m.offset for m in got] == list(range(first.next_offset, second.next_offset))
+    assert skipped == [(0, first.next_offset, "cut by repair")]
