@@ -92,7 +92,8 @@ def serve(
     durability: str | None,
     log_format: str | None,
 ) -> None:
-    """Run the Scribe log server (SIGTERM drains; a second signal stops at once)."""
+    """Run the Scribe log server (SIGTERM drains, a second signal stops at once; SIGHUP
+    reloads the configuration file, as "pipeline ctl reload" does)."""
     config = load_config(
         config_path,
         server__host=host,
@@ -110,7 +111,8 @@ def run(config_path: Path | None) -> None:
     """Run the log server and every embedded consumer group in one process.
 
     Local ZooKeeper and Cassandra are started first when the configuration uses them
-    (``pipeline services stop`` stops them).
+    (``pipeline services stop`` stops them).  SIGHUP reloads the server's configuration (the
+    consumer groups change on restart).
     """
     config = load_config(config_path)
     try:
@@ -125,7 +127,10 @@ def run(config_path: Path | None) -> None:
 @config_option
 @click.option("--group", "-g", "group_name", required=True, help="The consumer group to join.")
 def consume(config_path: Path | None, group_name: str) -> None:
-    """Run one member of a consumer group (several may run at once, on any host)."""
+    """Run one member of a consumer group (several may run at once, on any host).
+
+    SIGHUP is ignored (logged): a member takes a new configuration when restarted.
+    """
     config = load_config(config_path)
     run_daemon(config, server=False, groups=[group_section(config, group_name)])
 

@@ -4,17 +4,22 @@
 scribe_cat does, and exits 84 on TRY_LATER.  ``ctl`` speaks fb303 framed with strict writes and
 keeps scribe_ctrl's exit codes: ``status`` exits 2 when ALIVE and 3 otherwise (also when the
 server cannot be reached); other commands exit 0, or 1 on failure.  ``counters --json`` prints
-one JSON object (name to value), for machines.
+one JSON object (name to value), for machines.  ``reload`` waits until the
+server has tried, and exits 1 with the reason when the new configuration did not load or the
+server refused the call.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 
 import click
 
 from pipeline.errors import describe
+from pipeline.log_service import REINITIALIZE_REFUSED
+from pipeline.reload import FAILED_PREFIX, RELOAD_FAILURES, RELOADS
 from scribe_compat import ClientError, FbStatus, LogEntry, ResultCode, ScribeClient
 
 DEFAULT_PORT = 1463
@@ -93,14 +98,14 @@ def ctl_command(command: str, port: int, host: str, timeout: float, as_json: boo
         raise click.UsageError(f"--json is for counters, not {command}")
     try:
         with ScribeClient.connect(host, port, timeout, framed=True, strict=True) as client:
-            code = _run_ctl(client, command, as_json=as_json)
+            code = _run_ctl(client, command, timeout, as_json=as_json)
     except ClientError as exc:
         click.echo(f"{command} failed: {describe(f'{host}:{port}', exc)}", err=True)
         sys.exit(EXIT_NOT_ALIVE if command == "status" else 1)
     sys.exit(code)
 
 
-def _run_ctl(client: ScribeClient, command: str, *, as_json: bool = False) -> int:
+def _run_ctl(client: ScribeClient, command: str, timeout: float, *, as_json: bool = False) -> int:
     if command == "status":
         status = client.get_status()
         details = client.get_status_details()
@@ -122,5 +127,42 @@ def _run_ctl(client: ScribeClient, command: str, *, as_json: bool = False) -> in
     elif command == "stop":
         client.shutdown()
     elif command == "reload":
-        client.reinitialize()
+        return _reload(client, timeout)
     return 0
+
+
+def _reload(client: ScribeClient, timeout: float) -> int:
+    """fb303 reinitialize, then wait until the server has tried and say how it went.
+
+    reinitialize is oneway, so the outcome is read from the counters the server keeps for it
+    (``pipeline.reload``); a server without them (Scribe itself) gets the call and no more, as
+    scribe_ctrl does.
+    """
+    before = client.get_counters()
+    client.reinitialize()
+    if RELOADS not in before:
+        return 0
+    deadline = time.monotonic() + timeout
+    while True:
+        after = client.get_counters()
+        if after.get(REINITIALIZE_REFUSED, 0) > before.get(REINITIALIZE_REFUSED, 0):
+            click.echo(
+                "reload refused: the server takes no fb303 reinitialize from clients "
+                "(server.allow_remote_shutdown); send it SIGHUP on its host instead",
+                err=True,
+            )
+            return 1
+        if after.get(RELOADS, 0) > before[RELOADS]:
+            break
+        if time.monotonic() > deadline:
+            click.echo(
+                f"reload requested, but the server did not report it within {timeout}s", err=True
+            )
+            return 1
+        time.sleep(0.05)
+    if after.get(RELOAD_FAILURES, 0) == before.get(RELOAD_FAILURES, 0):
+        return 0
+    details = client.get_status_details().split("; ")
+    failed = [d for d in details if d.startswith(FAILED_PREFIX)] or ["reload failed"]
+    click.echo(failed[0], err=True)
+    return 1

@@ -1,8 +1,9 @@
 """The log server daemon: journal, Scribe service and housekeeping under one root nursery.
 
 A stop (``Daemon.request_stop``, fb303 ``shutdown``) drains: ``Log`` answers TRY_LATER, every
-call in progress finishes, the journal flushes and closes.  Signals are handled one level up,
-in ``pipeline.supervisor``.
+call in progress finishes, the journal flushes and closes.  A reload (``Daemon.reload``, fb303
+``reinitialize``) reads the configuration file again (``pipeline.reload``).  Signals are handled
+one level up, in ``pipeline.supervisor``.
 
 Before anything opens, the soft file descriptor limit is raised to the hard one, and a limit
 still too low for the configuration is a start-up error (``pipeline.descriptors``), as is any
@@ -34,6 +35,7 @@ from pipeline.descriptors import DescriptorWatch, check_limit, raise_soft_limit
 from pipeline.errors import StartupError, reason_of
 from pipeline.floors import ConsumerFloor, floor_lookup, log_holds
 from pipeline.log_service import LogService, remote_shutdown_allowed
+from pipeline.reload import Reloader
 from pipeline.routing import Router, RoutingConfig, Unroutable
 from scribe_compat import ScribeServer, serve_scribe
 
@@ -46,10 +48,13 @@ RetentionFloors = Callable[[], Awaitable[Mapping[PartitionId, ConsumerFloor]]]
 class Daemon:
     """Handles to the running server, for ``pipeline run`` and tests."""
 
-    def __init__(self, service: LogService, server: ScribeServer, stop: trio.Event) -> None:
+    def __init__(
+        self, service: LogService, server: ScribeServer, stop: trio.Event, reloader: Reloader
+    ) -> None:
         self.service = service
         self.server = server
         self._stop = stop
+        self._reloader = reloader
 
     @property
     def address(self) -> tuple[str, int]:
@@ -58,6 +63,10 @@ class Daemon:
 
     def request_stop(self) -> None:
         self._stop.set()
+
+    async def reload(self, trigger: str) -> None:
+        """Read the configuration file again, as fb303 reinitialize does (``trigger`` is logged)."""
+        await self._reloader.reload(trigger)
 
 
 async def serve_pipeline(
@@ -118,12 +127,8 @@ async def _serve(
     current = config
     server: ScribeServer | None = None
 
-    async def reload() -> None:
+    def apply(new: PipelineConfig) -> None:
         nonlocal current
-        if current.source is None:
-            log.info("reload requested without a configuration file: nothing to reload")
-            return
-        new = config_module.load(current.source)
         service.router = _router(new.routing, journal)
         service.admission.reconfigure(new.admission)
         if server is not None:
@@ -132,7 +137,8 @@ async def _serve(
                 new.server, host=current.server.host, port=current.server.port
             )
         current = new
-        log.info("configuration reloaded", extra={"file": str(current.source)})
+
+    reloader = Reloader(config.source, config_module.load, apply)
 
     admission = Admission(
         config.admission,
@@ -144,7 +150,7 @@ async def _serve(
         journal=journal,
         router=_router(config.routing, journal),
         admission=admission,
-        reload=reload,
+        reload=lambda: reloader.reload("fb303 reinitialize"),
         request_stop=stop.set,
         fb303=config.fb303,
         allow_remote_shutdown=remote_shutdown_allowed(config.server),
@@ -159,6 +165,8 @@ async def _serve(
                 f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}"
             ) from exc
         service.counter_sources.append(server.counters)  # connections and buffers in getCounters
+        service.counter_sources.append(reloader.counters)
+        service.problem_sources.append(reloader.problems)
         nursery.start_soon(
             _every,
             config.journal.retention_check_interval_s,
@@ -178,7 +186,7 @@ async def _serve(
                 "durability": config.journal.settings.durability.value,
             },
         )
-        task_status.started(Daemon(service, server, stop))
+        task_status.started(Daemon(service, server, stop, reloader))
         await stop.wait()
         log.info("draining", extra={"connections": server.connection_count})
         service.begin_stopping()

@@ -4,6 +4,11 @@ The first SIGTERM or SIGINT stops gracefully: the server drains (``Log`` answers
 in progress finish, the journal closes) and every member commits and leaves its group.  A second
 signal cancels everything at once; the journal stays consistent (recovery cuts what was not
 durable) and consumers resume from their last commit (at-least-once).
+
+SIGHUP reloads the server's configuration, as ``pipeline ctl reload`` does (``pipeline.reload``);
+it never stops anything.  A process without a server (``pipeline consume``) has nothing a reload
+could change (a member's group and sink are fixed while it runs), so there it is logged and
+ignored; so is a SIGHUP while the server starts or stops.
 """
 
 from __future__ import annotations
@@ -38,7 +43,8 @@ async def run_until_signalled(
 
     When the server stops by itself (fb303 ``shutdown``), the members stop with it.
     """
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    # Receiving SIGHUP also keeps its default action (terminate at once, exit 129) away.
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             stop_members = trio.Event()
             daemon: Daemon | None = None
@@ -67,6 +73,9 @@ async def run_until_signalled(
             nursery.start_soon(supervise)
             count = 0
             async for signum in signals:
+                if signum == signal.SIGHUP:
+                    _on_hangup(daemon, nursery, server=server, stopping=count > 0)
+                    continue
                 count += 1
                 if count == 1:
                     log.info("signal received: stopping gracefully", extra={"signal": signum})
@@ -76,6 +85,22 @@ async def run_until_signalled(
                 else:
                     log.warning("second signal: stopping now", extra={"signal": signum})
                     nursery.cancel_scope.cancel()
+
+
+def _on_hangup(
+    daemon: Daemon | None, nursery: trio.Nursery, *, server: bool, stopping: bool
+) -> None:
+    if daemon is not None and not stopping:
+        log.info("SIGHUP received: reloading the configuration")
+        nursery.start_soon(daemon.reload, "SIGHUP")
+        return
+    if stopping:
+        reason = "stopping"
+    elif server:
+        reason = "the server is still starting"
+    else:
+        reason = "no server in this process; a consumer member takes a new configuration on restart"
+    log.info("SIGHUP ignored", extra={"reason": reason})
 
 
 async def _serve_server(
