@@ -10,12 +10,12 @@ fails, the tail of the server's log is added to its report.  Every test here is 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
 import uuid
 from collections.abc import AsyncIterator, Generator, Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -40,11 +40,10 @@ CONNECT_TIMEOUT_S = 10.0
 
 
 def _services_config() -> ServicesConfig:
-    # var/ is relative to the project root, wherever pytest runs from.
-    config = load_services_config(None)
-    if not config.var_dir.is_absolute():
-        config = replace(config, var_dir=ROOT / config.var_dir, cache_dir=ROOT / config.cache_dir)
-    return config
+    # var/ and .cache/ are the project root's, wherever pytest runs from: without a file, the
+    # relative defaults resolve against the working directory, so load them from the root.
+    with contextlib.chdir(ROOT):
+        return load_services_config(None)
 
 
 def managed_zookeeper() -> ManagedZooKeeper:
