@@ -883,7 +883,8 @@ async def run_materialize(settings: MaterializeSettings, progress: Progress) -> 
     settings.work_dir.mkdir(parents=True, exist_ok=True)
     report = MaterializeReport(settings, keyspace)
     with tempfile.TemporaryDirectory(dir=settings.work_dir, prefix="bench-materialize-") as tmp:
-        work = Path(tmp)
+        # Absolute: the end-to-end configuration file, written in it, names paths inside it.
+        work = Path(tmp).resolve()
         try:
             async with open_cassandra(_cassandra_config(settings, keyspace)) as session:
                 try:
