@@ -29,7 +29,7 @@ from journal.layout import category_dir_name, category_from_dir_name, read_categ
 from journal.open_files import FILES_PER_WRITER
 from journal.reader import JournalReader, open_reader
 from journal.store import Journal, open_journal
-from journal.tools import list_partitions, repair, verify
+from journal.tools import list_partition_ids, list_partitions, repair, verify
 from journal.types import (
     AppendResult,
     DeletedSegment,
@@ -75,6 +75,7 @@ __all__ = [
     "WriterFailure",
     "category_dir_name",
     "category_from_dir_name",
+    "list_partition_ids",
     "list_partitions",
     "open_journal",
     "open_reader",

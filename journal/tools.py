@@ -30,7 +30,7 @@ from journal.segments import (
 )
 from journal.types import PartitionId, PartitionInfo, VerifyProblem
 
-__all__ = ["list_partitions", "repair", "verify"]
+__all__ = ["list_partition_ids", "list_partitions", "repair", "verify"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,11 @@ def _partitions(directory: Path) -> Iterator[tuple[PartitionId, Path]]:
             number = parse_partition_name(part.name)
             if number is not None and part.is_dir():
                 yield PartitionId(category, number), part
+
+
+def list_partition_ids(directory: Path) -> list[PartitionId]:
+    """Every partition's id, from the directory names alone: cheap enough to call often."""
+    return [pid for pid, _ in _partitions(Path(directory))]
 
 
 def list_partitions(directory: Path) -> list[PartitionInfo]:

@@ -13,6 +13,9 @@
   journaled, kept when it already has one, so the materializers of every tier downstream write
   it as one event however many hops or redundant aggregators it passes.  An entry with an origin
   keeps ``scribe_category`` too, so that every tier sees the same metadata.
+* A daemon's sink retries until cancelled (or ``max_attempts``); ``give_up_after_s`` (what
+  ``pipeline journal replay --max-retry-time`` passes) raises SinkError, naming the attempts
+  and the last reason, once a call has been failing that long.
 * A call cancelled half way closes the connection (a reply may still be in flight).  After a
   transport error the upstream may have stored the batch: the resend is a duplicate, never a gap.
 """
@@ -63,10 +66,13 @@ class ForwardSink:
         *,
         journal_id: uuid.UUID | Callable[[], uuid.UUID] | None = None,
         rng: random.Random | None = None,
+        give_up_after_s: float | None = None,
     ) -> None:
         """``journal_id`` (or a function reading it) is the journal read, for the origin
-        stamp; without one, entries are forwarded unstamped."""
+        stamp; without one, entries are forwarded unstamped.  ``give_up_after_s``: see the
+        module docstring (None: retry until cancelled)."""
         self._config = config
+        self._give_up_after_s = give_up_after_s
         self._journal_id = journal_id
         self._rng = rng if rng is not None else random.Random()
         self._lock = trio.Lock()
@@ -136,6 +142,7 @@ class ForwardSink:
         backoff = Backoff(self._config.backoff_initial_s, self._config.backoff_max_s, self._rng)
         peer = f"{self._config.host}:{self._config.port}"
         async with self._lock:
+            started = trio.current_time()
             while True:
                 if self._closed:
                     raise SinkError("forward", pid, "sink is closed")
@@ -156,6 +163,16 @@ class ForwardSink:
                 ):
                     raise SinkError("forward", pid, reason)
                 delay = backoff.next_delay()
+                if self._give_up_after_s is not None:
+                    left = started + self._give_up_after_s - trio.current_time()
+                    if left <= 0:
+                        raise SinkError(
+                            "forward",
+                            pid,
+                            f"gave up after {backoff.attempts} attempts in "
+                            f"{self._give_up_after_s:g} s; the last: {reason}",
+                        )
+                    delay = min(delay, left)  # one last attempt at the limit
                 log.warning(
                     "forward retry",
                     extra={

@@ -168,6 +168,22 @@ async def test_max_attempts_raises_sink_error(nursery: trio.Nursery) -> None:
     await sink.aclose()
 
 
+async def test_give_up_after_raises_sink_error_naming_attempts_and_reason(
+    nursery: trio.Nursery,
+) -> None:
+    upstream = Upstream(busy=10**6)
+    server = await nursery.start(serve_scribe, upstream, ServerConfig(port=0))
+    sink = ForwardSink(forward_config(server.address[1]), give_up_after_s=0.2)
+    started = trio.current_time()
+    with pytest.raises(
+        SinkError, match=r"gave up after \d+ attempts in 0.2 s; the last: .*TRY_LATER"
+    ):
+        await sink.write(PID, msgs(b"a"))
+    assert 0.2 <= trio.current_time() - started < 2
+    assert len(upstream.calls) >= 3 and upstream.stored == []
+    await sink.aclose()
+
+
 async def test_reconnects_after_the_upstream_restarts() -> None:
     upstream = Upstream()
     async with trio.open_nursery() as nursery:
