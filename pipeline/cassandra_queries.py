@@ -10,7 +10,6 @@ that only reads never creates the keyspace.
 
 from __future__ import annotations
 
-import datetime
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -481,38 +480,6 @@ def _dry_run(materializer: Materializer, live: Mapping[str, LiveTable], event: E
 
 
 # -- events ----------------------------------------------------------------------------------
-
-_RELATIVE = re.compile(r"(\d+)([smhd])")
-_UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-
-
-def parse_time(text: str, now_ms: int) -> int:
-    """Milliseconds since the epoch from ``30s``, ``10m``, ``2h``, ``1d`` (before ``now_ms``),
-    ``now``, ISO 8601 (UTC unless it names an offset) or a number of ms since the epoch.
-
-    Raises ValueError saying what it accepts.
-    """
-    text = text.strip()
-    relative = _RELATIVE.fullmatch(text)
-    if relative:
-        return now_ms - int(relative.group(1)) * _UNIT_MS[relative.group(2)]
-    if text == "now":
-        return now_ms
-    if text.isdigit():
-        return int(text)
-    try:
-        moment = datetime.datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(
-            f"{text!r} is not a time: use 30s, 10m, 2h, 1d (ago), now, ISO 8601 "
-            "(2026-01-31T12:00:00Z) or ms since the epoch"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.UTC)
-    return (moment - _EPOCH) // datetime.timedelta(milliseconds=1)
-
-
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 
 class TooManyBuckets(ValueError):  # noqa: N818 (a refusal, as the package's errors)

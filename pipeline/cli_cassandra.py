@@ -16,11 +16,9 @@ many buckets); 78 invalid configuration (also a ``--group`` that is not such a g
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import sys
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -44,12 +42,14 @@ from pipeline.cli_common import (
     load_config,
     metadata_record,
     text,
+    time_option,
     with_message,
 )
 from pipeline.config import PipelineConfig
 from pipeline.consumer_app import build_materializer
 from pipeline.consumer_config import ConsumerSection
 from pipeline.errors import find_error
+from pipeline.times import iso
 
 T = TypeVar("T")
 
@@ -130,12 +130,6 @@ def _only_group(
 def _materializer(section: ConsumerSection) -> str:
     assert section.cassandra is not None
     return section.cassandra.materializer
-
-
-def _iso(time_ms: int) -> str:
-    moment = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
-    moment += datetime.timedelta(milliseconds=time_ms)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 # -- schema ----------------------------------------------------------------------------------
@@ -280,7 +274,7 @@ def deadletters_list(
         r = _letter_record(letter)
         click.echo(
             f"{r['group'][:16]:16} {r['category'][:24]:24} {r['partition']:>4} "
-            f"{r['offset']:>10} {_iso(r['event_time']):24} {r['materializer'][:12]:12} "
+            f"{r['offset']:>10} {iso(r['event_time']):24} {r['materializer'][:12]:12} "
             f"{r['message_bytes']:>9} {r['journal_id']:36} {' '.join(r['error'].split())}"
         )
 
@@ -377,21 +371,11 @@ def deadletters_replay(
 # -- events ----------------------------------------------------------------------------------
 
 
-def _time_option(name: str, default: str, what: str) -> Callable[[Any], Any]:
-    return click.option(
-        name,
-        default=default,
-        show_default=True,
-        help=f"{what}: 30s, 10m, 2h, 1d (ago), now, ISO 8601 (UTC unless an offset is given) "
-        "or ms since the epoch.",
-    )
-
-
 @click.command("events")
 @config_option
 @click.option("--category", "-c", required=True, help="The category (exact, as text).")
-@_time_option("--since", "10m", "Events at or after this time")
-@_time_option("--until", "now", "Events before this time")
+@time_option("--since", "Events at or after this time", default="-10m")
+@time_option("--until", "Events before this time", default="now")
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many events.")
 @click.option(
     "--max-buckets",
@@ -404,8 +388,8 @@ def _time_option(name: str, default: str, what: str) -> Callable[[Any], Any]:
 def events_command(
     config_path: Path | None,
     category: str,
-    since: str,
-    until: str,
+    since: int,
+    until: int,
     limit: int | None,
     max_buckets: int,
     group_name: str | None,
@@ -415,12 +399,10 @@ def events_command(
     section = _only_group(config, group_name, "events")
     assert section.cassandra is not None
     options: EventsOptions = section.cassandra.options
-    now_ms = int(time.time() * 1000)
-    since_ms = _parse_time("--since", since, now_ms)
-    until_ms = _parse_time("--until", until, now_ms)
+    since_ms, until_ms = since, until
     if since_ms >= until_ms:
         raise click.UsageError(
-            f"--since ({_iso(since_ms)}) must be before --until ({_iso(until_ms)})"
+            f"--since ({iso(since_ms)}) must be before --until ({iso(until_ms)})"
         )
     try:
         queries.bucket_starts(since_ms, until_ms, options.bucket_s, max_buckets)
@@ -448,13 +430,6 @@ def events_command(
             click.echo(json.dumps(_event_record(event)))
 
     _run(config, work)
-
-
-def _parse_time(flag: str, text: str, now_ms: int) -> int:
-    try:
-        return queries.parse_time(text, now_ms)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint=flag) from None
 
 
 def _event_record(event: queries.StoredEvent) -> dict[str, Any]:

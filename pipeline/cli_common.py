@@ -1,19 +1,37 @@
-"""What every ``pipeline`` command shares: the ``--config`` option, loading, exit codes."""
+"""What every ``pipeline`` command shares: options, parameter types, loading, exit codes.
+
+* ``--category/-c`` and ``--partition/-p`` mean the same in every command; every numeric option
+  carries a range; every time option is of the one type `TIME` (`pipeline.times`).
+* An unknown category, partition or group is an error, exit 1, naming those that exist
+  (`require_known`).
+* Commands that run trio go through `run_async`: the errors a command expects become one line
+  and exit 1, whatever nursery they come out of.  A closed standard output (``| head``) is a
+  ``BrokenPipeError`` that reaches click bare, from a plain loop or from a nursery alike, and
+  click exits 1 at once without a word, as for every command.
+"""
 
 from __future__ import annotations
 
 import base64
+import json
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, TypeVar
 
 import click
+import trio
 
+from journal import PartitionId
 from pipeline import config as config_module
+from pipeline import times
 from pipeline.config import PipelineConfig
 from pipeline.consumer_config import ConsumerSection
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, find_error
+
+T = TypeVar("T")
+K = TypeVar("K", str, bytes, int)
 
 EXIT_CONFIG = 78  # EX_CONFIG: invalid configuration
 EXIT_STARTUP = 70  # EX_SOFTWARE: a daemon could not start
@@ -25,6 +43,105 @@ config_option = click.option(
     envvar="PIPELINE_CONFIG",
     help="TOML configuration file (conf/pipeline.toml is an annotated example).",
 )
+
+category_option = click.option("--category", "-c", help="Only this category (exact, as text).")
+partition_option = click.option(
+    "--partition", "-p", type=click.IntRange(min=0), help="Only this partition."
+)
+offset_type = click.IntRange(min=0)
+
+
+class TimeParam(click.ParamType[int, Any]):
+    """A time as `pipeline.times` reads it, converted to ms since the epoch."""
+
+    name = "time"
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return times.parse_time(str(value), int(self._clock() * 1000))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+TIME = TimeParam()
+
+
+def time_option(name: str, what: str, default: str | None = None) -> Callable[[Any], Any]:
+    """A time option; ``what`` starts its help, the accepted forms end it."""
+    return click.option(
+        name,
+        type=TIME,
+        default=default,
+        show_default=default is not None,
+        help=f"{what}: {times.ACCEPTED}.",
+    )
+
+
+def require_known(
+    kind: str,
+    wanted: K,
+    known: Iterable[K],
+    where: str = "",
+    *,
+    name: Callable[[K], str] = str,
+) -> None:
+    """Exit 1 naming the ``kind``s that exist (in ``where``) when ``wanted`` is not one of
+    ``known``; ``name`` shows one to a person."""
+    names = sorted(set(known))
+    if wanted not in names:
+        shown = str(wanted) if isinstance(wanted, int) else repr(name(wanted))
+        place = f" in {where}" if where else ""
+        listed = ", ".join(name(k) for k in names) or "none"
+        plural = kind.removesuffix("y") + "ies" if kind.endswith("y") else kind + "s"
+        raise click.ClickException(f"no {kind} {shown}{place} ({plural}: {listed})")
+
+
+def select_partitions(
+    pids: Iterable[PartitionId], category: str | None, partition: int | None, where: str
+) -> list[PartitionId]:
+    """The partitions ``-c``/``-p`` name, sorted; exit 1 naming those that exist when a
+    category or partition named is not there."""
+    pids = sorted(pids, key=lambda p: (p.category, p.partition))
+    if category is not None:
+        wanted = category_bytes(category)
+        require_known("category", wanted, (p.category for p in pids), where, name=text)
+        pids = [p for p in pids if p.category == wanted]
+        where = f"category {category!r}"
+    if partition is not None:
+        require_known("partition", partition, (p.partition for p in pids), where)
+        pids = [p for p in pids if p.partition == partition]
+    return pids
+
+
+def run_async(
+    work: Callable[..., Awaitable[T]], *args: Any, errors: tuple[type[Exception], ...] = ()
+) -> T:
+    """``trio.run(work, *args)`` for a command (see the module docstring)."""
+    try:
+        return trio.run(work, *args)
+    except (Exception, BaseExceptionGroup) as exc:
+        for bare in (BrokenPipeError, KeyboardInterrupt):
+            if (found := find_error(exc, bare)) is not None:
+                raise found from None
+        for cls in errors:
+            if (error := find_error(exc, cls)) is not None:
+                raise click.ClickException(str(error)) from exc
+        if (refused := find_error(exc, click.ClickException)) is not None:
+            raise refused from None
+        raise
+
+
+def write_json_lines(out: IO[str], records: Iterable[dict[str, Any]]) -> None:
+    """One JSON object per line, flushed; a closed ``out`` raises BrokenPipeError."""
+    for record in records:
+        out.write(json.dumps(record))
+        out.write("\n")
+    out.flush()
 
 
 def load_config(config_path: Path | None, **flags: Any) -> PipelineConfig:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
-import trio
 
 from consumers import (
     CategoryMatcher,
@@ -24,11 +23,29 @@ from consumers import (
     SinkError,
 )
 from journal import JournalError, PartitionId, PartitionInfo, list_partitions, open_reader
-from pipeline.cli_common import category_bytes, config_option, group_section, load_config, text
+from pipeline import logs
+from pipeline.cli_common import (
+    TIME,
+    category_option,
+    config_option,
+    load_config,
+    offset_type,
+    partition_option,
+    require_known,
+    run_async,
+    select_partitions,
+    text,
+    time_option,
+    write_json_lines,
+)
 from pipeline.cli_tools import parse_host_port
 from pipeline.config import PipelineConfig
 from pipeline.consumer_app import build_coordinator, known_groups
 from pipeline.replay import ReplayRange, plan_replay, replay
+
+# --max-retry-time: long enough to ride out an upstream's restart, short enough that a replay
+# to a wrong address ends while someone still watches it.
+DEFAULT_MAX_RETRY_S = 300.0
 
 
 def _journal(config: PipelineConfig) -> dict[PartitionId, PartitionInfo]:
@@ -36,17 +53,6 @@ def _journal(config: PipelineConfig) -> dict[PartitionId, PartitionInfo]:
     if not journal_dir.is_dir():
         raise click.ClickException(f"no journal at {journal_dir}")
     return {info.pid: info for info in list_partitions(journal_dir)}
-
-
-def _select(
-    pids: list[PartitionId], category: str | None, partition: int | None
-) -> list[PartitionId]:
-    if category is not None:
-        raw = category_bytes(category)
-        pids = [p for p in pids if p.category == raw]
-    if partition is not None:
-        pids = [p for p in pids if p.partition == partition]
-    return sorted(pids, key=lambda p: (p.category, p.partition))
 
 
 @click.group("offsets")
@@ -71,10 +77,9 @@ def show_command(config_path: Path | None, groups: tuple[str, ...], as_json: boo
     retention back (``pipeline offsets delete --group NAME`` forgets it).
     """
     config = load_config(config_path)
-    rows = trio.run(_offset_rows, config, list(groups))
+    rows = run_async(_offset_rows, config, list(groups), errors=(CoordinationError,))
     if as_json:
-        for row in rows:
-            click.echo(json.dumps(row))
+        write_json_lines(sys.stdout, rows)
         return
     click.echo(
         f"{'GROUP':20} {'CATEGORY':28} {'PART':>4} {'COMMITTED':>12} {'NEXT':>12} {'LAG':>10}"
@@ -96,14 +101,17 @@ async def _group_names(config: PipelineConfig) -> list[str]:
     return configured + [g for g in await known_groups(config) if g not in configured]
 
 
+async def require_groups(config: PipelineConfig, names: list[str]) -> list[str]:
+    """``names``, or every group when empty; exit 1 naming the groups when one is unknown
+    (a group is known when it is configured or has stored offsets)."""
+    known = await _group_names(config)
+    for name in names:
+        require_known("consumer group", name, known)
+    return names or known
+
+
 async def _offset_rows(config: PipelineConfig, names: list[str]) -> list[dict[str, Any]]:
-    try:
-        return await _offset_rows_unchecked(config, names or await _group_names(config))
-    except CoordinationError as exc:
-        raise click.ClickException(str(exc)) from exc
-
-
-async def _offset_rows_unchecked(config: PipelineConfig, names: list[str]) -> list[dict[str, Any]]:
+    names = await require_groups(config, names)
     journal = _journal(config)
     configured = {s.name for s in config.consumers}
     rows: list[dict[str, Any]] = []
@@ -114,7 +122,7 @@ async def _offset_rows_unchecked(config: PipelineConfig, names: list[str]) -> li
         patterns = next((s.group.categories for s in config.consumers if s.name == name), ())
         matches = CategoryMatcher(patterns)
         pids = set(committed) | {pid for pid in journal if matches(pid.category)}
-        for pid in _select(list(pids), None, None):
+        for pid in sorted(pids, key=lambda p: (p.category, p.partition)):
             info = journal.get(pid)
             high = info.high_water_mark if info and info.high_water_mark is not None else 0
             earliest = info.earliest_offset if info else 0
@@ -134,16 +142,48 @@ async def _offset_rows_unchecked(config: PipelineConfig, names: list[str]) -> li
     return rows
 
 
+@dataclass(frozen=True)
+class OffsetTarget:
+    """Where ``offsets reset --to`` moves a group: ``kind`` is earliest, latest, offset or
+    time; ``value`` the offset or the time in ms."""
+
+    kind: str
+    value: int = 0
+
+
+class OffsetTargetParam(click.ParamType[OffsetTarget, Any]):
+    name = "target"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> OffsetTarget:
+        if isinstance(value, OffsetTarget):
+            return value
+        word = str(value)
+        if word in ("earliest", "latest"):
+            return OffsetTarget(word)
+        if word.startswith("time:"):
+            try:
+                return OffsetTarget("time", TIME.convert(word.removeprefix("time:"), param, ctx))
+            except click.BadParameter as exc:
+                self.fail(f"{word!r}: {exc.message}", param, ctx)
+        if word.isdigit():
+            return OffsetTarget("offset", int(word))
+        self.fail(f"{word!r}: use earliest, latest, an offset or time:<time>", param, ctx)
+
+
 @offsets_group.command("reset")
 @config_option
-@click.option("--group", "-g", "group", required=True)
-@click.option("--category", "-c", help="Only this category (default: all of the group's).")
-@click.option("--partition", "-p", type=int, help="Only this partition.")
+@click.option("--group", "-g", "group", required=True, help="The group whose offsets move.")
+@category_option
+@partition_option
 @click.option(
     "--to",
     "target",
+    type=OffsetTargetParam(),
     required=True,
-    help="earliest, latest, an offset, or time:<ms since the epoch>.",
+    help="earliest, latest, an offset, or time:<time> (a time as --from-time takes it: ISO "
+    "8601, -10m, ms since the epoch): the first message at or after it.",
 )
 @click.option("--force", is_flag=True, help="Reset even while members are active.")
 def reset_command(
@@ -151,66 +191,83 @@ def reset_command(
     group: str,
     category: str | None,
     partition: int | None,
-    target: str,
+    target: OffsetTarget,
     force: bool,
 ) -> None:
-    """Move a group's committed offsets (refused while members are active unless --force)."""
+    """Move a group's committed offsets (refused while members are active unless --force).
+
+    A configured group moves in the partitions its categories match; a group known only from
+    its stored offsets, in those.
+    """
     config = load_config(config_path)
-    section = group_section(config, group)
-    matches = CategoryMatcher(section.group.categories)
-    pids = _select([p for p in _journal(config) if matches(p.category)], category, partition)
-    if not pids:
-        raise click.ClickException("no matching partitions")
-    try:
-        for pid, offset in trio.run(_reset, config, group, pids, target, force):
-            click.echo(
-                json.dumps(
-                    {
-                        "group": group,
-                        "category": text(pid.category),
-                        "partition": pid.partition,
-                        "offset": offset,
-                    }
-                )
-            )
-    except ResetRefused as exc:
-        raise click.ClickException(f"{exc} (stop the members, or pass --force)") from exc
-    except (CoordinationError, JournalError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    done = run_async(
+        _reset,
+        config,
+        group,
+        category,
+        partition,
+        target,
+        force,
+        errors=(CoordinationError, JournalError),
+    )
+    write_json_lines(
+        sys.stdout,
+        (
+            {"group": group, "category": text(pid.category), "partition": pid.partition}
+            | {"offset": offset}
+            for pid, offset in done
+        ),
+    )
 
 
-def _resolve(config: PipelineConfig, pid: PartitionId, target: str) -> int:
+def _resolve(config: PipelineConfig, pid: PartitionId, target: OffsetTarget) -> int:
     """The offset ``target`` names in ``pid``, which must lie between its earliest offset and
     its high-water mark (an offset outside could never be consumed or committed past)."""
     where = f"{text(pid.category)}/{pid.partition}"
     with open_reader(config.journal.dir, pid, None, config.journal.settings) as reader:
         earliest, latest = reader.earliest_offset(), reader.high_water_mark()
-        if target == "earliest":
+        if target.kind == "earliest":
             return earliest
-        if target == "latest":
+        if target.kind == "latest":
             return latest
-        if target.startswith("time:"):
-            try:
-                reader.seek_time(int(target.removeprefix("time:")))
-            except ValueError:
-                raise click.BadParameter(f"{target!r}: time:<ms since the epoch>") from None
+        if target.kind == "time":
+            reader.seek_time(target.value)
             return reader.position
-    if not target.isdigit():
-        raise click.BadParameter(f"{target!r}: use earliest, latest, an offset or time:<ms>")
-    offset = int(target)
+    offset = target.value
     if not earliest <= offset <= latest:
-        raise click.BadParameter(f"{offset} is outside {where}'s offsets {earliest}..{latest}")
+        raise click.BadParameter(
+            f"{offset} is outside {where}'s offsets {earliest}..{latest}", param_hint="'--to'"
+        )
     return offset
 
 
 async def _reset(
-    config: PipelineConfig, group: str, pids: list[PartitionId], target: str, force: bool
+    config: PipelineConfig,
+    group: str,
+    category: str | None,
+    partition: int | None,
+    target: OffsetTarget,
+    force: bool,
 ) -> list[tuple[PartitionId, int]]:
+    await require_groups(config, [group])
     coordinator = build_coordinator(config, group)
+    journal = _journal(config)
+    section = next((s for s in config.consumers if s.name == group), None)
+    if section is not None:
+        matches = CategoryMatcher(section.group.categories)
+        candidates = [p for p in journal if matches(p.category)]
+    else:
+        candidates = [p for p in await coordinator.all_committed() if p in journal]
+    pids = select_partitions(candidates, category, partition, f"group {group!r}")
+    if not pids:
+        raise click.ClickException(f"group {group!r} matches no partitions of the journal")
     done = []
     for pid in pids:
         offset = _resolve(config, pid, target)
-        await coordinator.reset(pid, offset, force=force)
+        try:
+            await coordinator.reset(pid, offset, force=force)
+        except ResetRefused as exc:
+            raise click.ClickException(f"{exc} (stop the members, or pass --force)") from exc
         done.append((pid, offset))
     return done
 
@@ -232,15 +289,9 @@ def delete_command(config_path: Path | None, group: str, force: bool, yes: bool)
     """
     config = load_config(config_path)
     configured = any(s.name == group for s in config.consumers)
-    try:
-        committed, members = trio.run(_group_state, config, group)
-    except CoordinationError as exc:
-        raise click.ClickException(str(exc)) from exc
+    committed, members = run_async(_group_state, config, group, errors=(CoordinationError,))
     if not committed:
-        known = trio.run(_group_names, config)
-        raise click.ClickException(
-            f"group {group!r} has no stored offsets (groups: {', '.join(known) or 'none'})"
-        )
+        raise click.ClickException(f"group {group!r} has no stored offsets: nothing to delete")
     if members and not force:
         raise click.ClickException(
             f"{DeleteRefused(group, members)} (stop the members, or pass --force)"
@@ -254,34 +305,35 @@ def delete_command(config_path: Path | None, group: str, force: bool, yes: bool)
             abort=True,
             err=True,  # stdout stays the JSON result
         )
-    try:
-        deleted = trio.run(_delete, config, group, force)
-    except RefusedWhileActive as exc:
-        raise click.ClickException(f"{exc} (stop the members, or pass --force)") from exc
-    except CoordinationError as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(json.dumps({"group": group, "partitions": deleted, "configured": configured}))
+    deleted = run_async(_delete, config, group, force, errors=(CoordinationError,))
+    write_json_lines(
+        sys.stdout, [{"group": group, "partitions": deleted, "configured": configured}]
+    )
 
 
 async def _group_state(
     config: PipelineConfig, group: str
 ) -> tuple[dict[PartitionId, int | None], list[str]]:
+    await require_groups(config, [group])
     coordinator = build_coordinator(config, group)
     return await coordinator.all_committed(), await coordinator.members()
 
 
 async def _delete(config: PipelineConfig, group: str, force: bool) -> int:
-    return await build_coordinator(config, group).delete(force=force)
+    try:
+        return await build_coordinator(config, group).delete(force=force)
+    except RefusedWhileActive as exc:
+        raise click.ClickException(f"{exc} (stop the members, or pass --force)") from exc
 
 
 @click.command("replay")
 @config_option
 @click.option("--category", "-c", required=True, help="The category to replay.")
-@click.option("--partition", "-p", type=int, help="Only this partition (default: all).")
-@click.option("--from-offset", type=int)
-@click.option("--to-offset", type=int, help="Exclusive.")
-@click.option("--from-time", type=int, help="ms since the epoch.")
-@click.option("--to-time", type=int, help="ms since the epoch, exclusive.")
+@partition_option
+@click.option("--from-offset", type=offset_type, help="The first offset (default: the earliest).")
+@click.option("--to-offset", type=offset_type, help="The end offset, exclusive.")
+@time_option("--from-time", "From the first message at or after this time")
+@time_option("--to-time", "Up to the first message at or after this time, exclusive")
 @click.option("--to-scribe", help="Forward to this Scribe server, host[:port].")
 @click.option(
     "--to-files",
@@ -289,6 +341,15 @@ async def _delete(config: PipelineConfig, group: str, force: bool) -> int:
     help="Write Scribe-style files under this directory.",
 )
 @click.option("--add-newlines", is_flag=True, help="With --to-files: a newline after each message.")
+@click.option(
+    "--max-retry-time",
+    "max_retry_s",
+    type=click.FloatRange(min=0, min_open=True, max=86400),
+    default=DEFAULT_MAX_RETRY_S,
+    show_default=True,
+    help="With --to-scribe: seconds a batch may go undelivered (retried with backoff, each "
+    "retry logged with its reason) before the replay stops with exit 1.",
+)
 def replay_command(
     config_path: Path | None,
     category: str,
@@ -300,14 +361,13 @@ def replay_command(
     to_scribe: str | None,
     to_files: Path | None,
     add_newlines: bool,
+    max_retry_s: float,
 ) -> None:
     """Replay a range of a category into files or to a Scribe server, with progress."""
     if (to_scribe is None) == (to_files is None):
         raise click.UsageError("give exactly one of --to-scribe and --to-files")
     config = load_config(config_path)
-    pids = _select(list(_journal(config)), category, partition)
-    if not pids:
-        raise click.ClickException(f"no partitions of {category!r}")
+    pids = select_partitions(_journal(config), category, partition, str(config.journal.dir))
     bounds = ReplayRange(from_offset, from_time, to_offset, to_time)
     try:
         plans = [
@@ -318,7 +378,9 @@ def replay_command(
     sink: Sink
     if to_scribe is not None:
         host, port = parse_host_port(to_scribe)
-        sink = ForwardSink(ForwardSinkConfig(host=host, port=port))
+        sink = ForwardSink(ForwardSinkConfig(host=host, port=port), give_up_after_s=max_retry_s)
+        # Each retry as the daemons log it (peer, reason, attempt, delay); nothing quieter.
+        logs.configure("warning", config.log.format)
     else:
         assert to_files is not None
         sink = FileSink(FileSinkConfig(file_path=to_files, add_newlines=add_newlines))
@@ -326,6 +388,12 @@ def replay_command(
     with click.progressbar(
         length=total, label=f"replaying {total} messages", file=sys.stderr
     ) as bar:
+        delivered = 0
+
+        def progress(messages: int) -> None:
+            nonlocal delivered
+            delivered += messages
+            bar.update(messages)
 
         async def run() -> int:
             written = 0
@@ -335,15 +403,19 @@ def replay_command(
                         config.journal.dir,
                         plan,
                         sink,
-                        progress=bar.update,
+                        progress=progress,
                         config=config.journal.settings,
                     )
+            except SinkError as exc:
+                limit = f" (--max-retry-time {max_retry_s:g})" if to_scribe is not None else ""
+                raise click.ClickException(
+                    f"replay stopped after {delivered} of {total} messages: {exc}{limit}"
+                ) from exc
             finally:
                 await sink.aclose()
             return written
 
-        try:
-            written = trio.run(run)
-        except (JournalError, SinkError) as exc:
-            raise click.ClickException(str(exc)) from exc
-    click.echo(json.dumps({"category": category, "partitions": len(plans), "messages": written}))
+        written = run_async(run, errors=(JournalError, SinkError))
+    write_json_lines(
+        sys.stdout, [{"category": category, "partitions": len(plans), "messages": written}]
+    )

@@ -7,10 +7,9 @@ see past the durable high-water mark) and without one.  Output for machines is J
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +24,28 @@ from journal import (
     PartitionInfo,
     RepairResult,
     UnknownJournal,
+    UnknownPartition,
     VerifyProblem,
+    list_partition_ids,
     list_partitions,
     open_reader,
     read_journal_id,
     repair,
     verify,
 )
-from pipeline.cli_common import category_bytes, metadata_record, text, with_message
-from pipeline.errors import find_error
+from pipeline.cli_common import (
+    category_bytes,
+    category_option,
+    metadata_record,
+    offset_type,
+    partition_option,
+    run_async,
+    select_partitions,
+    text,
+    time_option,
+    with_message,
+    write_json_lines,
+)
 
 journal_dir_option = click.option(
     "--journal-dir",
@@ -44,8 +56,10 @@ journal_dir_option = click.option(
     envvar="PIPELINE_JOURNAL__DIR",
     help="The journal directory.",
 )
-category_option = click.option("--category", "-c", help="Only this category (exact, as text).")
-partition_option = click.option("--partition", "-p", type=int, help="Only this partition.")
+
+# How often ``tail`` looks for partitions created after it started: listing the directory is
+# cheap, and a new category's first messages show up at most this late.
+TAIL_RESCAN_S = 0.5
 
 
 def message_record(pid: PartitionId, message: JournalMessage) -> dict[str, Any]:
@@ -62,16 +76,15 @@ def message_record(pid: PartitionId, message: JournalMessage) -> dict[str, Any]:
     return record
 
 
-def _select(journal_dir: Path, category: str | None, partition: int | None) -> list[PartitionInfo]:
+def _require_journal(journal_dir: Path) -> None:
     if not journal_dir.is_dir():
         raise click.ClickException(f"no journal at {journal_dir}")
-    infos = list_partitions(journal_dir)
-    if category is not None:
-        wanted = category_bytes(category)
-        infos = [i for i in infos if i.pid.category == wanted]
-    if partition is not None:
-        infos = [i for i in infos if i.pid.partition == partition]
-    return infos
+
+
+def _select(journal_dir: Path, category: str | None, partition: int | None) -> list[PartitionInfo]:
+    _require_journal(journal_dir)
+    infos = {info.pid: info for info in list_partitions(journal_dir)}
+    return [infos[p] for p in select_partitions(infos, category, partition, str(journal_dir))]
 
 
 @click.group("journal")
@@ -87,11 +100,11 @@ def ls_command(journal_dir: Path, as_json: bool) -> None:
     infos = _select(journal_dir, None, None)
     journal_id = _journal_id(journal_dir)
     if as_json:
-        for info in infos:
-            record = _info_record(info)
-            if journal_id is not None:
+        records = [_info_record(info) for info in infos]
+        if journal_id is not None:
+            for record in records:
                 record["journal_id"] = str(journal_id)
-            click.echo(json.dumps(record))
+        write_json_lines(sys.stdout, records)
         return
     if journal_id is not None:
         click.echo(f"journal {journal_id}")
@@ -132,9 +145,13 @@ def _info_record(info: PartitionInfo) -> dict[str, Any]:
 @journal_dir_option
 @category_option
 @partition_option
-@click.option("--from-offset", type=int, help="Start at this offset (default: the earliest).")
-@click.option("--from-time", type=int, help="Start at this time, in ms since the epoch.")
-@click.option("--limit", type=int, help="Stop after this many messages per partition.")
+@click.option(
+    "--from-offset", type=offset_type, help="Start at this offset (default: the earliest)."
+)
+@time_option("--from-time", "Start at the first message at or after this time")
+@click.option(
+    "--limit", type=click.IntRange(min=1), help="Stop after this many messages per partition."
+)
 def dump_command(
     journal_dir: Path,
     category: str | None,
@@ -144,11 +161,10 @@ def dump_command(
     limit: int | None,
 ) -> None:
     """Print messages as JSON lines (category, partition, offset, timestamp, message)."""
-    out = sys.stdout
     for info in _select(journal_dir, category, partition):
         reader = _open(journal_dir, info, from_offset, from_time)
         try:
-            _write_records(out, info.pid, _drain(reader, limit))
+            write_json_lines(sys.stdout, _records(info.pid, _drain(reader, limit)))
         except JournalError as exc:
             raise click.ClickException(str(exc)) from exc
         finally:
@@ -179,11 +195,8 @@ def _drain(reader: JournalReader, limit: int | None) -> Iterable[JournalMessage]
             remaining -= len(batch)
 
 
-def _write_records(out: Any, pid: PartitionId, messages: Iterable[JournalMessage]) -> None:
-    for message in messages:
-        out.write(json.dumps(message_record(pid, message)))
-        out.write("\n")
-    out.flush()
+def _records(pid: PartitionId, messages: Iterable[JournalMessage]) -> Iterable[dict[str, Any]]:
+    return (message_record(pid, message) for message in messages)
 
 
 @journal_group.command("tail")
@@ -191,7 +204,7 @@ def _write_records(out: Any, pid: PartitionId, messages: Iterable[JournalMessage
 @category_option
 @partition_option
 @click.option("--from-beginning", is_flag=True, help="Start at the earliest offset, not the end.")
-@click.option("--count", type=int, help="Exit after printing this many messages.")
+@click.option("--count", type=click.IntRange(min=1), help="Exit after printing this many messages.")
 def tail_command(
     journal_dir: Path,
     category: str | None,
@@ -199,46 +212,72 @@ def tail_command(
     from_beginning: bool,
     count: int | None,
 ) -> None:
-    """Follow partitions and print new messages as JSON lines (Ctrl-C stops)."""
-    infos = _select(journal_dir, category, partition)
-    if not infos:
-        raise click.ClickException("no matching partitions (yet)")
-    try:
-        with contextlib.suppress(KeyboardInterrupt):
-            trio.run(_tail, journal_dir, infos, from_beginning, count)
-    except (JournalError, BaseExceptionGroup) as exc:
-        error = find_error(exc, JournalError)
-        if error is None:
-            raise
-        raise click.ClickException(str(error)) from exc
+    """Follow partitions and print new messages as JSON lines (Ctrl-C stops).
+
+    Like ``tail -F``: partitions created later (a new category, or the one ``-c`` names
+    before it exists) are followed from their first message as they appear.
+    """
+    _require_journal(journal_dir)
+    wanted = None if category is None else category_bytes(category)
+
+    def matches(pid: PartitionId) -> bool:
+        return (wanted is None or pid.category == wanted) and (
+            partition is None or pid.partition == partition
+        )
+
+    present = {pid for pid in list_partition_ids(journal_dir) if matches(pid)}
+    if not present:
+        what = "partitions" if category is None else f"category {category!r}"
+        if partition is not None:
+            what = f"partition {partition}" + ("" if category is None else f" of {category!r}")
+        click.echo(f"waiting for {what} to appear in {journal_dir} (Ctrl-C stops)", err=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        run_async(
+            _tail, journal_dir, matches, present, from_beginning, count, errors=(JournalError,)
+        )
 
 
 async def _tail(
-    journal_dir: Path, infos: list[PartitionInfo], from_beginning: bool, count: int | None
+    journal_dir: Path,
+    matches: Callable[[PartitionId], bool],
+    present: set[PartitionId],
+    from_beginning: bool,
+    count: int | None,
 ) -> None:
+    """Follow every matching partition, those ``present`` at the start from their end (or
+    beginning), those appearing later from their beginning."""
     printed = 0
+    following: set[PartitionId] = set()
     async with trio.open_nursery() as nursery:
 
-        async def follow(info: PartitionInfo) -> None:
+        async def follow(reader: JournalReader) -> None:
             nonlocal printed
-            reader = open_reader(journal_dir, info.pid, info.earliest_offset)
-            if not from_beginning:
-                reader.seek(reader.high_water_mark())
-            try:
+            with reader:
                 while True:
                     batch = await reader.read_wait()
                     if count is not None:
                         batch = batch[: count - printed]
-                    _write_records(sys.stdout, info.pid, batch)
+                    write_json_lines(sys.stdout, _records(reader.pid, batch))
                     printed += len(batch)
                     if count is not None and printed >= count:
                         nursery.cancel_scope.cancel()
                         return
-            finally:
-                reader.close()
 
-        for info in infos:
-            nursery.start_soon(follow, info)
+        while True:
+            for pid in list_partition_ids(journal_dir):
+                if pid in following or not matches(pid):
+                    continue
+                try:
+                    reader = open_reader(journal_dir, pid, None)
+                except UnknownPartition:
+                    continue  # still being created: the next scan opens it
+                if pid in present and not from_beginning:
+                    reader.seek(reader.high_water_mark())
+                elif pid not in present:
+                    click.echo(f"following {text(pid.category)}/{pid.partition}", err=True)
+                following.add(pid)
+                nursery.start_soon(follow, reader)
+            await trio.sleep(TAIL_RESCAN_S)
 
 
 @journal_group.command("verify")
@@ -253,7 +292,7 @@ def verify_command(journal_dir: Path, category: str | None, partition: int | Non
         for info in bar:
             for problem in verify(journal_dir, info.pid):
                 problems += 1
-                click.echo(json.dumps(_problem_record(problem)))
+                write_json_lines(sys.stdout, [_problem_record(problem)])
     click.echo(f"{len(infos)} partitions verified, {problems} problems", err=True)
     if problems:
         sys.exit(1)
@@ -273,7 +312,7 @@ def _problem_record(problem: VerifyProblem) -> dict[str, Any]:
 @journal_group.command("repair")
 @journal_dir_option
 @click.option("--category", "-c", required=True, help="The category (exact, as text).")
-@click.option("--partition", "-p", type=int, required=True, help="The partition.")
+@click.option("--partition", "-p", type=click.IntRange(min=0), required=True, help="The partition.")
 @click.option(
     "--salvage/--no-salvage",
     default=True,
@@ -290,7 +329,10 @@ def repair_command(
     offsets are never reused); the offsets cut are a gap that verify accepts and consumers skip,
     logging and counting it.  Stop the server first: repair rewrites the partition's files.
     """
-    pid = PartitionId(category_bytes(category), partition)
+    _require_journal(journal_dir)
+    (pid,) = select_partitions(
+        list_partition_ids(journal_dir), category, partition, str(journal_dir)
+    )
     if not yes:
         click.confirm(f"cut {category}/{partition} at its first damage?", abort=True)
     try:
@@ -318,7 +360,7 @@ def repair_command(
         "salvaged_messages": result.salvaged_messages,
         "salvaged_batches": result.salvaged_batches,
     }
-    click.echo(json.dumps(record))
+    write_json_lines(sys.stdout, [record])
 
 
 def _repair_summary(result: RepairResult) -> str:

@@ -103,7 +103,7 @@ async def test_delete_forgets_a_group_after_confirmation(tmp_path: Path) -> None
     assert [r["group"] for r in shown] == ["archive"]
     again = await cli("offsets", "delete", "--config", config, "-g", "old", "--yes")
     assert again.returncode == 1
-    assert b"group 'old' has no stored offsets (groups: archive)" in again.stderr
+    assert b"no consumer group 'old' (consumer groups: archive)" in again.stderr
 
 
 async def test_delete_is_refused_while_members_are_active_unless_forced(tmp_path: Path) -> None:
