@@ -25,7 +25,7 @@ import trio
 
 from journal import PartitionId
 from pipeline import config as config_module
-from pipeline import times
+from pipeline import logs, times
 from pipeline.config import PipelineConfig
 from pipeline.consumer_config import ConsumerSection
 from pipeline.errors import ConfigError, find_error
@@ -142,6 +142,12 @@ def write_json_lines(out: IO[str], records: Iterable[dict[str, Any]]) -> None:
         out.write(json.dumps(record))
         out.write("\n")
     out.flush()
+
+
+def tool_logs(config: PipelineConfig) -> None:
+    """Warnings of the code a tool runs (a forward retry, an offset moved) on stderr as the
+    daemons write them, fields and all, instead of Python's bare message."""
+    logs.configure("warning", config.log.format)
 
 
 def load_config(config_path: Path | None, **flags: Any) -> PipelineConfig:

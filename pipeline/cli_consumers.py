@@ -23,7 +23,6 @@ from consumers import (
     SinkError,
 )
 from journal import JournalError, PartitionId, PartitionInfo, list_partitions, open_reader
-from pipeline import logs
 from pipeline.cli_common import (
     TIME,
     category_option,
@@ -36,6 +35,7 @@ from pipeline.cli_common import (
     select_partitions,
     text,
     time_option,
+    tool_logs,
     write_json_lines,
 )
 from pipeline.cli_tools import parse_host_port
@@ -200,6 +200,7 @@ def reset_command(
     its stored offsets, in those.
     """
     config = load_config(config_path)
+    tool_logs(config)
     done = run_async(
         _reset,
         config,
@@ -305,6 +306,7 @@ def delete_command(config_path: Path | None, group: str, force: bool, yes: bool)
             abort=True,
             err=True,  # stdout stays the JSON result
         )
+    tool_logs(config)
     deleted = run_async(_delete, config, group, force, errors=(CoordinationError,))
     write_json_lines(
         sys.stdout, [{"group": group, "partitions": deleted, "configured": configured}]
@@ -379,8 +381,7 @@ def replay_command(
     if to_scribe is not None:
         host, port = parse_host_port(to_scribe)
         sink = ForwardSink(ForwardSinkConfig(host=host, port=port), give_up_after_s=max_retry_s)
-        # Each retry as the daemons log it (peer, reason, attempt, delay); nothing quieter.
-        logs.configure("warning", config.log.format)
+        tool_logs(config)  # each retry with its peer, reason, attempt and delay
     else:
         assert to_files is not None
         sink = FileSink(FileSinkConfig(file_path=to_files, add_newlines=add_newlines))

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import queue
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
@@ -60,6 +62,16 @@ file_path = "{tmp_path / "files"}"
 """
     )
     return path
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """The tools configure logging on the runner's stderr; later tests get the old handlers."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture
