@@ -104,6 +104,11 @@ class MaterializeSettings:
     keyspace_prefix: str = "bench_materialize"
     work_dir: Path = Path("var")
 
+    def __post_init__(self) -> None:
+        # Absolute: the end-to-end phase's configuration file, written inside it, names paths
+        # inside it (and relative paths in a configuration file are the file's).
+        object.__setattr__(self, "work_dir", self.work_dir.absolute())
+
 
 @dataclass
 class Throughput:
@@ -883,8 +888,7 @@ async def run_materialize(settings: MaterializeSettings, progress: Progress) -> 
     settings.work_dir.mkdir(parents=True, exist_ok=True)
     report = MaterializeReport(settings, keyspace)
     with tempfile.TemporaryDirectory(dir=settings.work_dir, prefix="bench-materialize-") as tmp:
-        # Absolute: the end-to-end configuration file, written in it, names paths inside it.
-        work = Path(tmp).resolve()
+        work = Path(tmp)
         try:
             async with open_cassandra(_cassandra_config(settings, keyspace)) as session:
                 try:
