@@ -317,15 +317,34 @@ def parse_segment_name(name: str) -> int | None:
 # ---- payload ----
 
 
+# Entries packed per msgpack call.  One call holds the GIL throughout (130 ms for 100,000
+# entries with metadata), so a large batch is packed in slices, between which a worker thread
+# encoding it lets the event loop's thread run; 1024 entries take about a millisecond.
+PACK_SLICE_ENTRIES = 1024
+
+
 def encode_payload(
     messages: Sequence[bytes], metadata: Sequence[dict[bytes, bytes] | None] | None
 ) -> tuple[bytes, int]:
-    """The msgpack payload and flags for a batch: one ``packb`` call for plain messages."""
+    """The msgpack payload and flags for a batch: an array of messages, or of ``[message,
+    metadata]`` pairs.  Large batches are packed slice by slice (the same bytes)."""
+    entries: Sequence[object]
     if metadata is None:
-        payload: bytes = msgpack.packb(messages, use_bin_type=True)
-        return payload, 0
-    payload = msgpack.packb(list(zip(messages, metadata, strict=True)), use_bin_type=True)
-    return payload, FLAG_METADATA
+        entries, flags = messages, 0
+    else:
+        entries, flags = list(zip(messages, metadata, strict=True)), FLAG_METADATA
+    if len(entries) <= PACK_SLICE_ENTRIES:
+        payload: bytes = msgpack.packb(entries, use_bin_type=True)
+        return payload, flags
+    # An array's encoding is its header, then its elements' encodings one after the other:
+    # each slice packed as an array, without its own header, continues the whole one.
+    packer = msgpack.Packer(use_bin_type=True)
+    parts = [packer.pack_array_header(len(entries))]
+    for start in range(0, len(entries), PACK_SLICE_ENTRIES):
+        piece = entries[start : start + PACK_SLICE_ENTRIES]
+        header = len(packer.pack_array_header(len(piece)))
+        parts.append(packer.pack(piece)[header:])
+    return b"".join(parts), flags
 
 
 def decode_payload(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 from collections.abc import Awaitable, Callable, Mapping
 
 import trio
@@ -157,6 +158,9 @@ async def _serve(
         descriptors=DescriptorWatch(config.journal.min_free_descriptors),
     )
 
+    # Process-wide, and only the server's to set: it decides how soon the event loop's thread
+    # gets the GIL back from a thread decoding a large call.
+    sys.setswitchinterval(config.server.switch_interval_s)
     async with trio.open_nursery() as nursery:
         try:
             server = await nursery.start(serve_scribe, service, config.server)

@@ -8,12 +8,14 @@ import uuid
 import zlib
 from pathlib import Path
 
+import msgpack
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from journal import JournalConfig, JournalLocked, PartitionId, open_journal, repair, verify
 from journal.format import (
+    FLAG_METADATA,
     FORMAT_VERSION,
     HEADER,
     HEADER_SIZE,
@@ -21,6 +23,7 @@ from journal.format import (
     INDEX_ENTRY_SIZE,
     JOURNAL_ID_SIZE,
     NO_BATCH,
+    PACK_SLICE_ENTRIES,
     BatchHeader,
     FormatError,
     HighWaterMark,
@@ -244,3 +247,15 @@ def test_journal_id_round_trip_and_damage() -> None:
     for bad in (b"", data[:-1], data + b"\n", data.upper(), b" " + data[:-1], b"\0" * 37):
         with pytest.raises(FormatError, match="journal identity"):
             decode_journal_id(bad)
+
+
+@pytest.mark.parametrize(
+    "count", [0, 1, 15, 16, PACK_SLICE_ENTRIES, PACK_SLICE_ENTRIES + 1, 3 * PACK_SLICE_ENTRIES + 7]
+)
+def test_a_large_payload_packed_in_slices_is_the_same_bytes(count: int) -> None:
+    messages = [bytes([i % 256]) * (i % 40) for i in range(count)]
+    metadata = [{b"k": b"%d" % i} if i % 3 else None for i in range(count)]
+    assert encode_payload(messages, None) == (msgpack.packb(messages, use_bin_type=True), 0)
+    pairs = [list(pair) for pair in zip(messages, metadata, strict=True)]
+    payload, flags = encode_payload(messages, metadata)
+    assert (payload, flags) == (msgpack.packb(pairs, use_bin_type=True), FLAG_METADATA)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -164,3 +165,15 @@ async def test_shutdown_drains_and_stops(tmp_path: Path) -> None:
         assert await daemon.service.log(LogBatch([], [])) == ResultCode.TRY_LATER
     # The nursery exited: the daemon drained and closed the journal by itself.
     assert journal_messages(tmp_path / "journal", b"s") == [b"before"]
+
+
+async def test_the_server_sets_its_gil_switch_interval(tmp_path: Path) -> None:
+    before = sys.getswitchinterval()
+    try:
+        config = make_config(tmp_path)
+        async with trio.open_nursery() as nursery:
+            daemon: Daemon = await nursery.start(serve_pipeline, config)
+            assert sys.getswitchinterval() == pytest.approx(config.server.switch_interval_s)
+            daemon.request_stop()
+    finally:
+        sys.setswitchinterval(before)
