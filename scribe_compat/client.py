@@ -2,9 +2,10 @@
 
 Both are thin loops around ``codec.ClientConnection`` and raise only ``ClientError`` subclasses:
 socket and trio errors become ``TransportError`` (``ClientTimeoutError`` for timeouts), replies
-that are not valid Thrift become ``BadReplyError``, and exception replies
-``RemoteApplicationError``.  Defaults follow scribe_cat: framed, non-strict; scribe_ctrl's
-behaviour is ``strict=True``.
+that are not valid Thrift become ``BadReplyError`` (saying so plainly when the peer is not a
+Thrift server at all: an HTTP server, say), exception replies ``RemoteApplicationError``, and
+a call over the server's known limit (``max_request_bytes``) ``RequestTooLargeError``, unsent.
+Defaults follow scribe_cat: framed, non-strict; scribe_ctrl's behaviour is ``strict=True``.
 
 ``prepare_log`` encodes one ``Log`` request once, for a load generator that resends the same
 bytes; ``PreparedLog.parse_reply`` reads the answer back.
@@ -12,6 +13,7 @@ bytes; ``PreparedLog.parse_reply`` reads the answer back.
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -124,9 +126,12 @@ class ScribeClient:
         strict: bool = False,
         peer: str = "",
         limits: CodecLimits | None = None,
+        max_request_bytes: int | None = None,
     ) -> None:
         self._sock = sock
-        self._conn = ClientConnection(framed=framed, strict=strict, limits=limits)
+        self._conn = ClientConnection(
+            framed=framed, strict=strict, limits=limits, max_request_bytes=max_request_bytes
+        )
         self._broken = False
         self.peer = peer
 
@@ -139,16 +144,21 @@ class ScribeClient:
         *,
         framed: bool = True,
         strict: bool = False,
+        max_request_bytes: int | None = None,
     ) -> ScribeClient:
+        """Connect; ``max_request_bytes`` (the server's limit, when known) refuses a larger
+        call before it is sent (``RequestTooLargeError``)."""
         peer = f"{host}:{port}"
         try:
             sock = socket.create_connection((host, port), timeout=timeout)
         except TimeoutError as exc:
             raise ClientTimeoutError(f"connect timed out after {timeout}s", peer) from exc
         except OSError as exc:
-            raise TransportError(f"connect failed: {exc}", peer) from exc
+            raise TransportError(f"connect failed: {_os_reason(exc)}", peer) from exc
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return cls(sock, framed=framed, strict=strict, peer=peer)
+        return cls(
+            sock, framed=framed, strict=strict, peer=peer, max_request_bytes=max_request_bytes
+        )
 
     def close(self) -> None:
         self._sock.close()
@@ -266,6 +276,21 @@ def _next_reply(conn: ClientConnection, peer: str) -> object:
 def _check_prepared(prepared: PreparedLog, conn: ClientConnection) -> None:
     if prepared.framed != conn.framed:
         raise ValueError("the prepared request's framing differs from the client's")
+    conn.check_request("Log", prepared.request)
+
+
+def _os_reason(exc: OSError) -> str:
+    """Why a connect failed, without the address the caller names anyway: the system's words
+    (``Connection refused``); trio's "all attempts to connect to H:P failed" gives way to
+    those of the attempts it made (each one's errno: trio's text names the address too)."""
+    cause = exc.__cause__
+    if isinstance(cause, BaseExceptionGroup):
+        reasons = dict.fromkeys(_os_reason(e) for e in cause.exceptions if isinstance(e, OSError))
+        if reasons:
+            return "; ".join(reasons)
+    if exc.errno is not None and exc.errno > 0:  # a resolver's errors are negative
+        return os.strerror(exc.errno)
+    return exc.strerror or str(exc)
 
 
 class AsyncScribeClient:
@@ -283,9 +308,12 @@ class AsyncScribeClient:
         timeout: float = 30.0,
         peer: str = "",
         limits: CodecLimits | None = None,
+        max_request_bytes: int | None = None,
     ) -> None:
         self._stream = stream
-        self._conn = ClientConnection(framed=framed, strict=strict, limits=limits)
+        self._conn = ClientConnection(
+            framed=framed, strict=strict, limits=limits, max_request_bytes=max_request_bytes
+        )
         self._broken = False
         self.timeout = timeout
         self.peer = peer
@@ -307,7 +335,7 @@ class AsyncScribeClient:
         except trio.TooSlowError as exc:
             raise ClientTimeoutError(f"connect timed out after {timeout}s", peer) from exc
         except OSError as exc:
-            raise TransportError(f"connect failed: {exc}", peer) from exc
+            raise TransportError(f"connect failed: {_os_reason(exc)}", peer) from exc
         return cls(stream, framed=framed, strict=strict, timeout=timeout, peer=peer)
 
     async def aclose(self) -> None:

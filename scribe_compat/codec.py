@@ -2,7 +2,9 @@
 
 Contract: ``ServerConnection`` and ``ClientConnection`` raise only this package's
 ``ProtocolError`` (and, on the client side, ``RemoteApplicationError`` for an exception reply)
-for whatever bytes they are given.  Any other exception coming out of the codec is our bug.
+for whatever bytes they are given; ``ClientConnection.call`` refuses a request over the
+server's known limit with ``RequestTooLargeError``, before any byte of it is out.  Any other
+exception coming out of the codec is our bug.
 
 Server side, per connection::
 
@@ -52,8 +54,10 @@ from scribe_compat.errors import (
     BadArguments,
     CallRejected,
     MalformedMessage,
+    NotThrift,
     ProtocolError,
     RemoteApplicationError,
+    RequestTooLargeError,
     TooManyEntries,
     UnknownMethod,
     UnparsedBytesExceeded,
@@ -589,8 +593,16 @@ class ClientConnection:
 
     ``call`` encodes a request and remembers that a reply is due; ``next_event`` yields replies
     in order, raising ``RemoteApplicationError`` for an exception reply and ``ProtocolError``
-    for a reply that is not valid (or answers another call).
+    for a reply that is not valid (or answers another call) -- ``NotThrift`` when the first
+    bytes the peer sent cannot begin a reply at all (it is not a Thrift server).
+
+    ``limits`` bound what the peer may send us; ``max_request_bytes``, when known, is the
+    server's own limit on one message (its ``max_message_bytes``, and ``max_frame_bytes`` for
+    the frame's payload): ``call`` refuses a larger request with ``RequestTooLargeError``.
     """
+
+    # Enough of the peer's first bytes to show a person what it speaks (b"HTTP/1.1 400 Bad").
+    _SHOWN_BYTES = 16
 
     def __init__(
         self,
@@ -598,13 +610,17 @@ class ClientConnection:
         framed: bool = True,
         strict: bool = False,
         limits: CodecLimits | None = None,
+        max_request_bytes: int | None = None,
     ) -> None:
         self.framed = framed
         self.strict = strict
         self.limits = limits or CodecLimits()
+        self.max_request_bytes = max_request_bytes
         self._reader = _Reader(self.limits, Framing.FRAMED if framed else Framing.UNFRAMED)
         self._pending: deque[tuple[str, int]] = deque()
         self._seqid = 0
+        self._replies = 0
+        self._first_bytes = b""
 
     @property
     def pending(self) -> int:
@@ -615,22 +631,62 @@ class ClientConnection:
         method = METHODS.get(name)
         if method is None:
             raise ValueError(f"unknown method {name!r}")
-        self._seqid = (self._seqid + 1) & 0x7FFFFFFF
+        seqid = (self._seqid + 1) & 0x7FFFFFFF
         data = encode_call(
-            name, method.args(**args), seqid=self._seqid, framed=self.framed, strict=self.strict
+            name, method.args(**args), seqid=seqid, framed=self.framed, strict=self.strict
         )
+        self.check_request(name, data)
+        self._seqid = seqid
         if not method.oneway:
             self.expect(name, self._seqid)
         return data
+
+    def check_request(self, name: str, data: bytes) -> None:
+        """Raise ``RequestTooLargeError`` when ``data`` (a request as sent) is over the server's
+        ``max_request_bytes``: the size it checks is the message's, without the frame length."""
+        size = len(data) - 4 if self.framed else len(data)
+        if self.max_request_bytes is not None and size > self.max_request_bytes:
+            raise RequestTooLargeError(name, size, self.max_request_bytes)
 
     def expect(self, name: str, seqid: int) -> None:
         """Expect a reply to a request sent as pre-encoded bytes."""
         self._pending.append((name, seqid))
 
     def receive_data(self, data: bytes | bytearray) -> None:
+        if len(self._first_bytes) < self._SHOWN_BYTES and not self._replies:
+            self._first_bytes += bytes(data[: self._SHOWN_BYTES - len(self._first_bytes)])
         self._reader.feed(data)
 
     def next_event(self) -> Reply | Literal[Sentinel.NEED_DATA, Sentinel.CLOSED]:
+        try:
+            event = self._next_event()
+        except ProtocolError as exc:
+            if self._replies or self._could_begin_reply(self._first_bytes):
+                raise
+            raise NotThrift(
+                "framed" if self.framed else "unframed", self._first_bytes, exc
+            ) from None
+        if isinstance(event, Reply):
+            self._replies += 1
+        return event
+
+    def _could_begin_reply(self, data: bytes) -> bool:
+        """Whether a reply can begin with ``data``: in a frame, a length within the limit and
+        then a strict header (0x80 0x01) or a non-strict name length (below 16 MiB: 0x00)."""
+        if self.framed:
+            if len(data) < 4:
+                return True
+            n = _I32.unpack_from(data, 0)[0]
+            if not 0 < n <= self.limits.max_frame_bytes:
+                return False
+            data = data[4:]
+        if not data:
+            return True
+        if data[0] == 0x80:
+            return len(data) < 2 or data[1] == 0x01
+        return data[0] == 0x00
+
+    def _next_event(self) -> Reply | Literal[Sentinel.NEED_DATA, Sentinel.CLOSED]:
         message = self._reader.next_message()
         if message is NEED_DATA or message is CLOSED:
             return message

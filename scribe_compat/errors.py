@@ -12,6 +12,8 @@
     │   │   ├── ContainerTooLarge       a list/set/map declares more than max_container_size
     │   │   └── NestingTooDeep          structs/containers nested over max_depth
     │   ├── MalformedMessage          bad framing, header, type byte, length, trailing bytes
+    │   │   └── NotThrift               a client's first reply bytes are not Thrift at all (an
+    │   │                               HTTP server, say): what they look like, not a limit
     │   └── CallRejected              a well-formed message we answer with an exception reply
     │       ├── UnknownMethod           (TApplicationException UNKNOWN_METHOD)
     │       └── BadArguments            wrong-typed or missing arguments (PROTOCOL_ERROR)
@@ -19,6 +21,7 @@
         ├── TransportError            connect/read/write failed, or the peer closed
         │   └── ClientTimeoutError      no answer within the timeout
         ├── BadReplyError             the server's reply is not valid Thrift or answers another call
+        ├── RequestTooLargeError      a call over the server's limit, refused before it is sent
         └── RemoteApplicationError    the server answered with a TApplicationException
 
 A ``ProtocolError`` raised by ``ServerConnection.next_event`` is fatal for the connection: close
@@ -85,6 +88,24 @@ class MalformedMessage(ProtocolError):  # noqa: N818
         self.offset = offset
 
 
+class NotThrift(MalformedMessage):
+    """The first bytes a client receives cannot begin a reply in its framing: the peer is
+    something else (``first_bytes`` shows what), and ``cause`` is the check they failed."""
+
+    def __init__(self, framing: str, first_bytes: bytes, cause: ProtocolError) -> None:
+        looks = ""
+        if first_bytes.startswith(b"HTTP/"):
+            looks = " (they look like HTTP: an HTTP server?)"
+        elif first_bytes.lower().startswith((b"<!doctype", b"<html")):
+            looks = " (they look like HTML: an HTTP server?)"
+        super().__init__(
+            f"the peer does not speak {framing} Thrift: its reply begins {first_bytes!r}{looks}"
+            f" ({cause.reason})"
+        )
+        self.first_bytes = first_bytes
+        self.cause = cause
+
+
 class CallRejected(ProtocolError):  # noqa: N818
     """A well-formed call we refuse with a TApplicationException reply (``app_error_type``)."""
 
@@ -129,6 +150,20 @@ class BadReplyError(ClientError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class RequestTooLargeError(ClientError):
+    """A call of ``size`` bytes is over ``maximum``, the limit the server is known to have; it
+    was not sent."""
+
+    def __init__(self, method: str, size: int, maximum: int) -> None:
+        super().__init__(
+            f"{method} call of {size:,} bytes is over the server's limit of {maximum:,} bytes"
+            " (max_message_bytes); not sent"
+        )
+        self.method = method
+        self.size = size
+        self.maximum = maximum
 
 
 class RemoteApplicationError(ClientError):
