@@ -35,7 +35,13 @@ class IngestSettings:
     # Messages per second over all connections; 0 sends as fast as replies come back.
     rate: float = 0.0
     categories: int = 1
-    category_prefix: str = "bench"
+    # The category written: this name, or with several, the name and 0, 1, ... after it.
+    category: str = "bench"
+
+    def category_names(self) -> list[str]:
+        if self.categories == 1:
+            return [self.category]
+        return [f"{self.category}{i}" for i in range(self.categories)]
 
 
 @dataclass
@@ -81,7 +87,8 @@ class IngestResult:
 
 
 def make_entries(settings: IngestSettings, connection: int) -> list[LogEntry]:
-    category = f"{settings.category_prefix}{connection % settings.categories}".encode()
+    names = settings.category_names()
+    category = names[connection % len(names)].encode("utf-8", "surrogateescape")
     body = os.urandom(settings.message_bytes // 2 + 1).hex().encode()[: settings.message_bytes]
     return [LogEntry(category=category, message=body) for _ in range(settings.batch)]
 

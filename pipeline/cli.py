@@ -72,7 +72,11 @@ def main() -> None:
 @main.command()
 @config_option
 @click.option("--host", help="Address to listen on [default: 127.0.0.1].")
-@click.option("--port", type=int, help="Port to listen on [default: 1463].")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    help="Port to listen on, 0 for any free one [default: 1463].",
+)
 @click.option(
     "--journal-dir",
     type=click.Path(path_type=Path, file_okay=False),

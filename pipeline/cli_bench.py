@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import trio
 
 from pipeline import machine
 from pipeline.bench import IngestResult, IngestSettings, decode_rate, run_ingest
@@ -23,7 +22,8 @@ from pipeline.bench_materialize import (
     MaterializeSettings,
     run_materialize,
 )
-from pipeline.cli_tools import parse_host_port
+from pipeline.cli_common import CASSANDRA_ADDRESS, run_async, target_option
+from scribe_compat import ClientError, CodecLimits
 
 
 @click.group("bench")
@@ -32,28 +32,66 @@ def bench_group() -> None:
 
 
 @bench_group.command("ingest")
-@click.option("--target", default="127.0.0.1:1463", show_default=True, help="host[:port]")
-@click.option("--connections", "-c", type=int, default=4, show_default=True)
-@click.option("--batch", "-b", type=int, default=1000, show_default=True, help="Messages per Log.")
-@click.option("--message-bytes", "-s", type=int, default=200, show_default=True)
-@click.option("--duration", "-d", type=float, default=10.0, show_default=True, help="Seconds.")
-@click.option("--warmup", type=float, default=1.0, show_default=True, help="Seconds not counted.")
-@click.option("--rate", type=float, default=0.0, help="Messages/s in all (0: as fast as possible).")
-@click.option("--categories", type=int, default=1, show_default=True)
+@target_option()
+@click.option("--connections", "-c", type=click.IntRange(1, 4096), default=4, show_default=True)
+@click.option(
+    "--batch",
+    "-b",
+    type=click.IntRange(1, CodecLimits.max_entries_per_call),
+    default=1000,
+    show_default=True,
+    help="Messages per Log.",
+)
+@click.option(
+    "--message-bytes", "-s", type=click.IntRange(0, 16 << 20), default=200, show_default=True
+)
+@click.option(
+    "--duration",
+    "-d",
+    type=click.FloatRange(0, 86400, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Seconds.",
+)
+@click.option(
+    "--warmup",
+    type=click.FloatRange(0, 3600),
+    default=1.0,
+    show_default=True,
+    help="Seconds not counted.",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    help="Messages/s in all (0: as fast as possible).",
+)
+@click.option(
+    "--category",
+    default=IngestSettings.category,
+    show_default=True,
+    help="The category written (with --categories N: NAME0 to NAME<N-1>).",
+)
+@click.option("--categories", type=click.IntRange(1, 10_000), default=1, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def ingest_command(
-    target: str,
+    target: tuple[str, int],
     connections: int,
     batch: int,
     message_bytes: int,
     duration: float,
     warmup: float,
     rate: float,
+    category: str,
     categories: int,
     as_json: bool,
 ) -> None:
-    """Send Log batches to a Scribe server; report msgs/s, MB/s and latency percentiles."""
-    host, port = parse_host_port(target)
+    """Send Log batches to a Scribe server; report msgs/s, MB/s and latency percentiles.
+
+    The messages stay on the server, in the category --category names ("categories" in the
+    JSON; how to remove them is said on standard error).
+    """
+    host, port = target
     settings = IngestSettings(
         host=host,
         port=port,
@@ -64,6 +102,7 @@ def ingest_command(
         warmup_s=warmup,
         rate=rate,
         categories=categories,
+        category=category,
     )
 
     def progress(result: IngestResult) -> None:
@@ -73,10 +112,18 @@ def ingest_command(
             err=True,
         )
 
-    result = trio.run(run_ingest, settings, progress)
+    result = run_async(run_ingest, settings, progress, errors=(ClientError,))
+    names = settings.category_names()
+    written = repr(names[0]) if len(names) == 1 else f"{names[0]!r} to {names[-1]!r}"
+    click.echo(
+        f"wrote to {host}:{port}, category {written} (--category); on a pipeline server a "
+        "route for it with a short retention_age_s removes the messages, or, with the server "
+        "stopped, deleting its directory in the journal directory",
+        err=True,
+    )
     summary = result.summary()
     if as_json:
-        click.echo(json.dumps(summary))
+        click.echo(json.dumps({**summary, "categories": names}))
         return
     click.echo(
         f"{summary['msgs_per_s']:,} msgs/s  {summary['mb_per_s']} MB/s  "
@@ -88,7 +135,7 @@ def ingest_command(
 
 
 @bench_group.command("fairness")
-@click.option("--target", default="127.0.0.1:1463", show_default=True, help="host[:port]")
+@target_option()
 @click.option(
     "--large-connections",
     type=click.IntRange(1, 64),
@@ -128,7 +175,7 @@ def ingest_command(
 @click.option("--warmup", type=click.FloatRange(0, 600), default=1.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def fairness_command(
-    target: str,
+    target: tuple[str, int],
     large_connections: int,
     kind: str,
     entries: int,
@@ -139,7 +186,7 @@ def fairness_command(
     as_json: bool,
 ) -> None:
     """How long a one-message Log waits while large Log calls flow on other connections."""
-    host, port = parse_host_port(target)
+    host, port = target
     settings = FairnessSettings(
         host=host,
         port=port,
@@ -161,8 +208,8 @@ def fairness_command(
         )
 
     try:
-        result = trio.run(run_fairness, settings, progress)
-    except ValueError as exc:
+        result = run_async(run_fairness, settings, progress, errors=(ClientError,))
+    except ValueError as exc:  # entries that do not fit --call-bytes
         raise click.ClickException(str(exc)) from exc
     summary = result.summary()
     if as_json:
@@ -184,16 +231,29 @@ def fairness_command(
 @click.option(
     "--dir",
     "directory",
-    type=click.Path(path_type=Path, file_okay=False),
-    help="Where to probe the disk (default: a temporary dir under var/).",
+    type=click.Path(path_type=Path, file_okay=False, exists=True, writable=True),
+    help="An existing directory on the disk to probe (default: a temporary dir under var/).",
 )
-@click.option("--seconds", type=float, default=2.0, show_default=True)
-@click.option("--write-mb", type=int, default=512, show_default=True)
+@click.option(
+    "--seconds",
+    type=click.FloatRange(0, 3600, min_open=True),
+    default=2.0,
+    show_default=True,
+    help="Seconds per measurement.",
+)
+@click.option(
+    "--write-mb",
+    type=click.IntRange(1, 1 << 20),
+    default=512,
+    show_default=True,
+    help="MB written for the sequential write rate.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def machine_command(directory: Path | None, seconds: float, write_mb: int, as_json: bool) -> None:
     """Measure fdatasync rate, sequential write MB/s and the Thrift decode rate."""
     base = directory or Path("var")
-    base.mkdir(parents=True, exist_ok=True)
+    if directory is None:
+        base.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=base, prefix="machine-") as tmp:
         click.echo("measuring fdatasync, sequential writes, decode...", err=True)
         limits = machine.measure(Path(tmp), seconds=seconds, total_mb=write_mb)
@@ -220,9 +280,10 @@ def _keyspace_prefix(_ctx: click.Context, _param: click.Parameter, value: str) -
 @click.option(
     "--cassandra",
     "target",
-    default="127.0.0.1:9042",
+    type=CASSANDRA_ADDRESS,
+    default="127.0.0.1",
     show_default=True,
-    help="A Cassandra contact point, host[:port].",
+    help="A Cassandra contact point, host[:port] (port 9042 unless given).",
 )
 @click.option(
     "--rows",
@@ -284,7 +345,7 @@ def _keyspace_prefix(_ctx: click.Context, _param: click.Parameter, value: str) -
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def materialize_command(
-    target: str,
+    target: tuple[str, int],
     rows: int,
     duration: float,
     message_bytes: int,
@@ -297,7 +358,7 @@ def materialize_command(
 ) -> None:
     """Events into Cassandra: the bare driver's ceiling, the sink, the whole consumer, and
     end-to-end latency, in one run in a keyspace of its own."""
-    host, port = parse_host_port(target, default_port=9042)
+    host, port = target
     settings = MaterializeSettings(
         hosts=(host,),
         port=port,
@@ -310,10 +371,9 @@ def materialize_command(
         rate=rate,
         keyspace_prefix=keyspace_prefix,
     )
-    try:
-        report = trio.run(run_materialize, settings, lambda line: click.echo(line, err=True))
-    except BenchError as exc:
-        raise click.ClickException(str(exc)) from exc
+    report = run_async(
+        run_materialize, settings, lambda line: click.echo(line, err=True), errors=(BenchError,)
+    )
     summary = report.summary()
     if as_json:
         click.echo(json.dumps(summary))

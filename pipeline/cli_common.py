@@ -4,6 +4,9 @@
   carries a range; every time option is of the one type `TIME` (`pipeline.times`).
 * An unknown category, partition or group is an error, exit 1, naming those that exist
   (`require_known`).
+* An address is ``host[:port]`` or ``[v6]:port`` in every command that takes one (`ADDRESS`,
+  `CASSANDRA_ADDRESS`): the port may be left out, not left empty.
+* ``--timeout`` is seconds per call wherever a command talks to a server (`timeout_option`).
 * Commands that run trio go through `run_async`: the errors a command expects become one line
   and exit 1, whatever nursery they come out of.  A closed standard output (``| head``) is a
   ``BrokenPipeError`` that reaches click bare, from a plain loop or from a nursery alike, and
@@ -32,7 +35,10 @@ from pipeline.errors import ConfigError, find_error
 
 T = TypeVar("T")
 K = TypeVar("K", str, bytes, int)
+FC = TypeVar("FC", bound=Callable[..., Any] | click.Command)
 
+SCRIBE_PORT = 1463
+CASSANDRA_PORT = 9042
 EXIT_CONFIG = 78  # EX_CONFIG: invalid configuration
 EXIT_STARTUP = 70  # EX_SOFTWARE: a daemon could not start
 
@@ -69,6 +75,79 @@ class TimeParam(click.ParamType[int, Any]):
 
 
 TIME = TimeParam()
+
+
+def parse_host_port(value: str, default_port: int = SCRIBE_PORT) -> tuple[str, int]:
+    """``host``, ``host:port`` or ``[v6]:port`` into a pair; ValueError says what is wrong.
+
+    A port left out is ``default_port``; a port left empty (``host:``) is a mistake, not a
+    request for the default.
+    """
+    if value.startswith("["):
+        host, bracket, rest = value[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"expected [v6-address]:port, got {value!r}")
+        has_port, port = bool(rest), rest[1:]
+    elif value.count(":") == 1:
+        host, port = value.split(":")
+        has_port = True
+    else:
+        host, has_port, port = value, False, ""
+    if not host:
+        raise ValueError(f"no host in {value!r}")
+    if not has_port:
+        return host, default_port
+    if not port:
+        raise ValueError(f"empty port in {value!r} (leave out the colon for {default_port})")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"invalid port in {value!r} (expected 1 to 65535)")
+    return host, int(port)
+
+
+class AddressParam(click.ParamType[tuple[str, int], Any]):
+    """An address as `parse_host_port` reads it, as a ``(host, port)`` pair."""
+
+    name = "host[:port]"
+
+    def __init__(self, default_port: int) -> None:
+        self.default_port = default_port
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[str, int]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            return parse_host_port(str(value), self.default_port)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+ADDRESS = AddressParam(SCRIBE_PORT)
+CASSANDRA_ADDRESS = AddressParam(CASSANDRA_PORT)
+
+
+def target_option(
+    *names: str, default: str | None = "127.0.0.1", what: str = "Server"
+) -> Callable[[FC], FC]:
+    """A Scribe server's address (``--target`` unless other ``names`` are given)."""
+    return click.option(
+        *(names or ("--target",)),
+        "target",
+        type=ADDRESS,
+        default=default,
+        show_default=default is not None,
+        help=f"{what} as host[:port] (port {SCRIBE_PORT} unless given).",
+    )
+
+
+timeout_option = click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True, max=86400),
+    default=10.0,
+    show_default=True,
+    help="Seconds per call (connect, send, reply).",
+)
 
 
 def time_option(name: str, what: str, default: str | None = None) -> Callable[[Any], Any]:

@@ -24,6 +24,7 @@ from consumers import (
 )
 from journal import JournalError, PartitionId, PartitionInfo, list_partitions, open_reader
 from pipeline.cli_common import (
+    ADDRESS,
     TIME,
     category_option,
     config_option,
@@ -38,7 +39,6 @@ from pipeline.cli_common import (
     tool_logs,
     write_json_lines,
 )
-from pipeline.cli_tools import parse_host_port
 from pipeline.config import PipelineConfig
 from pipeline.consumer_app import build_coordinator, known_groups
 from pipeline.replay import ReplayRange, plan_replay, replay
@@ -336,7 +336,9 @@ async def _delete(config: PipelineConfig, group: str, force: bool) -> int:
 @click.option("--to-offset", type=offset_type, help="The end offset, exclusive.")
 @time_option("--from-time", "From the first message at or after this time")
 @time_option("--to-time", "Up to the first message at or after this time, exclusive")
-@click.option("--to-scribe", help="Forward to this Scribe server, host[:port].")
+@click.option(
+    "--to-scribe", type=ADDRESS, help="Forward to this Scribe server, host[:port] (port 1463)."
+)
 @click.option(
     "--to-files",
     type=click.Path(path_type=Path, file_okay=False),
@@ -360,7 +362,7 @@ def replay_command(
     to_offset: int | None,
     from_time: int | None,
     to_time: int | None,
-    to_scribe: str | None,
+    to_scribe: tuple[str, int] | None,
     to_files: Path | None,
     add_newlines: bool,
     max_retry_s: float,
@@ -379,7 +381,7 @@ def replay_command(
         raise click.ClickException(str(exc)) from exc
     sink: Sink
     if to_scribe is not None:
-        host, port = parse_host_port(to_scribe)
+        host, port = to_scribe
         sink = ForwardSink(ForwardSinkConfig(host=host, port=port), give_up_after_s=max_retry_s)
         tool_logs(config)  # each retry with its peer, reason, attempt and delay
     else:

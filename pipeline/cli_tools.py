@@ -17,55 +17,56 @@ import time
 
 import click
 
+from pipeline.cli_common import SCRIBE_PORT, target_option, timeout_option
 from pipeline.errors import describe
 from pipeline.log_service import REINITIALIZE_REFUSED
 from pipeline.reload import FAILED_PREFIX, RELOAD_FAILURES, RELOADS
-from scribe_compat import ClientError, FbStatus, LogEntry, ResultCode, ScribeClient
+from scribe_compat import (
+    ClientError,
+    CodecLimits,
+    FbStatus,
+    LogEntry,
+    RequestTooLargeError,
+    ResultCode,
+    ScribeClient,
+)
 
-DEFAULT_PORT = 1463
 EXIT_TRY_LATER = 84
 EXIT_ALIVE = 2
 EXIT_NOT_ALIVE = 3
 
 
-def parse_host_port(value: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
-    """``host``, ``host:port`` or ``[v6]:port`` into a pair."""
-    if value.startswith("["):
-        host, _, rest = value[1:].partition("]")
-        port = rest.removeprefix(":")
-    elif value.count(":") == 1:
-        host, port = value.split(":")
-    else:
-        host, port = value, ""
-    if not port:
-        return host, default_port
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise click.BadParameter(f"invalid port in {value!r}")
-    return host, int(port)
-
-
 @click.command("cat")
-@click.option(
-    "-h",
-    "--host",
-    "target",
-    default="127.0.0.1",
-    show_default=True,
-    help="Server as host[:port] (port 1463 by default).",
-)
+@target_option("-h", "--host")
 @click.option("--lines", is_flag=True, help="Send each line of stdin as its own message.")
-@click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds per call.")
+@timeout_option
+@click.option(
+    "--max-message-bytes",
+    type=click.IntRange(min=1),
+    default=CodecLimits.max_message_bytes,
+    show_default=True,
+    help="The server's limit on one call: a larger one is refused here, before it is sent "
+    "(a pipeline server's server.limits.max_message_bytes and max_frame_bytes).",
+)
 @click.argument("category")
-def cat_command(target: str, lines: bool, timeout: float, category: str) -> None:
+def cat_command(
+    target: tuple[str, int], lines: bool, timeout: float, max_message_bytes: int, category: str
+) -> None:
     """Send standard input to CATEGORY (like scribe_cat); exit 84 on TRY_LATER."""
-    host, port = parse_host_port(target)
+    host, port = target
     data = sys.stdin.buffer.read()
     raw_category = category.encode("utf-8", "surrogateescape")
     messages = _lines(data) if lines else [data]
     entries = [LogEntry(category=raw_category, message=m) for m in messages]
     try:
-        with ScribeClient.connect(host, port, timeout, framed=True, strict=False) as client:
+        with ScribeClient.connect(
+            host, port, timeout, framed=True, strict=False, max_request_bytes=max_message_bytes
+        ) as client:
             result = client.log(entries)
+    except RequestTooLargeError as exc:
+        raise click.ClickException(
+            describe(f"{host}:{port}", f"{exc} (--max-message-bytes, when the server allows more)")
+        ) from exc
     except ClientError as exc:
         raise click.ClickException(describe(f"{host}:{port}", exc)) from exc
     if result == ResultCode.TRY_LATER:
@@ -86,9 +87,9 @@ CTL_COMMANDS = ("status", "counters", "version", "name", "alive", "stop", "reloa
 
 @click.command("ctl")
 @click.argument("command", type=click.Choice(CTL_COMMANDS))
-@click.argument("port", type=int, default=DEFAULT_PORT, required=False)
+@click.argument("port", type=click.IntRange(1, 65535), default=SCRIBE_PORT, required=False)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Server address.")
-@click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds per call.")
+@timeout_option
 @click.option(
     "--json", "as_json", is_flag=True, help="counters: one JSON object, name to value, sorted."
 )

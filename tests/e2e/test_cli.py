@@ -324,3 +324,18 @@ def test_port_in_use_exits_70(tmp_path: Path) -> None:
         done = run_pipeline("serve", "--port", str(port), "--journal-dir", tmp_path / "j")
     assert done.returncode == 70, done
     assert b"cannot listen" in done.stderr
+
+
+def test_bench_ingest_says_which_category_it_wrote(pipeline_server: ServerFactory) -> None:
+    server = pipeline_server().start()
+    target = f"127.0.0.1:{server.port}"
+    load = ["-c", "1", "-b", "10", "-s", "20", "-d", "0.3", "--warmup", "0"]
+    done = run_pipeline(
+        "bench", "ingest", "--target", target, *load, "--category", "b_e2e", "--json"
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["categories"] == ["b_e2e"]
+    said = done.stderr.decode()
+    assert f"wrote to {target}, category 'b_e2e' (--category)" in said
+    assert "retention_age_s" in said
+    assert b"b_e2e" in {i.category for i in list_partitions(server.journal_dir)}

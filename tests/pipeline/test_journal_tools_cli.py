@@ -24,7 +24,7 @@ from click.testing import CliRunner, Result
 
 from journal import JournalConfig, open_journal
 from pipeline.cli import main
-from pipeline.cli_common import TimeParam
+from pipeline.cli_common import AddressParam, TimeParam
 from pipeline.times import parse_time
 
 PIPELINE = [sys.executable, "-c", "from pipeline.cli import main; main()"]
@@ -352,8 +352,12 @@ def test_numeric_options_refuse_values_out_of_range(journal: Path, args: tuple[s
     assert "is not in the range" in result.stderr
 
 
-def tool_commands() -> list[tuple[str, click.Command]]:
-    """The journal, offsets and Cassandra tools, by their command line."""
+# Options that take a peer's host[:port] (``serve --host`` and ``ctl --host`` take a host alone).
+ADDRESS_OPTIONS = {"--target", "--to-scribe", "--cassandra", "-h"}
+
+
+def every_command() -> list[tuple[str, click.Command]]:
+    """Every command of ``pipeline``, by its command line."""
     found: list[tuple[str, click.Command]] = []
 
     def walk(prefix: str, command: click.Command) -> None:
@@ -363,20 +367,26 @@ def tool_commands() -> list[tuple[str, click.Command]]:
         else:
             found.append((prefix, command))
 
-    for name in ("journal", "offsets", "events", "schema", "deadletters"):
-        walk(name, main.commands[name])
+    walk("pipeline", main)
     return found
 
 
-@pytest.mark.parametrize(("line", "command"), tool_commands(), ids=str)
+def test_the_walk_reaches_every_group() -> None:
+    lines = {line.split()[1] for line, _ in every_command()}
+    assert set(main.commands) <= lines
+
+
+@pytest.mark.parametrize(("line", "command"), every_command(), ids=str)
 def test_every_numeric_option_has_a_range_and_every_time_one_type(
     line: str, command: click.Command
 ) -> None:
     for param in command.params:
-        if not isinstance(param, click.Option):
-            continue
         if param.type in (click.INT, click.FLOAT):
             raise AssertionError(f"{line} {param.opts[0]} has no range")
+        if ADDRESS_OPTIONS & set(param.opts):
+            assert isinstance(param.type, AddressParam), f"{line} {param.opts[0]}"
+        if not isinstance(param, click.Option):
+            continue
         timed = param.name is not None and param.name.endswith(("_time", "since", "until"))
         if timed:
             assert isinstance(param.type, TimeParam), f"{line} {param.opts[0]}"
