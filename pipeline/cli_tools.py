@@ -1,12 +1,15 @@
 """``pipeline cat`` and ``pipeline ctl``: scribe_cat and scribe_ctrl, with their output and codes.
 
 ``cat`` sends stdin as one message (or one per line with ``--lines``), framed and non-strict as
-scribe_cat does, and exits 84 on TRY_LATER.  ``ctl`` speaks fb303 framed with strict writes and
-keeps scribe_ctrl's exit codes: ``status`` exits 2 when ALIVE and 3 otherwise (also when the
-server cannot be reached); other commands exit 0, or 1 on failure.  ``counters --json`` prints
-one JSON object (name to value), for machines.  ``reload`` waits until the
-server has tried, and exits 1 with the reason when the new configuration did not load or the
-server refused the call.
+scribe_cat does, and exits 84 on TRY_LATER.  A call over the server's limit
+(``--max-message-bytes``, the server's default unless told) is refused before it is sent,
+naming the limit: the server would only close the connection.
+
+``ctl`` speaks fb303 framed with strict writes and keeps scribe_ctrl's exit codes: ``status``
+exits 2 when ALIVE and 3 otherwise (also when the server cannot be reached); other commands
+exit 0, or 1 on failure.  ``counters --json`` prints one JSON object (name to value), for
+machines.  ``reload`` waits until the server has tried, and exits 1 with the reason when the
+new configuration did not load or the server refused the call.
 """
 
 from __future__ import annotations

@@ -83,9 +83,10 @@ def http_server() -> Iterator[Listener]:
     server.close()
 
 
-def test_bench_ingest_with_nothing_listening_is_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["ingest", "fairness"])
+def test_bench_with_nothing_listening_is_one_line(command: str) -> None:
     port = free_port()
-    result = invoke("bench", "ingest", "--target", f"127.0.0.1:{port}", "-d", "1", "--warmup", "0")
+    result = invoke("bench", command, "--target", f"127.0.0.1:{port}", "-d", "1", "--warmup", "0")
     assert result.exit_code == 1, result.output
     line = one_line_error(result)
     assert line == f"Error: 127.0.0.1:{port}: connect failed: Connection refused"
