@@ -16,7 +16,7 @@ def test_defaults() -> None:
     assert config == ServicesConfig()
     assert config.zookeeper.address == "127.0.0.1:2181"
     assert config.cassandra.address == "127.0.0.1:9042"
-    assert config.cassandra.heap_mb == 1024
+    assert config.cassandra.heap_mb == 2048
     assert (config.var_dir, config.cache_dir) == (Path("var"), Path(".cache"))
 
 
