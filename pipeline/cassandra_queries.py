@@ -1,7 +1,7 @@
 """What ``pipeline schema``, ``pipeline deadletters`` and ``pipeline events`` ask of Cassandra.
 
 Plain functions over a `CassandraSession` and the configuration, returning plain values: the
-click layer (`pipeline.cli_cassandra`) parses flags, opens the session and prints.  Nothing here
+click layer (`pipeline.cli.cassandra`) parses flags, opens the session and prints.  Nothing here
 prints or exits, so tests call these without click.
 
 Tables are always named with their keyspace, so a session need not ``USE`` it, and a command

@@ -22,7 +22,7 @@ from journal import (
     read_journal_id,
 )
 from journal.format import JOURNAL_ID_FILE
-from pipeline.cli_journal import journal_group
+from pipeline.cli.journal import journal_group
 
 
 class RecordingIO(FileIO):

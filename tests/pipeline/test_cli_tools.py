@@ -7,8 +7,8 @@ import re
 import click
 import pytest
 
-from pipeline.cli_common import ADDRESS, CASSANDRA_ADDRESS, parse_host_port
-from pipeline.cli_tools import _lines
+from pipeline.cli.common import ADDRESS, CASSANDRA_ADDRESS, parse_host_port
+from pipeline.cli.tools import _lines
 
 
 def test_lines_split_on_newlines_only() -> None:

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from journal import JournalLocked
 from pipeline import config as config_module
-from pipeline.cli_tools import ctl_command
+from pipeline.cli.tools import ctl_command
 from pipeline.errors import ConfigError, ConfigFileError, StartupError, describe
 from scribe_compat import TransportError
 

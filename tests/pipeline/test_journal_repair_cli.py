@@ -13,8 +13,8 @@ import trio
 from click.testing import CliRunner
 
 from journal import JournalConfig, PartitionId, RepairResult, open_journal
-from pipeline import cli_journal
-from pipeline.cli_journal import journal_group
+from pipeline.cli import journal as journal_cli
+from pipeline.cli.journal import journal_group
 
 PID = PartitionId(b"dmg", 0)
 
@@ -70,7 +70,7 @@ def test_a_failure_half_way_is_one_line(tmp_path: Path, monkeypatch: pytest.Monk
     def full_disk(*args: object, **kwargs: object) -> RepairResult:
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x"))
 
-    monkeypatch.setattr(cli_journal, "repair", full_disk)
+    monkeypatch.setattr(journal_cli, "repair", full_disk)
     code, _, message = repair(tmp_path)
     assert code == 1
     assert message.count("\n") == 1 and "Traceback" not in message

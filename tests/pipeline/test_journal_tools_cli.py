@@ -24,7 +24,7 @@ from click.testing import CliRunner, Result
 
 from journal import JournalConfig, open_journal
 from pipeline.cli import main
-from pipeline.cli_common import AddressParam, TimeParam
+from pipeline.cli.common import AddressParam, TimeParam
 from pipeline.times import parse_time
 
 PIPELINE = [sys.executable, "-c", "from pipeline.cli import main; main()"]

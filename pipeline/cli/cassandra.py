@@ -34,7 +34,7 @@ from consumers.sinks.cassandra import DEAD_LETTERS, DeadLetter, EventsOptions
 from consumers.sinks.cassandra import schema as schema_module
 from pipeline import cassandra_queries as queries
 from pipeline import logs
-from pipeline.cli_common import (
+from pipeline.cli.common import (
     EXIT_CONFIG,
     category_bytes,
     config_option,

@@ -22,7 +22,7 @@ from pipeline.bench_materialize import (
     MaterializeSettings,
     run_materialize,
 )
-from pipeline.cli_common import CASSANDRA_ADDRESS, run_async, target_option
+from pipeline.cli.common import CASSANDRA_ADDRESS, run_async, target_option
 from scribe_compat import ClientError, CodecLimits
 
 

@@ -23,7 +23,7 @@ from consumers import (
     SinkError,
 )
 from journal import JournalError, PartitionId, PartitionInfo, list_partitions, open_reader
-from pipeline.cli_common import (
+from pipeline.cli.common import (
     ADDRESS,
     TIME,
     category_option,

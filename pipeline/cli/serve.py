@@ -1,9 +1,4 @@
-"""The ``pipeline`` command: one entry point for the daemons and the operator tools.
-
-Exit codes: 0 success; 1 a command's own failure (``journal verify`` found damage, ...);
-2 usage errors (click); 78 (EX_CONFIG) invalid configuration; 70 (EX_SOFTWARE) a daemon could
-not start.  ``cat`` and ``ctl`` keep scribe_cat's and scribe_ctrl's own codes.
-"""
+"""``pipeline serve``, ``pipeline run`` and ``pipeline consume``: the daemons."""
 
 from __future__ import annotations
 
@@ -15,23 +10,17 @@ from pathlib import Path
 import click
 import trio
 
-from pipeline import __version__, logs
-from pipeline.cli_bench import bench_group
-from pipeline.cli_cassandra import deadletters_group, events_command, schema_group
-from pipeline.cli_common import (
+from pipeline import logs
+from pipeline.cli.common import (
     EXIT_CONFIG,
     EXIT_STARTUP,
     config_option,
     group_section,
     load_config,
 )
-from pipeline.cli_consumers import offsets_group, replay_command
-from pipeline.cli_journal import journal_group
-from pipeline.cli_tools import cat_command, ctl_command
 from pipeline.config import PipelineConfig
 from pipeline.consumer_config import ConsumerSection
 from pipeline.errors import ConfigError, PipelineError, StartupError, find_error
-from pipeline.services.cli import services
 from pipeline.services.required import start_required_services
 from pipeline.supervisor import run_until_signalled
 
@@ -63,13 +52,7 @@ def run_daemon(
         sys.exit(1)
 
 
-@click.group(context_settings={"help_option_names": ["--help"]})
-@click.version_option(__version__, prog_name="pipeline")
-def main() -> None:
-    """scribe-pipeline: a Scribe-compatible log server with a durable journal."""
-
-
-@main.command()
+@click.command()
 @config_option
 @click.option("--host", help="Address to listen on [default: 127.0.0.1].")
 @click.option(
@@ -109,7 +92,7 @@ def serve(
     run_daemon(config)
 
 
-@main.command()
+@click.command()
 @config_option
 def run(config_path: Path | None) -> None:
     """Run the log server and every embedded consumer group in one process.
@@ -127,7 +110,7 @@ def run(config_path: Path | None) -> None:
     run_daemon(config, groups=[g for g in config.consumers if g.embedded])
 
 
-@main.command()
+@click.command()
 @config_option
 @click.option("--group", "-g", "group_name", required=True, help="The consumer group to join.")
 def consume(config_path: Path | None, group_name: str) -> None:
@@ -137,15 +120,3 @@ def consume(config_path: Path | None, group_name: str) -> None:
     """
     config = load_config(config_path)
     run_daemon(config, server=False, groups=[group_section(config, group_name)])
-
-
-main.add_command(cat_command)
-main.add_command(ctl_command)
-main.add_command(journal_group)
-journal_group.add_command(replay_command)
-main.add_command(offsets_group)
-main.add_command(bench_group)
-main.add_command(services)
-main.add_command(schema_group)
-main.add_command(deadletters_group)
-main.add_command(events_command)

@@ -20,7 +20,7 @@ import time
 
 import click
 
-from pipeline.cli_common import SCRIBE_PORT, target_option, timeout_option
+from pipeline.cli.common import SCRIBE_PORT, target_option, timeout_option
 from pipeline.errors import describe
 from pipeline.log_service import REINITIALIZE_REFUSED
 from pipeline.reload import FAILED_PREFIX, RELOAD_FAILURES, RELOADS

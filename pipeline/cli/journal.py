@@ -33,7 +33,7 @@ from journal import (
     repair,
     verify,
 )
-from pipeline.cli_common import (
+from pipeline.cli.common import (
     category_bytes,
     category_option,
     metadata_record,
