@@ -7,10 +7,12 @@ the same machine.  With ``rate`` set, calls are paced to measure latency below s
 
 from __future__ import annotations
 
+import functools
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 import trio
 
@@ -125,6 +127,28 @@ async def run_ingest(
                 else:
                     result.try_later += 1
 
+    senders = [functools.partial(connection, index) for index in range(settings.connections)]
+    return await drive(senders, result, measure_from, settings.duration_s, progress, clock)
+
+
+class Measured(Protocol):
+    seconds: float
+
+
+M = TypeVar("M", bound=Measured)
+
+
+async def drive(
+    senders: Iterable[Callable[[], Awaitable[object]]],
+    result: M,
+    measure_from: float,
+    duration_s: float,
+    progress: Callable[[M], None] | None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> M:
+    """Run every sender to its end, reporting ``result`` to ``progress`` once a second after
+    the warm-up; ``result.seconds`` ends as the measured time."""
+
     async def report() -> None:
         while True:
             await trio.sleep(1)
@@ -134,11 +158,11 @@ async def run_ingest(
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(report)
-        async with trio.open_nursery() as senders:
-            for index in range(settings.connections):
-                senders.start_soon(connection, index)
+        async with trio.open_nursery() as running:
+            for sender in senders:
+                running.start_soon(sender)
         nursery.cancel_scope.cancel()
-    result.seconds = min(settings.duration_s, clock() - measure_from)
+    result.seconds = min(duration_s, clock() - measure_from)
     return result
 
 

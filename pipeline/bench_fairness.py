@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from pipeline.bench import drive
 from scribe_compat import AsyncScribeClient, LogEntry, PreparedLog, ResultCode, prepare_log
 
 MiB = 1 << 20
@@ -172,19 +173,5 @@ async def run_fairness(
                     result.probe_latencies_ms.append((clock() - sent) * 1000)
                     result.probe_try_later += code != ResultCode.OK
 
-    async def report() -> None:
-        while True:
-            await trio.sleep(1)
-            result.seconds = max(0.0, clock() - measure_from)
-            if progress is not None and result.seconds > 0:
-                progress(result)
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(report)
-        async with trio.open_nursery() as senders:
-            for _ in range(settings.large_connections):
-                senders.start_soon(send_large)
-            senders.start_soon(send_probes)
-        nursery.cancel_scope.cancel()
-    result.seconds = min(settings.duration_s, clock() - measure_from)
-    return result
+    senders = [send_large] * settings.large_connections + [send_probes]
+    return await drive(senders, result, measure_from, settings.duration_s, progress, clock)
