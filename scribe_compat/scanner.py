@@ -278,6 +278,18 @@ class LogColumns(NamedTuple):
     metadata: list[dict[bytes, bytes] | None] | None
 
 
+def _with_map(
+    metadata: list[dict[bytes, bytes] | None] | None, index: int, meta: dict[bytes, bytes]
+) -> list[dict[bytes, bytes] | None]:
+    """``metadata`` (None until the first entry with a map) with ``meta`` as entry ``index``,
+    the entries before it without one."""
+    if metadata is None:
+        metadata = []
+    metadata += [None] * (index - len(metadata))
+    metadata.append(meta)
+    return metadata
+
+
 def fast_log_columns(data: bytes, body: int, max_entries: int, max_pairs: int) -> LogColumns | None:
     """The columns of a ``Log`` args struct at ``data[body]`` in the common shape, or None.
 
@@ -328,10 +340,7 @@ def fast_log_columns(data: bytes, body: int, max_entries: int, max_pairs: int) -
                     if found is None:
                         return None
                     meta, pos = found
-                    if metadata is None:
-                        metadata = []
-                    metadata += [None] * (i - 1 - len(metadata))
-                    metadata.append(meta)
+                    metadata = _with_map(metadata, i - 1, meta)
                     hdr, n = unpack4(data, pos)
                     if hdr != _STOP_CATEGORY_HDR:
                         return None
@@ -349,10 +358,7 @@ def fast_log_columns(data: bytes, body: int, max_entries: int, max_pairs: int) -
             if found is None:
                 return None
             meta, pos = found
-            if metadata is None:
-                metadata = []
-            metadata += [None] * (count - 1 - len(metadata))
-            metadata.append(meta)
+            metadata = _with_map(metadata, count - 1, meta)
             if data[pos : pos + 2] != b"\x00\x00":
                 return None
         if metadata is not None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import trio
 from coordinator_contract import GROUP, CoordinatorContract, MakeMember, pids, wait_until
+from pipeline_cli import IgnoringListener
 
 from consumers import (
     CoordinationError,
@@ -45,7 +46,7 @@ class TestLocalCoordinatorContract(CoordinatorContract):
 async def test_member_id_in_use_is_refused(tmp_path: Path) -> None:
     a = LocalCoordinator(_config(tmp_path), "g", "same")
     b = LocalCoordinator(_config(tmp_path), "g", "same")
-    listener = _NullListener()
+    listener = IgnoringListener()
     async with trio.open_nursery() as nursery:
         await nursery.start(a.run, listener)
         with pytest.raises(CoordinationError, match="already active"):
@@ -72,17 +73,6 @@ def _check_and_damage_state(state_dir: Path) -> None:
     assert states[0].parent.parent.name == "partitions"
     assert not list(state_dir.rglob("*.tmp"))
     states[0].write_bytes(b"garbage")
-
-
-class _NullListener:
-    async def assigned(self, lease: object) -> None:
-        pass
-
-    async def revoking(self, lease: object) -> None:
-        pass
-
-    def lost(self, lease: object) -> None:
-        pass
 
 
 # -- several processes on one host --------------------------------------------------------------

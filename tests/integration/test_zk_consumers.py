@@ -14,7 +14,6 @@ import random
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from pipeline_cli import PIPELINE
 
 from consumers import errors as zkerr
 from consumers.zookeeper import ZooKeeperClient, ZooKeeperConfig
@@ -29,7 +29,6 @@ from journal import Journal, JournalConfig, PartitionId, list_partitions, open_j
 from pipeline.services.zookeeper import ManagedZooKeeper
 from scribe_compat import LogEntry, ResultCode, ScribeClient
 
-PIPELINE = [sys.executable, "-c", "from pipeline.cli import main; main()"]
 CATEGORY = b"ev"
 PARTITIONS = 8
 GROUP = "archive"

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+from pipeline_cli import PIPELINE, IgnoringListener
 
-from consumers import Lease
 from consumers.zk_coordinator import ZooKeeperCoordinator
 from consumers.zookeeper import ZooKeeperClient, ZooKeeperConfig
 from journal import JournalConfig, PartitionId, open_journal
@@ -23,19 +22,7 @@ from pipeline.floors import ConsumerFloor
 
 pytestmark = pytest.mark.timeout(120)
 
-PIPELINE = [sys.executable, "-c", "from pipeline.cli import main; main()"]
 PID = PartitionId(b"app.x", 0)
-
-
-class Listener:
-    async def assigned(self, lease: Lease) -> None:
-        pass
-
-    async def revoking(self, lease: Lease) -> None:
-        pass
-
-    def lost(self, lease: Lease) -> None:
-        pass
 
 
 def write_config(tmp_path: Path, zk_config: ZooKeeperConfig) -> Path:
@@ -95,7 +82,7 @@ async def test_a_removed_group_is_shown_holds_retention_and_is_deleted(
     ]
     active = member(zk_config, "old")
     async with trio.open_nursery() as nursery:
-        await nursery.start(active.run, Listener())
+        await nursery.start(active.run, IgnoringListener())
         refused = await cli("offsets", "delete", "--config", path, "-g", "old", "--yes")
         assert refused.returncode == 1
         assert b"active members ['m']" in refused.stderr

@@ -8,18 +8,16 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trio
+from pipeline_cli import PIPELINE
 
 from journal import JournalConfig, PartitionId, RetentionPolicy, open_journal
 from scribe_compat import LogEntry, ResultCode, ScribeClient
-
-PIPELINE = [sys.executable, "-c", "from pipeline.cli import main; main()"]
 
 
 def free_port() -> int:

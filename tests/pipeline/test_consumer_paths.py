@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import trio
+from pipeline_cli import PIPELINE
 
 from consumers import FileSink, FileSinkConfig, SinkUnusable
 
-PIPELINE = [sys.executable, "-c", "from pipeline.cli import main; main()"]
 EXIT_CONFIG = 78
 
 

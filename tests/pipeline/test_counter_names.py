@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import uuid
 from pathlib import Path
 
 import trio
+from pipeline_cli import PIPELINE
 
 from consumers import (
     FileSink,
@@ -28,8 +28,6 @@ from pipeline import config as config_module
 from pipeline.consumer_app import consumer_counters, status_fields
 from pipeline.daemon import Daemon, serve_pipeline
 from scribe_compat import AsyncScribeClient, LogEntry, ResultCode
-
-PIPELINE = [sys.executable, "-c", "from pipeline.cli import main; main()"]
 
 # Words of lower-case letters and digits, one space apart: "sink retries", "p99 us".
 NAME = re.compile(r"[a-z0-9]+( [a-z0-9]+)*")

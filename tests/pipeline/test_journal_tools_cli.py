@@ -10,7 +10,6 @@ import logging
 import queue
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,13 +20,13 @@ import click
 import pytest
 import trio
 from click.testing import CliRunner, Result
+from pipeline_cli import PIPELINE
 
 from journal import JournalConfig, open_journal
 from pipeline.cli import main
 from pipeline.cli.common import AddressParam, TimeParam
 from pipeline.times import parse_time
 
-PIPELINE = [sys.executable, "-c", "from pipeline.cli import main; main()"]
 SECONDS = 1_795_000_000  # 2026-11-18 as seconds since the epoch
 
 

@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import trio
+from pipeline_cli import PIPELINE, IgnoringListener
 
-from consumers import Lease, LocalCoordinator, LocalCoordinatorConfig
+from consumers import LocalCoordinator, LocalCoordinatorConfig
 from journal import JournalConfig, PartitionId, open_journal
 
-PIPELINE = [sys.executable, "-c", "from pipeline.cli import main; main()"]
 PID = PartitionId(b"app.x", 0)
 
 
@@ -68,17 +67,6 @@ async def prepared(tmp_path: Path) -> Path:
     return write_config(tmp_path)
 
 
-class Listener:
-    async def assigned(self, lease: Lease) -> None:
-        pass
-
-    async def revoking(self, lease: Lease) -> None:
-        pass
-
-    def lost(self, lease: Lease) -> None:
-        pass
-
-
 async def test_show_lists_groups_that_are_no_longer_configured(tmp_path: Path) -> None:
     config = await prepared(tmp_path)
     shown = rows(await cli("offsets", "show", "--config", config, "--json"))
@@ -110,7 +98,7 @@ async def test_delete_is_refused_while_members_are_active_unless_forced(tmp_path
     config = await prepared(tmp_path)
     active = member(tmp_path, "old")
     async with trio.open_nursery() as nursery:
-        await nursery.start(active.run, Listener())
+        await nursery.start(active.run, IgnoringListener())
         refused = await cli("offsets", "delete", "--config", config, "-g", "old", "--yes")
         assert refused.returncode == 1
         assert b"active members ['m']" in refused.stderr
