@@ -1,4 +1,5 @@
-"""Consumers: the runtime that reads journal partitions into sinks, and group coordination.
+"""Consumers, in three parts: the runtime that reads journal partitions (``runtime``), the
+coordination of groups (``coordination/``) and the sinks that write them out (``sinks/``).
 
 Imports ``journal`` and ``scribe_compat``, never ``pipeline``.
 """
@@ -19,11 +20,12 @@ from consumers.coordination import (
     DeleteRefused,
     Fenced,
     Lease,
+    LocalCoordinator,
     OwnershipListener,
     RefusedWhileActive,
     ResetRefused,
+    list_groups,
 )
-from consumers.local import LocalCoordinator, list_groups
 from consumers.runtime import CategoryMatcher, ConsumerRuntime
 from consumers.sinks import (
     ORIGINAL_CATEGORY_KEY,

@@ -25,8 +25,9 @@
 Only ``CassandraInvalidRequest`` and ``CassandraBindError`` say that the data itself is at fault
 (a sink turns them into dead letters); every other ``StorageError`` may pass, and is retried.
 
-kazoo's and cassandra-driver's exceptions are translated into these in the one module that talks
-to each library (`consumers.zookeeper`, `consumers.cassandra`); the original is the `__cause__`.
+kazoo's and cassandra-driver's exceptions are translated into these in the one module that
+talks to each library (`consumers.coordination.zk_client`, `consumers.cassandra`); the original
+is the `__cause__`.
 Leaf names say what happened (``SessionLost``, ``NoNode``), like kazoo's and ZooKeeper's own.
 """
 

@@ -27,11 +27,11 @@ from consumers import (
 )
 from consumers.config import CassandraSinkConfig
 from consumers.coordination import CoordinationError
+from consumers.coordination.zookeeper import ZooKeeperCoordinator
+from consumers.coordination.zookeeper import list_groups as list_zookeeper_groups
 from consumers.errors import SchemaMismatch, StorageError
 from consumers.origin import JournalIdentity
 from consumers.sinks.cassandra import BUILTINS, CassandraSink, Materializer, build_plugin, is_plugin
-from consumers.zk_coordinator import ZooKeeperCoordinator
-from consumers.zk_coordinator import list_groups as list_zookeeper_groups
 from journal import PartitionId, list_partitions
 from pipeline.config import PipelineConfig
 from pipeline.consumer_config import ConsumerSection, CoordinationKind

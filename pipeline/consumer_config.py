@@ -22,8 +22,8 @@ from typing import Annotated, Any
 from annotated_types import Interval
 
 from consumers import CassandraSinkConfig, FileSinkConfig, ForwardSinkConfig, GroupConfig
+from consumers.coordination.zk_client import ZooKeeperConfig
 from consumers.sinks.cassandra import BUILTINS, PluginError, build_plugin, is_plugin
-from consumers.zookeeper import ZooKeeperConfig
 from pipeline import settings
 from pipeline.errors import ConfigError
 

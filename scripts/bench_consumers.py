@@ -26,7 +26,7 @@ from pathlib import Path
 import trio
 
 from consumers import errors as zkerr
-from consumers.zookeeper import ZooKeeperConfig, open_zookeeper
+from consumers.coordination.zk_client import ZooKeeperConfig, open_zookeeper
 from journal import JournalConfig, open_journal
 
 PIPELINE = [sys.executable, "-c", "from pipeline.cli import main; main()"]

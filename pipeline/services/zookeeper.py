@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from string import Template
 
+from consumers.coordination.zk_client import ZooKeeperConfig, probe_zookeeper
 from consumers.errors import ConsumersError
-from consumers.zookeeper import ZooKeeperConfig, probe_zookeeper
 from pipeline.services.config import ServicesConfig, ZooKeeperServiceConfig
 from pipeline.services.fetch import Artifact, ensure_lib
 from pipeline.services.process import (

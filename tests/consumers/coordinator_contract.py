@@ -1,4 +1,4 @@
-"""The coordinator contract (see ``consumers.coordination``), for every implementation.
+"""The coordinator contract (see ``consumers.coordination.protocol``), for every implementation.
 
 Use it by subclassing ``CoordinatorContract`` in a test module and providing the ``make_member``
 fixture: a callable ``(group, member_id) -> Coordinator``.  Members of one test share one

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from consumers.zk_coordinator import plan_assignment
+from consumers.coordination.zookeeper import plan_assignment
 from journal import PartitionId
 
 

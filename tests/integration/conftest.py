@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from consumers.cassandra import CassandraConfig, CassandraSession, open_cassandra
-from consumers.zookeeper import ZooKeeperClient, ZooKeeperConfig, open_zookeeper
+from consumers.coordination.zk_client import ZooKeeperClient, ZooKeeperConfig, open_zookeeper
 from pipeline.services.cassandra import ManagedCassandra
 from pipeline.services.cli import load_services_config
 from pipeline.services.config import ServicesConfig

@@ -24,7 +24,7 @@ import trio
 from pipeline_cli import PIPELINE
 
 from consumers import errors as zkerr
-from consumers.zookeeper import ZooKeeperClient, ZooKeeperConfig
+from consumers.coordination.zk_client import ZooKeeperClient, ZooKeeperConfig
 from journal import Journal, JournalConfig, PartitionId, list_partitions, open_journal, open_reader
 from pipeline.services.zookeeper import ManagedZooKeeper
 from scribe_compat import LogEntry, ResultCode, ScribeClient
@@ -403,7 +403,7 @@ async def test_paused_member_is_fenced_and_offsets_never_go_backwards(
     tmp_path: Path, zk: ZooKeeperClient, members: Members
 ) -> None:
     from consumers import Fenced
-    from consumers.zk_coordinator import ZooKeeperCoordinator
+    from consumers.coordination.zookeeper import ZooKeeperCoordinator
 
     admin = ZooKeeperCoordinator(zk.config, GROUP, "admin")
     async with open_journal(tmp_path / "journal", JournalConfig()) as journal:

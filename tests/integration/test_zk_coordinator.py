@@ -21,8 +21,8 @@ from coordinator_contract import (
 
 from consumers import Fenced, Lease, ResetRefused
 from consumers.coordination import Coordinator
-from consumers.zk_coordinator import ZooKeeperCoordinator, list_groups
-from consumers.zookeeper import ZooKeeperClient, ZooKeeperConfig, open_zookeeper
+from consumers.coordination.zk_client import ZooKeeperClient, ZooKeeperConfig, open_zookeeper
+from consumers.coordination.zookeeper import ZooKeeperCoordinator, list_groups
 from journal import PartitionId
 
 pytestmark = pytest.mark.timeout(120)

@@ -13,8 +13,8 @@ import pytest
 import trio
 from pipeline_cli import PIPELINE, IgnoringListener
 
-from consumers.zk_coordinator import ZooKeeperCoordinator
-from consumers.zookeeper import ZooKeeperClient, ZooKeeperConfig
+from consumers.coordination.zk_client import ZooKeeperClient, ZooKeeperConfig
+from consumers.coordination.zookeeper import ZooKeeperCoordinator
 from journal import JournalConfig, PartitionId, open_journal
 from pipeline import config as config_module
 from pipeline.consumer_app import retention_floors

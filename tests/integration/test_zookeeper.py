@@ -1,4 +1,4 @@
-"""consumers.zookeeper against the real ZooKeeper of `pipeline services start`."""
+"""consumers.coordination.zk_client against the real ZooKeeper of `pipeline services start`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,14 @@ import time
 import pytest
 import trio
 
+from consumers.coordination.zk_client import (
+    AclPolicy,
+    ConnectionState,
+    WatchKind,
+    ZooKeeperClient,
+    ZooKeeperConfig,
+    open_zookeeper,
+)
 from consumers.errors import (
     BadVersion,
     ConnectionInterrupted,
@@ -14,14 +22,6 @@ from consumers.errors import (
     NoNode,
     NotAuthorized,
     ZooKeeperUnavailable,
-)
-from consumers.zookeeper import (
-    AclPolicy,
-    ConnectionState,
-    WatchKind,
-    ZooKeeperClient,
-    ZooKeeperConfig,
-    open_zookeeper,
 )
 from pipeline.services.zookeeper import ManagedZooKeeper
 

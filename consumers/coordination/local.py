@@ -53,7 +53,7 @@ from typing import Any, TypeVar
 import trio
 
 from consumers.config import LocalCoordinatorConfig
-from consumers.coordination import (
+from consumers.coordination.protocol import (
     CoordinationError,
     DeleteRefused,
     Fenced,
@@ -147,7 +147,7 @@ def list_groups(state_dir: Path) -> list[str]:
 
 
 class LocalCoordinator(MemberState):
-    """A member of ``group`` on this host (see ``consumers.coordination`` for the contract)."""
+    """A member of ``group`` on this host (``consumers.coordination.protocol`` has the contract)."""
 
     def __init__(
         self,

@@ -72,7 +72,7 @@ from dataclasses import dataclass
 import trio
 
 from consumers import errors as zkerr
-from consumers.coordination import (
+from consumers.coordination.protocol import (
     CoordinationError,
     CoordinatorUnavailable,
     DeleteRefused,
@@ -82,7 +82,7 @@ from consumers.coordination import (
     OwnershipListener,
     ResetRefused,
 )
-from consumers.zookeeper import (
+from consumers.coordination.zk_client import (
     ConnectionState,
     TxnCheck,
     TxnCreate,
@@ -193,7 +193,7 @@ def _translated() -> Iterator[None]:
 
 
 class ZooKeeperCoordinator(MemberState):
-    """A member of ``group`` coordinated through ZooKeeper (see ``consumers.coordination``).
+    """A member of ``group`` coordinated through ZooKeeper (contract: ``coordination.protocol``).
 
     ``committed``, ``commit``, ``reset``, ``members`` and ``all_committed`` use the member's
     session while ``run`` is running, else a short session of their own.

@@ -85,8 +85,8 @@ __all__ = [
 
 T = TypeVar("T")
 
-_LOG = logging.getLogger("consumers.zookeeper.kazoo")
-_PROBE_LOG = logging.getLogger("consumers.zookeeper.probe")
+_LOG = logging.getLogger("consumers.coordination.zk_client.kazoo")
+_PROBE_LOG = logging.getLogger("consumers.coordination.zk_client.probe")
 _PROBE_LOG.setLevel(logging.CRITICAL)
 
 # Connection-state events waiting for a reader.  A reader that falls this far behind misses

@@ -1,0 +1,39 @@
+"""Coordination of consumer groups: membership, partition ownership and committed offsets.
+
+- ``protocol``: the contract every coordinator keeps (read its docstring first), and its errors.
+- ``local``: one host without ZooKeeper (offsets in files, ownership by file locks).
+- ``zookeeper``: members on any number of hosts; fencing by epochs (read its docstring).
+- ``zk_client``: ZooKeeper through kazoo, the only module that imports kazoo.
+
+The ZooKeeper coordinator is imported from its module, so that a process that never uses
+ZooKeeper never loads kazoo.
+"""
+
+from consumers.coordination.local import LocalCoordinator, list_groups
+from consumers.coordination.protocol import (
+    CoordinationError,
+    Coordinator,
+    CoordinatorUnavailable,
+    DeleteRefused,
+    Fenced,
+    Lease,
+    MemberState,
+    OwnershipListener,
+    RefusedWhileActive,
+    ResetRefused,
+)
+
+__all__ = [
+    "CoordinationError",
+    "Coordinator",
+    "CoordinatorUnavailable",
+    "DeleteRefused",
+    "Fenced",
+    "Lease",
+    "LocalCoordinator",
+    "MemberState",
+    "OwnershipListener",
+    "RefusedWhileActive",
+    "ResetRefused",
+    "list_groups",
+]
