@@ -4,6 +4,10 @@ Maven Central has no Cassandra tarball for 4.x and later, so no bin/ or conf/: w
 `org.apache.cassandra.service.CassandraDaemon` ourselves with conf/services/cassandra.yaml (a
 template, rendered to var/cassandra/cassandra.yaml), conf/services/logback.xml and the flags of
 conf/services/cassandra-jvm17.options.  Ready means CQL answers.
+
+A cluster's node n lives in var/cassandra-n/ on its own loopback address; every node is a seed
+and owns one evenly spaced token (conf/services/cassandra-cluster.yaml), so all nodes start at
+once and none bootstraps (streaming from its peers) before it serves.
 """
 
 from __future__ import annotations
@@ -31,11 +35,19 @@ class ManagedCassandra(ManagedService):
     name = "cassandra"
     main_class = "org.apache.cassandra.service.CassandraDaemon"
 
-    def __init__(self, config: ServicesConfig) -> None:
+    def __init__(self, config: ServicesConfig, member: int = 1) -> None:
+        settings = config.cassandra
+        if member not in settings.members:
+            raise ValueError(f"member {member}: the cluster has nodes 1 to {settings.nodes}")
         super().__init__(
-            config.var_dir, config.cache_dir, config.cassandra.host, config.cassandra.port
+            config.var_dir,
+            config.cache_dir,
+            settings.node_host(member),
+            settings.port,
+            f"{self.name}-{member}" if settings.nodes > 1 else None,
         )
-        self.settings: CassandraServiceConfig = config.cassandra
+        self.settings: CassandraServiceConfig = settings
+        self.member = member
         self.config_file = self.home / "cassandra.yaml"
         self._lib: Path | None = None
 
@@ -73,17 +85,20 @@ class ManagedCassandra(ManagedService):
             else "AllowAllAuthorizer"
         )
         template = Template((CONF_DIR / "cassandra.yaml").read_text())
-        self.config_file.write_text(
-            template.substitute(
-                cluster_name=s.cluster_name,
-                host=s.host,
-                port=s.port,
-                storage_port=s.storage_port,
-                data_dir=str(self.home),
-                authenticator=s.authenticator,
-                authorizer=authorizer,
-            )
+        text = template.substitute(
+            cluster_name=s.cluster_name,
+            host=self.host,
+            port=s.port,
+            storage_port=s.storage_port,
+            seeds=",".join(f"{host}:{s.storage_port}" for host in s.hosts),
+            data_dir=str(self.home),
+            authenticator=s.authenticator,
+            authorizer=authorizer,
         )
+        if s.nodes > 1:
+            cluster = Template((CONF_DIR / "cassandra-cluster.yaml").read_text())
+            text += "\n" + cluster.substitute(initial_token=self.initial_token())
+        self.config_file.write_text(text)
         jamm = sorted(self._lib.glob("jamm-*.jar"))
         heap = f"{s.heap_mb}m"
         return [
@@ -105,9 +120,14 @@ class ManagedCassandra(ManagedService):
             f"-Dcassandra.superuser_setup_delay_ms={s.superuser_setup_delay_ms}",
         ]
 
+    def initial_token(self) -> int:
+        """This node's token: the Murmur3 ring (-2**63 .. 2**63 - 1) cut into equal shares."""
+        share = 2**64 // self.settings.nodes
+        return -(2**63) + (self.member - 1) * share
+
     def probe(self, timeout_s: float) -> None:
         config = CassandraConfig(
-            hosts=(self.settings.host,),
+            hosts=(self.host,),
             port=self.settings.port,
             connect_timeout_s=timeout_s,
             request_timeout_s=timeout_s,

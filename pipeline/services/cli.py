@@ -1,4 +1,5 @@
-"""`pipeline services start|status|stop`: the local ZooKeeper and Cassandra.
+"""`pipeline services start|status|stop`: the local ZooKeeper and Cassandra (a standalone
+server each, or an ensemble and a cluster: ``--only S --member N`` picks one of their members).
 
 Exit codes: 0 done; 2 invalid configuration or usage; 3 a service could not be fetched,
 started or stopped (the message names it and the log's last lines follow on stderr).
@@ -16,18 +17,15 @@ from typing import Any
 import click
 
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.services.cassandra import ManagedCassandra
 from pipeline.services.config import ServicesConfig, services_config_from_mapping
-from pipeline.services.process import ManagedService, ServiceError
-from pipeline.services.zookeeper import ManagedZooKeeper
+from pipeline.services.members import SERVICE_NAMES, members, start_members, start_timeout_s
+from pipeline.services.process import ManagedService, ServiceError, ServiceStatus
 from pipeline.settings import absolute, env_overrides, merge, read_toml, resolve_paths
 
 __all__ = ["EXIT_CONFIG", "EXIT_SERVICE", "load_services_config", "services"]
 
 EXIT_CONFIG = 2
 EXIT_SERVICE = 3
-
-SERVICE_NAMES = ("zookeeper", "cassandra")
 
 
 def load_services_config(
@@ -52,13 +50,20 @@ def load_services_config(
     return resolve_paths(config, Path.cwd() if source is None else source.parent)
 
 
-def _managed(config: ServicesConfig, only: str | None) -> list[tuple[ManagedService, bool]]:
-    """The services in start order, each with whether it is enabled."""
-    chosen: list[tuple[ManagedService, bool]] = []
-    if only in (None, "zookeeper"):
-        chosen.append((ManagedZooKeeper(config), config.zookeeper.enabled))
-    if only in (None, "cassandra"):
-        chosen.append((ManagedCassandra(config), config.cassandra.enabled))
+def _managed(
+    config: ServicesConfig, only: str | None, member: int | None = None
+) -> list[tuple[str, list[ManagedService], bool]]:
+    """The services in start order: each with its members and whether it is enabled."""
+    if member is not None and only is None:
+        raise click.UsageError("--member needs --only (which service's member)")
+    chosen = []
+    for name in SERVICE_NAMES:
+        if only in (None, name):
+            try:
+                servers = members(config, name, member)
+            except ValueError as exc:
+                raise click.UsageError(str(exc)) from None
+            chosen.append((name, servers, bool(getattr(config, name).enabled)))
     return chosen
 
 
@@ -92,6 +97,12 @@ config_option = click.option(
 only_option = click.option(
     "--only", type=click.Choice(SERVICE_NAMES), default=None, help="Just this service."
 )
+member_option = click.option(
+    "--member",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Just this member (from 1) of --only's ensemble or cluster.",
+)
 
 
 @click.group()
@@ -101,66 +112,94 @@ def services() -> None:
 
 @services.command()
 @only_option
+@member_option
 @config_option
-def start(only: str | None, config_path: Path | None) -> None:
+def start(only: str | None, member: int | None, config_path: Path | None) -> None:
     """Fetch (once), start and wait until ready; reuse servers already running."""
     config = _load(config_path)
-    for service, enabled in _managed(config, only):
+    for name, servers, enabled in _managed(config, only, member):
         if not enabled and only is None:
             continue
-        timeout = (
-            config.zookeeper.start_timeout_s
-            if service.name == "zookeeper"
-            else config.cassandra.start_timeout_s
-        )
         try:
-            result = service.start(_progress, timeout)
+            results = start_members(servers, _progress, start_timeout_s(config, name))
         except PipelineError as exc:
             _fail(exc)
-        if result.started:
-            rss = f", RSS {result.rss_kib // 1024} MiB" if result.rss_kib else ""
-            click.echo(
-                f"{result.name}: ready on {result.address} in {result.seconds:.1f} s "
-                f"(pid {result.pid}{rss})"
-            )
-        elif result.pid is not None:
-            click.echo(f"{result.name}: already running on {result.address} (pid {result.pid})")
-        else:
-            click.echo(f"{result.name}: already answering on {result.address} (not ours to stop)")
+        for result in results:
+            if result.started:
+                rss = f", RSS {result.rss_kib // 1024} MiB" if result.rss_kib else ""
+                click.echo(
+                    f"{result.name}: ready on {result.address} in {result.seconds:.1f} s "
+                    f"(pid {result.pid}{rss})"
+                )
+            elif result.pid is not None:
+                click.echo(f"{result.name}: already running on {result.address} (pid {result.pid})")
+            else:
+                click.echo(
+                    f"{result.name}: already answering on {result.address} (not ours to stop)"
+                )
+
+
+def _status_json(states: list[ServiceStatus], enabled: bool) -> dict[str, object]:
+    """The first member's fields (a standalone server's), running only when every member is,
+    and each member's own under "members"."""
+    entry = states[0].as_json()
+    entry["enabled"] = enabled
+    entry["running"] = all(s.running for s in states)
+    entry["members"] = [s.as_json() | {"name": s.name} for s in states]
+    return entry
+
+
+def _status_line(s: ServiceStatus) -> str:
+    state = "running" if s.running else "stopped"
+    owner = f" (pid {s.pid})" if s.pid else (" (not started by pipeline)" if s.running else "")
+    disabled = "" if s.enabled else " [disabled]"
+    return f"{s.name}: {state} on {s.host}:{s.port}{owner}{disabled}"
 
 
 @services.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 @only_option
+@member_option
 @config_option
-def status(as_json: bool, only: str | None, config_path: Path | None) -> None:
-    """Show whether each service answers, and the pid of the one we started."""
+def status(as_json: bool, only: str | None, member: int | None, config_path: Path | None) -> None:
+    """Show whether each service (each member) answers, and the pid of the one we started."""
     config = _load(config_path)
-    states = [service.status(enabled) for service, enabled in _managed(config, only)]
+    report = {
+        name: (enabled, [server.status(enabled) for server in servers])
+        for name, servers, enabled in _managed(config, only, member)
+    }
     if as_json:
-        click.echo(json.dumps({s.name: s.as_json() for s in states}, sort_keys=True))
+        output = {name: _status_json(states, enabled) for name, (enabled, states) in report.items()}
+        click.echo(json.dumps(output, sort_keys=True))
         return
-    for s in states:
-        state = "running" if s.running else "stopped"
-        owner = f" (pid {s.pid})" if s.pid else (" (not started by pipeline)" if s.running else "")
-        disabled = "" if s.enabled else " [disabled]"
-        click.echo(f"{s.name}: {state} on {s.host}:{s.port}{owner}{disabled}")
+    for name, (_enabled, states) in report.items():
+        if len(states) == 1:
+            click.echo(_status_line(states[0]))
+            continue
+        running = sum(s.running for s in states)
+        click.echo(f"{name}: {running} of {len(states)} members running")
+        for s in states:
+            click.echo(f"  {_status_line(s)}")
 
 
 @services.command()
 @only_option
+@member_option
 @config_option
-def stop(only: str | None, config_path: Path | None) -> None:
+def stop(only: str | None, member: int | None, config_path: Path | None) -> None:
     """Stop the servers that `start` started (by pid) and wait for them to exit."""
     config = _load(config_path)
     failed: list[ServiceError] = []
-    for service, _enabled in reversed(_managed(config, only)):
-        try:
-            stopped = service.stop(_progress)
-        except ServiceError as exc:
-            failed.append(exc)
-            continue
-        click.echo(f"{service.name}: {'stopped' if stopped else 'not running (nothing to stop)'}")
+    for _name, servers, _enabled in reversed(_managed(config, only, member)):
+        for server in reversed(servers):
+            try:
+                stopped = server.stop(_progress)
+            except ServiceError as exc:
+                failed.append(exc)
+                continue
+            click.echo(
+                f"{server.label}: {'stopped' if stopped else 'not running (nothing to stop)'}"
+            )
     if failed:
         _fail(failed[0])
 

@@ -13,6 +13,9 @@ TOML (the ``[services]`` table of the pipeline's file)::
     version = "3.9.5"
     heap_mb = 256
     start_timeout_s = 60.0
+    servers = 1              # 3: an ensemble on this machine (conf/services/cluster.toml)
+    quorum_port = 2888       # server n: quorum_port + n - 1 (only an ensemble uses these)
+    election_port = 3888     # server n: election_port + n - 1
 
     [services.cassandra]
     enabled = true
@@ -26,6 +29,7 @@ TOML (the ``[services]`` table of the pipeline's file)::
     ring_delay_ms = 1000
     superuser_setup_delay_ms = 200
     start_timeout_s = 180.0
+    nodes = 1                # 2 or 3: a cluster, node n on host + n - 1 (127.0.0.2, ...)
 
 Environment overrides use ``PIPELINE_SERVICES__CASSANDRA__PORT=9043`` and the like.
 """
@@ -59,6 +63,11 @@ Port = Annotated[int, Interval(ge=1, le=65535)]
 HeapMb = Annotated[int, Interval(ge=64, le=8192)]
 # A start that takes more than an hour has failed, whatever the machine.
 StartTimeout = Annotated[float, Interval(gt=0, le=3600)]
+# More members than this on one two-core machine would spend their time electing and gossiping.
+ZooKeeperServers = Annotated[int, Interval(ge=1, le=7)]
+CassandraNodes = Annotated[int, Interval(ge=1, le=5)]
+# Linux routes all of 127.0.0.0/8 to the loopback interface: a node per address, no setup.
+_LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 
 
 def _check_common(host: str, version: str) -> None:
@@ -80,15 +89,52 @@ class ZooKeeperServiceConfig:
     # A standalone server for tests holds a few thousand small nodes.
     heap_mb: HeapMb = 256
     start_timeout_s: StartTimeout = 60.0
+    # One standalone server is what development and `make test` need; an ensemble (3) lets
+    # tests stop servers under a running pipeline.  Server n (1-based) listens for clients on
+    # port + n - 1 and for its peers on quorum_port + n - 1 and election_port + n - 1, all on
+    # host, each with its own data directory and myid.
+    servers: ZooKeeperServers = 1
+    quorum_port: Port = 2888
+    election_port: Port = 3888
 
     def __post_init__(self) -> None:
         _check_common(self.host, self.version)
         if not self.version.startswith("3.") or int(self.version.split(".")[1]) < 8:
             raise ValueError(f"version: ZooKeeper 3.8 or newer needed, got {self.version}")
+        ranges = {
+            "port": self.port,
+            "quorum_port": self.quorum_port,
+            "election_port": self.election_port,
+        }
+        for key, first in ranges.items():
+            if first + self.servers - 1 > 65535:
+                raise ValueError(f"{key}: {first} + {self.servers} servers passes port 65535")
+        names = list(ranges)
+        for i, key in enumerate(names):
+            for other in names[i + 1 :]:
+                if abs(ranges[key] - ranges[other]) < self.servers:
+                    raise ValueError(
+                        f"{other}: the ports of {self.servers} servers from {ranges[other]} "
+                        f"overlap those of {key} from {ranges[key]}"
+                    )
+
+    @property
+    def members(self) -> range:
+        """The servers' ids (ZooKeeper's myid), from 1."""
+        return range(1, self.servers + 1)
+
+    def client_port(self, member: int) -> int:
+        return self.port + member - 1
 
     @property
     def address(self) -> str:
+        """The first server's host:port (the only one when standalone)."""
         return f"{self.host}:{self.port}"
+
+    @property
+    def hosts(self) -> str:
+        """The connection string a client uses: every server's host:port."""
+        return ",".join(f"{self.host}:{self.client_port(n)}" for n in self.members)
 
 
 @dataclass(frozen=True)
@@ -110,9 +156,21 @@ class CassandraServiceConfig:
     superuser_setup_delay_ms: Annotated[int, Interval(ge=0, le=600_000)] = 200
     # A cold JVM on a busy shared CI machine; a warm start takes well under 30 s.
     start_timeout_s: StartTimeout = 180.0
+    # One node for development and `make test`; 2 or 3 make a cluster on this machine (tests
+    # stop nodes under a running pipeline).  Node n (1-based) binds host + n - 1 (IPv4 loopback:
+    # 127.0.0.2, 127.0.0.3, ...) with the same ports; every node is a seed and owns an evenly
+    # spaced token, so they start together and none waits to bootstrap.
+    nodes: CassandraNodes = 1
 
     def __post_init__(self) -> None:
         _check_common(self.host, self.version)
+        if self.nodes > 1:
+            first = ipaddress.ip_address(self.host)
+            if first not in _LOOPBACK or first + self.nodes - 1 not in _LOOPBACK:
+                raise ValueError(
+                    f"host: {self.nodes} nodes need consecutive loopback addresses in "
+                    f"127.0.0.0/8 from host, got {self.host}"
+                )
         if self.storage_port == self.port:
             raise ValueError(f"storage_port: expected a port other than port {self.port}")
         if not self.version.startswith(("5.0.", "4.1.")):
@@ -128,8 +186,22 @@ class CassandraServiceConfig:
             )
 
     @property
+    def members(self) -> range:
+        """The nodes' numbers, from 1."""
+        return range(1, self.nodes + 1)
+
+    def node_host(self, member: int) -> str:
+        return str(ipaddress.ip_address(self.host) + member - 1)
+
+    @property
     def address(self) -> str:
+        """The first node's host:port (the only one of a single node)."""
         return f"{self.host}:{self.port}"
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """Every node's address: contact points for a client."""
+        return tuple(self.node_host(n) for n in self.members)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from pipeline.errors import StartupError
 
 __all__ = [
     "JavaInfo",
+    "Launch",
     "ManagedService",
     "ServiceError",
     "ServiceStatus",
@@ -197,6 +198,17 @@ class ServiceStatus:
 
 
 @dataclass(frozen=True)
+class Launch:
+    """A server `ManagedService.launch` started (``process``) or found running (its ``pid``),
+    or one answering on the port that is not ours (``foreign``)."""
+
+    pid: int | None
+    process: subprocess.Popen[bytes] | None
+    began: float
+    foreign: bool
+
+
+@dataclass(frozen=True)
 class StartResult:
     name: str
     address: str
@@ -222,8 +234,13 @@ class ManagedService(ABC):
     name: str
     main_class: str
 
-    def __init__(self, var_dir: Path, cache_dir: Path, host: str, port: int) -> None:
-        self.home = (var_dir / self.name).resolve()
+    def __init__(
+        self, var_dir: Path, cache_dir: Path, host: str, port: int, label: str | None = None
+    ) -> None:
+        # "zookeeper" for a standalone server, "zookeeper-2" for a member of an ensemble: the
+        # name in messages and the server's folder under var_dir.
+        self.label = label or self.name
+        self.home = (var_dir / self.label).resolve()
         self.cache_dir = cache_dir
         self.host = host
         self.port = port
@@ -274,7 +291,9 @@ class ManagedService(ABC):
         if not _alive(pid):
             return None
         cmdline = _cmdline(pid)
-        if self.main_class not in cmdline or not any(str(self.home) in a for a in cmdline):
+        # The folder with its separator: var/zookeeper must not claim var/zookeeper-1's server.
+        folder = f"{self.home}{os.sep}"
+        if self.main_class not in cmdline or not any(folder in a for a in cmdline):
             return None
         return pid
 
@@ -284,33 +303,36 @@ class ManagedService(ABC):
         pid = self.managed_pid()
         running = port_accepts(self.host, self.port)
         return ServiceStatus(
-            self.name, enabled, self.host, self.port, running, pid, pid is not None and running
+            self.label, enabled, self.host, self.port, running, pid, pid is not None and running
         )
 
     def start(self, progress: Progress, timeout_s: float) -> StartResult:
         """Start the server and wait until it answers, or reuse one that already does."""
-        began = time.monotonic()
+        return self.wait_ready(self.launch(progress), progress, time.monotonic() + timeout_s)
+
+    def launch(self, progress: Progress) -> Launch:
+        """Start the server's process without waiting for it (an ensemble's members answer only
+        once enough of them run), or find the one already running."""
         pid = self.managed_pid()
         if pid is not None:
-            progress(f"{self.name}: already running (pid {pid}); waiting until it answers")
-            self._wait(None, pid, progress, began + timeout_s)
-            return StartResult(self.name, self.address, pid, False, 0.0, rss_kib(pid))
+            progress(f"{self.label}: already running (pid {pid}); waiting until it answers")
+            return Launch(pid, None, time.monotonic(), foreign=False)
         self.pid_file.unlink(missing_ok=True)
         if port_in_use(self.host, self.port):
             try:
                 self.probe(timeout_s=5.0)
             except Exception as exc:
                 raise ServiceError(
-                    self.name,
+                    self.label,
                     f"port {self.address} is in use by another program that does not answer "
                     f"as {self.name} ({exc}); stop it or choose another port",
                 ) from exc
-            progress(f"{self.name}: reusing the server already answering at {self.address}")
-            return StartResult(self.name, self.address, None, False, 0.0, None)
+            progress(f"{self.label}: reusing the server already answering at {self.address}")
+            return Launch(None, None, time.monotonic(), foreign=True)
         for port in self.extra_ports():
             if port_in_use(self.host, port):
                 raise ServiceError(
-                    self.name,
+                    self.label,
                     f"port {self.host}:{port} ({self.name} needs it too) is in use by another "
                     "program; stop it or choose another port",
                 )
@@ -327,7 +349,7 @@ class ManagedService(ABC):
         ]
         self.log_dir.mkdir(parents=True, exist_ok=True)
         (self.home / "command").write_text(" ".join(command) + "\n")
-        progress(f"{self.name}: starting on {self.address}")
+        progress(f"{self.label}: starting on {self.address}")
         began = time.monotonic()
         with self.output_log.open("ab") as out:
             process = subprocess.Popen(
@@ -341,21 +363,38 @@ class ManagedService(ABC):
             )
         _CHILDREN[process.pid] = process
         self.pid_file.write_text(f"{process.pid}\n")
+        return Launch(process.pid, process, began, foreign=False)
+
+    def wait_ready(self, launch: Launch, progress: Progress, deadline: float) -> StartResult:
+        """Wait until the launched server answers; a server this call started that does not
+        answer by ``deadline`` is stopped again."""
+        if launch.foreign or launch.pid is None:
+            return StartResult(self.label, self.address, None, False, 0.0, None)
+        if launch.process is None:
+            self._wait(None, launch.pid, progress, deadline)
+            return StartResult(
+                self.label, self.address, launch.pid, False, 0.0, rss_kib(launch.pid)
+            )
         try:
-            self._wait(process, process.pid, progress, began + timeout_s)
+            self._wait(launch.process, launch.pid, progress, deadline)
         except BaseException:
-            if process.poll() is None:
-                self._terminate(process.pid, 10.0)
-            self.pid_file.unlink(missing_ok=True)
+            self.abandon(launch)
             raise
         return StartResult(
-            self.name,
+            self.label,
             self.address,
-            process.pid,
+            launch.pid,
             True,
-            time.monotonic() - began,
-            rss_kib(process.pid),
+            time.monotonic() - launch.began,
+            rss_kib(launch.pid),
         )
+
+    def abandon(self, launch: Launch) -> None:
+        """Stop a server that ``launch`` started and that will not be waited for."""
+        if launch.process is not None and launch.process.poll() is None:
+            self._terminate(launch.process.pid, 10.0)
+        if launch.process is not None:
+            self.pid_file.unlink(missing_ok=True)
 
     def main_args(self) -> list[str]:
         return []
@@ -374,7 +413,7 @@ class ManagedService(ABC):
             exited = process.poll() if process is not None else (None if _alive(pid) else -1)
             if exited is not None:
                 raise ServiceError(
-                    self.name,
+                    self.label,
                     f"the server exited (status {exited}) while starting; log tail follows",
                     log_tail=self.log_tail(),
                 )
@@ -387,13 +426,13 @@ class ManagedService(ABC):
             now = time.monotonic()
             if now >= deadline:
                 raise ServiceError(
-                    self.name,
+                    self.label,
                     f"not ready on {self.address} after {now - began:.0f} s ({last_error}); "
                     "log tail follows",
                     log_tail=self.log_tail(),
                 )
             if now - last_report >= 5.0:
-                progress(f"{self.name}: waiting for {self.address} ... {now - began:.0f} s")
+                progress(f"{self.label}: waiting for {self.address} ... {now - began:.0f} s")
                 last_report = now
             time.sleep(0.25)
 
@@ -403,7 +442,7 @@ class ManagedService(ABC):
         if pid is None:
             self.pid_file.unlink(missing_ok=True)
             return False
-        progress(f"{self.name}: stopping pid {pid}")
+        progress(f"{self.label}: stopping pid {pid}")
         self._terminate(pid, timeout_s)
         self.pid_file.unlink(missing_ok=True)
         return True
@@ -420,7 +459,7 @@ class ManagedService(ABC):
                 while _alive(pid) and time.monotonic() < kill_deadline:
                     time.sleep(0.05)
                 if _alive(pid):
-                    raise ServiceError(self.name, f"pid {pid} survived SIGKILL")
+                    raise ServiceError(self.label, f"pid {pid} survived SIGKILL")
                 return
             time.sleep(0.05)
 

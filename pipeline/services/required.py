@@ -6,36 +6,31 @@ from collections.abc import Callable
 
 from pipeline.config import PipelineConfig
 from pipeline.consumer_config import CoordinationKind
-from pipeline.services.cassandra import ManagedCassandra
-from pipeline.services.process import ManagedService, StartResult
-from pipeline.services.zookeeper import ManagedZooKeeper
+from pipeline.services.members import members, start_members, start_timeout_s
+from pipeline.services.process import StartResult
 
 # Sinks that write to Cassandra (the materializers) name themselves with this prefix.
 CASSANDRA_SINK_PREFIX = "cassandra"
 
 
-def required_services(config: PipelineConfig) -> list[ManagedService]:
+def required_services(config: PipelineConfig) -> list[str]:
     """The enabled local services the configuration needs: ZooKeeper for ZooKeeper
     coordination, Cassandra for Cassandra sinks."""
-    services: list[ManagedService] = []
+    services: list[str] = []
     if config.coordination.kind is CoordinationKind.ZOOKEEPER and config.services.zookeeper.enabled:
-        services.append(ManagedZooKeeper(config.services))
+        services.append("zookeeper")
     uses_cassandra = any(s.group.sink.startswith(CASSANDRA_SINK_PREFIX) for s in config.consumers)
     if uses_cassandra and config.services.cassandra.enabled:
-        services.append(ManagedCassandra(config.services))
+        services.append("cassandra")
     return services
 
 
 def start_required_services(
     config: PipelineConfig, progress: Callable[[str], None]
 ) -> list[StartResult]:
-    """Start (or reuse) each required service and wait until it is ready."""
+    """Start (or reuse) every member of each required service and wait until they are ready."""
     results = []
-    for service in required_services(config):
-        timeout = (
-            config.services.zookeeper.start_timeout_s
-            if service.name == "zookeeper"
-            else config.services.cassandra.start_timeout_s
-        )
-        results.append(service.start(progress, timeout))
+    for name in required_services(config):
+        servers = members(config.services, name)
+        results.extend(start_members(servers, progress, start_timeout_s(config.services, name)))
     return results

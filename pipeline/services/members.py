@@ -1,0 +1,64 @@
+"""The members of each local service: one standalone server (the default), or a ZooKeeper
+ensemble and a Cassandra cluster on this machine, started together and stopped one by one."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from pipeline.services.cassandra import ManagedCassandra
+from pipeline.services.config import ServicesConfig
+from pipeline.services.process import Launch, ManagedService, Progress, StartResult
+from pipeline.services.zookeeper import ManagedZooKeeper
+
+__all__ = ["SERVICE_NAMES", "members", "start_members", "start_timeout_s"]
+
+SERVICE_NAMES = ("zookeeper", "cassandra")
+
+
+def members(
+    config: ServicesConfig, service: str, member: int | None = None
+) -> list[ManagedService]:
+    """The service's servers in start order, or only server ``member`` (from 1); raises
+    `ValueError` naming the members there are."""
+    chosen: list[ManagedService]
+    if service == "zookeeper":
+        chosen = [ManagedZooKeeper(config, n) for n in config.zookeeper.members]
+    elif service == "cassandra":
+        chosen = [ManagedCassandra(config, n) for n in config.cassandra.members]
+    else:
+        raise ValueError(f"unknown service {service!r}: expected one of {', '.join(SERVICE_NAMES)}")
+    if member is None:
+        return chosen
+    if not 1 <= member <= len(chosen):
+        raise ValueError(f"{service} has members 1 to {len(chosen)}, not {member}")
+    return [chosen[member - 1]]
+
+
+def start_timeout_s(config: ServicesConfig, service: str) -> float:
+    return (
+        config.zookeeper.start_timeout_s
+        if service == "zookeeper"
+        else config.cassandra.start_timeout_s
+    )
+
+
+def start_members(
+    servers: Sequence[ManagedService], progress: Progress, timeout_s: float
+) -> list[StartResult]:
+    """Launch every server, then wait for each, all within one ``timeout_s``.
+
+    All at once: an ensemble member answers only once a quorum runs, and Cassandra nodes that
+    are all seeds start side by side.  When one fails, the servers this call launched are
+    stopped again (those that already ran are left alone) and the error is raised.
+    """
+    deadline = time.monotonic() + timeout_s
+    launched: list[tuple[ManagedService, Launch]] = []
+    try:
+        for server in servers:
+            launched.append((server, server.launch(progress)))
+        return [server.wait_ready(launch, progress, deadline) for server, launch in launched]
+    except BaseException:
+        for server, launch in launched:
+            server.abandon(launch)
+        raise
