@@ -30,6 +30,7 @@ from pipeline import settings
 from pipeline.admission import AdmissionConfig
 from pipeline.consumer_config import ConsumerSection, CoordinationConfig, consumer_sections
 from pipeline.errors import ConfigError
+from pipeline.fetch_service import FetchConfig
 from pipeline.log_service import Fb303Config
 from pipeline.routing import RoutingConfig
 from pipeline.services.config import ServicesConfig, services_config_from_mapping
@@ -91,6 +92,9 @@ class PipelineConfig:
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     log: LogConfig = field(default_factory=LogConfig)
     fb303: Fb303Config = field(default_factory=Fb303Config)
+    # The fetch service (off unless ``fetch.port`` is set): consumers on other hosts read the
+    # journal through it.
+    fetch: FetchConfig = field(default_factory=FetchConfig)
     services: ServicesConfig = field(default_factory=ServicesConfig)
     coordination: CoordinationConfig = field(default_factory=CoordinationConfig)
     # The Cassandra cluster every group with ``sink = "cassandra"`` writes to.
@@ -130,6 +134,7 @@ def from_mapping(data: Mapping[str, Any], source: Path | None = None) -> Pipelin
         ("routing", RoutingConfig),
         ("log", LogConfig),
         ("fb303", Fb303Config),
+        ("fetch", FetchConfig),
         ("coordination", CoordinationConfig),
         ("cassandra", CassandraConfig),
     ):

@@ -34,11 +34,12 @@ from pipeline.admission import Admission, free_disk_bytes
 from pipeline.config import PipelineConfig
 from pipeline.descriptors import DescriptorWatch, check_limit, raise_soft_limit
 from pipeline.errors import StartupError, reason_of
+from pipeline.fetch_service import FetchService
 from pipeline.floors import ConsumerFloor, floor_lookup, log_holds
 from pipeline.log_service import LogService, remote_shutdown_allowed
 from pipeline.reload import Reloader
 from pipeline.routing import Router, RoutingConfig, Unroutable
-from scribe_compat import ScribeServer, serve_scribe
+from scribe_compat import FetchServer, ScribeServer, serve_fetch, serve_scribe
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +51,17 @@ class Daemon:
     """Handles to the running server, for ``pipeline run`` and tests."""
 
     def __init__(
-        self, service: LogService, server: ScribeServer, stop: trio.Event, reloader: Reloader
+        self,
+        service: LogService,
+        server: ScribeServer,
+        stop: trio.Event,
+        reloader: Reloader,
+        fetch_server: FetchServer | None = None,
     ) -> None:
         self.service = service
         self.server = server
+        # The fetch service, when ``[fetch] port`` is set.
+        self.fetch_server = fetch_server
         self._stop = stop
         self._reloader = reloader
 
@@ -171,6 +179,7 @@ async def _serve(
         service.counter_sources.append(server.counters)  # connections and buffers in getCounters
         service.counter_sources.append(reloader.counters)
         service.problem_sources.append(reloader.problems)
+        fetch_server = await _start_fetch(nursery, config, journal, service)
         nursery.start_soon(
             _every,
             config.journal.retention_check_interval_s,
@@ -190,13 +199,33 @@ async def _serve(
                 "durability": config.journal.settings.durability.value,
             },
         )
-        task_status.started(Daemon(service, server, stop, reloader))
+        task_status.started(Daemon(service, server, stop, reloader, fetch_server))
         await stop.wait()
         log.info("draining", extra={"connections": server.connection_count})
         service.begin_stopping()
         await server.drain()
         nursery.cancel_scope.cancel()
     log.info("stopped")
+
+
+async def _start_fetch(
+    nursery: trio.Nursery, config: PipelineConfig, journal: Journal, service: LogService
+) -> FetchServer | None:
+    """The fetch service beside ``Log``, when ``[fetch] port`` is set; its counters join
+    fb303's.  It stops with the nursery, after the Scribe server has drained."""
+    fetch = config.fetch
+    if not fetch.enabled:
+        return None
+    handler = FetchService(journal, fetch)
+    try:
+        fetch_server: FetchServer = await nursery.start(serve_fetch, handler, fetch.server_config())
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {fetch.host}:{fetch.port}: {exc.strerror}") from exc
+    service.counter_sources.append(handler.counters)
+    service.counter_sources.append(fetch_server.counters)
+    host, port = fetch_server.address
+    log.info("fetch service listening", extra={"host": host, "port": port})
+    return fetch_server
 
 
 async def _every(interval_s: float, job: Callable[[], Awaitable[None]]) -> None:

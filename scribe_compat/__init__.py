@@ -29,6 +29,7 @@ from scribe_compat.errors import (
     ClientError,
     ClientTimeoutError,
     ContainerTooLarge,
+    FetchRefused,
     FrameTooLarge,
     LimitExceeded,
     MalformedMessage,
@@ -44,8 +45,22 @@ from scribe_compat.errors import (
     UnknownMethod,
     UnparsedBytesExceeded,
 )
+from scribe_compat.fetch_client import AsyncFetchClient, open_fetch_client
+from scribe_compat.fetch_codec import (
+    Describe,
+    FetchCall,
+    FetchClientConnection,
+    FetchRequest,
+    FetchResult,
+    FetchServerConnection,
+    JournalDescription,
+    PartitionState,
+    RejectedFetchCall,
+    TimeLookup,
+)
+from scribe_compat.fetch_server import FetchHandler, FetchServer, FetchServerConfig, serve_fetch
 from scribe_compat.framing import Framing, detect_framing
-from scribe_compat.idl import AppErrorType, FbStatus, LogEntry, ResultCode
+from scribe_compat.idl import AppErrorType, FbStatus, FetchErrorCode, LogEntry, ResultCode
 from scribe_compat.server import ScribeHandler, ScribeServer, ServerConfig, serve_scribe
 
 __all__ = [
@@ -53,6 +68,7 @@ __all__ = [
     "COUNTER_NAMES",
     "NEED_DATA",
     "AppErrorType",
+    "AsyncFetchClient",
     "AsyncScribeClient",
     "BadArguments",
     "BadReplyError",
@@ -63,9 +79,21 @@ __all__ = [
     "ClientTimeoutError",
     "CodecLimits",
     "ContainerTooLarge",
+    "Describe",
     "FbStatus",
+    "FetchCall",
+    "FetchClientConnection",
+    "FetchErrorCode",
+    "FetchHandler",
+    "FetchRefused",
+    "FetchRequest",
+    "FetchResult",
+    "FetchServer",
+    "FetchServerConfig",
+    "FetchServerConnection",
     "FrameTooLarge",
     "Framing",
+    "JournalDescription",
     "LimitExceeded",
     "LogBatch",
     "LogEntry",
@@ -73,12 +101,14 @@ __all__ = [
     "MessageTooLarge",
     "NestingTooDeep",
     "NotThrift",
+    "PartitionState",
     "PreparedLog",
     "ProtocolError",
     "RejectedCall",
+    "RejectedFetchCall",
     "RemoteApplicationError",
-    "RequestTooLargeError",
     "Reply",
+    "RequestTooLargeError",
     "ResultCode",
     "ScribeClient",
     "ScribeCompatError",
@@ -87,12 +117,15 @@ __all__ = [
     "ScribeServer",
     "ServerConfig",
     "ServerConnection",
+    "TimeLookup",
     "TooManyEntries",
     "TransportError",
     "UnknownMethod",
     "UnparsedBytesExceeded",
     "detect_framing",
+    "open_fetch_client",
     "open_scribe_client",
     "prepare_log",
+    "serve_fetch",
     "serve_scribe",
 ]

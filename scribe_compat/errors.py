@@ -23,6 +23,10 @@
         ├── BadReplyError             the server's reply is not valid Thrift or answers another call
         ├── RequestTooLargeError      a call over the server's limit, refused before it is sent
         └── RemoteApplicationError    the server answered with a TApplicationException
+    FetchRefused (also a ScribeCompatError)
+                                      a fetch call answered with a FetchError (code, earliest,
+                                      high_water_mark, file, position): the fetch handler
+                                      raises it to answer one, the fetch client on receiving one
 
 A ``ProtocolError`` raised by ``ServerConnection.next_event`` is fatal for the connection: close
 it.  ``CallRejected`` errors are never raised there; they arrive inside a ``RejectedCall`` event,
@@ -174,3 +178,27 @@ class RemoteApplicationError(ClientError):
         self.method = method
         self.type = type
         self.message = message
+
+
+class FetchRefused(ScribeCompatError):  # noqa: N818 (a refusal, like CallRejected)
+    """A fetch call refused with a ``FetchError``: ``code`` is an ``idl.FetchErrorCode`` value;
+    ``earliest`` and ``high_water_mark`` say where the partition's data is, ``file`` and
+    ``position`` where it is damaged (PARTITION_DAMAGED)."""
+
+    def __init__(
+        self,
+        code: int,
+        reason: str,
+        *,
+        earliest: int = 0,
+        high_water_mark: int = 0,
+        file: str = "",
+        position: int = 0,
+    ) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+        self.earliest = earliest
+        self.high_water_mark = high_water_mark
+        self.file = file
+        self.position = position

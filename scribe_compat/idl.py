@@ -115,3 +115,33 @@ def _check_enum(mirror: type[enum.IntEnum], loaded: Any) -> None:
 
 _check_enum(ResultCode, scribe_thrift.ResultCode)
 _check_enum(FbStatus, fb303_thrift.fb_status)
+
+
+# -- the fetch interface (idl/fetch.thrift): consumers on other hosts read a server's journal --
+
+FETCH_THRIFT = IDL_DIR / "fetch.thrift"
+fetch_thrift: Any = thriftpy2.load(str(FETCH_THRIFT), module_name="scribe_compat_fetch_thrift")
+fetch_service: Any = fetch_thrift.ScribeFetch
+
+
+class FetchErrorCode(enum.IntEnum):
+    """Why a fetch call failed (``FetchError.code``)."""
+
+    OFFSET_BELOW_EARLIEST = 1
+    OFFSET_BEYOND_HIGH_WATER_MARK = 2
+    UNKNOWN_PARTITION = 3
+    PARTITION_DAMAGED = 4
+    UNAVAILABLE = 5
+
+
+FETCH_METHODS: dict[str, Method] = {
+    name: Method(
+        name=name,
+        args=getattr(fetch_service, f"{name}_args"),
+        result=getattr(fetch_service, f"{name}_result"),
+        oneway=False,
+    )
+    for name in fetch_service.thrift_services
+}
+
+_check_enum(FetchErrorCode, fetch_thrift.FetchErrorCode)
