@@ -82,6 +82,12 @@ _I32 = struct.Struct(">i")
 # A consumed buffer up to this size is kept for the next read: a few ordinary reads' worth,
 # where allocating afresh for every 1000-message batch costs ~7% of ingest.
 _KEEP_BUFFER_BYTES = 1 * MiB
+# A frame this large is kept as the list of reads it arrives in, joined once it is complete
+# (``LargeFrame``), instead of being appended read by read to the connection's buffer and
+# copied out of it: that costs two to three copies of the frame on the event loop's thread
+# (about 17 ms for 16 MiB here, page faults included), the join one, off it.  Below this size
+# a frame arrives in a few reads and the copies cost well under a millisecond.
+ASSEMBLE_LATER_BYTES = 1 * MiB
 _T_BINARY = 18  # thriftpy2's spec type for `binary`; STRING on the wire
 
 
@@ -155,6 +161,19 @@ class Message:
     @property
     def size(self) -> int:
         return len(self.payload)
+
+
+@dataclass(frozen=True, slots=True)
+class LargeFrame:
+    """A complete frame of at least ``ASSEMBLE_LATER_BYTES``, still as the reads it arrived in.
+
+    Joining 16 MiB of reads into one payload is a copy that holds the GIL for several
+    milliseconds, so it is left to whoever decodes the frame (``ServerConnection.decode`` or
+    ``assemble``), which a server may run in a worker thread."""
+
+    parts: list[bytes] = field(repr=False)
+    # The frame's payload size (without its 4-byte length).
+    size: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,12 +259,21 @@ def _copy(buf: bytearray, start: int, end: int) -> bytes:
 class _Reader:
     """Turns buffered bytes into complete, validated messages (the part both sides share)."""
 
-    def __init__(self, limits: CodecLimits, framing: Framing | None) -> None:
+    def __init__(
+        self, limits: CodecLimits, framing: Framing | None, *, assemble_later: bool = False
+    ) -> None:
         self.limits = limits
         self.framing = framing
+        # Whether frames of ASSEMBLE_LATER_BYTES or more come out as ``LargeFrame``s.
+        self.assemble_later = assemble_later
         self.scan_limits = limits.scan_limits()
         self._buf = bytearray()
         self._pos = 0
+        # While a large frame arrives (``ASSEMBLE_LATER_BYTES``): its payload's reads so far
+        # (the last may run past its end), their total, and the payload's size.
+        self._parts: list[bytes] | None = None
+        self._parts_bytes = 0
+        self._frame_bytes = 0
         self._eof = False
         self._scanner = MessageScanner(self.scan_limits)
         self.error: ProtocolError | None = None
@@ -258,6 +286,10 @@ class _Reader:
             return
         if self.error is not None:
             return  # the connection is broken: nothing it sends is kept
+        if self._parts is not None:
+            self._parts.append(data if type(data) is bytes else bytes(data))
+            self._parts_bytes += len(data)
+            return
         if self._pos:
             del self._buf[: self._pos]
             self._pos = 0
@@ -265,12 +297,16 @@ class _Reader:
 
     @property
     def buffered(self) -> int:
+        if self._parts is not None:
+            return 4 + self._parts_bytes
         return len(self._buf) - self._pos
 
     @property
     def incoming_message_bytes(self) -> int | None:
         """The whole size of the message being received (a frame with its length header) when
         its frame header has arrived; None otherwise (unframed, or fewer than 4 bytes)."""
+        if self._parts is not None:
+            return 4 + self._frame_bytes
         if self.framing is not Framing.FRAMED or self.buffered < 4:
             return None
         n: int = _I32.unpack_from(self._buf, self._pos)[0]
@@ -289,9 +325,12 @@ class _Reader:
         # Messages leave as copies, so nothing else refers to the old buffer: it is freed here.
         self._buf = bytearray()
         self._pos = 0
+        self._parts = None
+        self._parts_bytes = 0
 
-    def next_message(self) -> Message | Sentinel:
-        """The next complete message (its body walked if unframed) or a sentinel."""
+    def next_message(self) -> Message | LargeFrame | Sentinel:
+        """The next complete message (its body walked if unframed), a complete ``LargeFrame``,
+        or a sentinel."""
         if self.error is not None:
             raise self.error.with_traceback(None)
         try:
@@ -304,7 +343,9 @@ class _Reader:
             self._release()
         return message
 
-    def _next_message(self) -> Message | Sentinel:
+    def _next_message(self) -> Message | LargeFrame | Sentinel:
+        if self._parts is not None:
+            return self._large_frame()
         buf = self._buf
         pos = self._pos
         if self.framing is None:
@@ -313,14 +354,21 @@ class _Reader:
                 return self._incomplete()
         if self.framing is Framing.FRAMED:
             n = frame_length(buf, pos, self.limits.max_frame_bytes)
-            if n is None or len(buf) - pos < 4 + n:
+            if n is None:
+                return self._incomplete()
+            if len(buf) - pos < 4 + n:
+                if n >= ASSEMBLE_LATER_BYTES and self.assemble_later:
+                    # From now on reads are kept as they come, beginning with what is here.
+                    self._parts = [_copy(buf, pos + 4, len(buf))]
+                    self._parts_bytes = len(buf) - pos - 4
+                    self._frame_bytes = n
+                    self._buf = bytearray()
+                    self._pos = 0
+                    return self._large_frame()
                 return self._incomplete()
             payload = _copy(buf, pos + 4, pos + 4 + n)
             self._pos = pos + 4 + n
-            header = parse_header(payload, 0, len(payload), self.scan_limits)
-            if header is None:
-                raise MalformedMessage(f"frame of {n} bytes ends inside the message header")
-            return Message(payload, header, True, None)
+            return message_of_frame(payload, self.scan_limits)
         scanner = self._scanner
         total = scanner.scan(buf, pos, len(buf))
         if total is None:
@@ -330,6 +378,22 @@ class _Reader:
         scanner.reset()
         self._pos = pos + total
         return Message(_copy(buf, pos, pos + total), header, False, scanner.last_top_fields)
+
+    def _large_frame(self) -> LargeFrame | Sentinel:
+        parts = self._parts
+        assert parts is not None
+        n = self._frame_bytes
+        extra = self._parts_bytes - n
+        if extra < 0:
+            return self._incomplete()
+        if extra:
+            # The last read holds the start of what follows the frame: it stays buffered.
+            last = parts[-1]
+            parts[-1] = last[: len(last) - extra]
+            self._buf = bytearray(last[len(last) - extra :])
+        self._parts = None
+        self._parts_bytes = 0
+        return LargeFrame(parts, n)
 
     def _incomplete(self) -> Sentinel:
         buffered = self.buffered
@@ -342,6 +406,14 @@ class _Reader:
         if buffered > self.limits.max_unparsed_bytes:
             raise UnparsedBytesExceeded(buffered, self.limits.max_unparsed_bytes)
         return NEED_DATA
+
+
+def message_of_frame(payload: bytes, limits: ScanLimits) -> Message:
+    """The message a frame's payload holds, its header parsed; raises ``MalformedMessage``."""
+    header = parse_header(payload, 0, len(payload), limits)
+    if header is None:
+        raise MalformedMessage(f"frame of {len(payload)} bytes ends inside the message header")
+    return Message(payload, header, True, None)
 
 
 def _walk_body(message: Message, limits: ScanLimits) -> dict[int, tuple[int, int, int]]:
@@ -365,7 +437,7 @@ class ServerConnection:
 
     def __init__(self, limits: CodecLimits | None = None) -> None:
         self.limits = limits or CodecLimits()
-        self._reader = _Reader(self.limits, None)
+        self._reader = _Reader(self.limits, None, assemble_later=True)
 
     @property
     def framing(self) -> Framing | None:
@@ -393,20 +465,33 @@ class ServerConnection:
             return message
         return self.decode(message)
 
-    def next_message(self) -> Message | Literal[Sentinel.NEED_DATA, Sentinel.CLOSED]:
-        """The next complete message, undecoded, or a sentinel; raises ``ProtocolError``
-        (fatal).  Pass the message to ``decode`` before asking for the next one."""
+    def next_message(
+        self,
+    ) -> Message | LargeFrame | Literal[Sentinel.NEED_DATA, Sentinel.CLOSED]:
+        """The next complete message, undecoded (a ``LargeFrame`` not even joined), or a
+        sentinel; raises ``ProtocolError`` (fatal).  Pass the message to ``decode`` before
+        asking for the next one."""
         message = self._reader.next_message()
         if message is NEED_DATA or message is CLOSED:
             return message
-        assert isinstance(message, Message)
+        assert isinstance(message, Message | LargeFrame)
         return message
 
-    def decode(self, message: Message) -> Call | RejectedCall:
+    def assemble(self, frame: LargeFrame) -> Message:
+        """The message of a ``LargeFrame``, its reads joined; raises ``ProtocolError`` (fatal).
+        Safe to run in a worker thread, as ``decode`` is."""
+        try:
+            return message_of_frame(b"".join(frame.parts), self._reader.scan_limits)
+        except ProtocolError as exc:
+            raise self._reader.fail(exc) from None
+
+    def decode(self, message: Message | LargeFrame) -> Call | RejectedCall:
         """The event for a message from ``next_message``; raises ``ProtocolError`` (fatal).
 
         Safe to run in a worker thread while the connection's task waits for it: it touches
         the connection only to record a fatal error."""
+        if isinstance(message, LargeFrame):
+            message = self.assemble(message)
         event = self.decode_common_log(message)
         return event if event is not None else self.decode_general(message)
 

@@ -34,6 +34,7 @@ from scribe_compat.codec import (
     NEED_DATA,
     Call,
     CodecLimits,
+    LargeFrame,
     Message,
     MiB,
     RejectedCall,
@@ -489,19 +490,26 @@ class ScribeServer:
                 ),
             )
 
-    async def _decode(self, codec: ServerConnection, message: Message) -> Call | RejectedCall:
+    async def _decode(
+        self, codec: ServerConnection, message: Message | LargeFrame
+    ) -> Call | RejectedCall:
         """Small calls on the loop; large ones in a worker thread (see ``ServerConfig``)."""
         config = self.config
-        common_on_loop = message.size < config.thread_decode_bytes
-        if common_on_loop:
-            call = codec.decode_common_log(message)
-            if call is not None:
-                return call
-            if message.size < config.thread_decode_other_bytes:
-                return codec.decode_general(message)
+        if message.size >= config.thread_decode_bytes:
+            # Joining a large frame's reads is part of the work the thread takes off the loop.
+            self.thread_decoded_calls += 1
+            return await trio.to_thread.run_sync(codec.decode, message, limiter=self._codec_threads)
+        if isinstance(message, LargeFrame):  # only when thread_decode_bytes is above a MiB
+            message = codec.assemble(message)
+        call = codec.decode_common_log(message)
+        if call is not None:
+            return call
+        if message.size < config.thread_decode_other_bytes:
+            return codec.decode_general(message)
         self.thread_decoded_calls += 1
-        decode = codec.decode_general if common_on_loop else codec.decode
-        return await trio.to_thread.run_sync(decode, message, limiter=self._codec_threads)
+        return await trio.to_thread.run_sync(
+            codec.decode_general, message, limiter=self._codec_threads
+        )
 
     async def _dispatch(
         self, codec: ServerConnection, event: Call | RejectedCall, peer: str
