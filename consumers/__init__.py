@@ -11,6 +11,7 @@ from consumers.config import (
     ForwardSinkConfig,
     GroupConfig,
     LocalCoordinatorConfig,
+    parse_address,
     parse_rotate_period,
 )
 from consumers.coordination import (
@@ -26,6 +27,12 @@ from consumers.coordination import (
     ResetRefused,
     list_groups,
 )
+from consumers.remote_reader import (
+    RemoteJournalSource,
+    RemoteReadConfig,
+    RemoteReader,
+    open_remote_source,
+)
 from consumers.runtime import CategoryMatcher, ConsumerRuntime
 from consumers.sinks import (
     ORIGINAL_CATEGORY_KEY,
@@ -36,6 +43,7 @@ from consumers.sinks import (
     SinkUnusable,
     original_category,
 )
+from consumers.source import JournalSource, LocalJournalSource, PartitionReader
 
 __all__ = [
     "ORIGINAL_CATEGORY_KEY",
@@ -53,16 +61,24 @@ __all__ = [
     "ForwardSink",
     "ForwardSinkConfig",
     "GroupConfig",
+    "JournalSource",
     "Lease",
     "LocalCoordinator",
     "LocalCoordinatorConfig",
+    "LocalJournalSource",
     "OwnershipListener",
+    "PartitionReader",
     "RefusedWhileActive",
+    "RemoteJournalSource",
+    "RemoteReadConfig",
+    "RemoteReader",
     "ResetRefused",
     "Sink",
     "SinkError",
     "SinkUnusable",
     "list_groups",
+    "open_remote_source",
     "original_category",
+    "parse_address",
     "parse_rotate_period",
 ]

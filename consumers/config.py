@@ -67,8 +67,16 @@ class GroupConfig:
     # backoff_max_s, each delay jittered down to half so that partitions do not retry in lockstep.
     backoff_initial_s: BackoffS = 0.1
     backoff_max_s: BackoffS = 30.0
+    # Read the journal through a log server's fetch service ("host:port", its [fetch] port)
+    # instead of the files in journal.dir: the member may run on any host.  Empty: local files.
+    fetch_from: str = ""
+    # Connect and per-call timeout of the fetch service (beyond a long poll's own wait): a
+    # call that takes longer is a transport error, retried on a new connection.
+    fetch_timeout_s: Annotated[float, Interval(gt=0, le=3600)] = 30.0
 
     def __post_init__(self) -> None:
+        if self.fetch_from:
+            parse_address(self.fetch_from, "fetch_from")
         if not self.name or "/" in self.name or self.name in (".", ".."):
             raise ValueError(f"name must be a non-empty name without '/', got {self.name!r}")
         if not isinstance(self.categories, tuple) or not self.categories:
@@ -81,6 +89,16 @@ class GroupConfig:
             raise ValueError(f"sink must be one of {SINK_KINDS}, got {self.sink!r}")
         if self.backoff_max_s < self.backoff_initial_s:
             raise ValueError("backoff_max_s must not be less than backoff_initial_s")
+
+
+def parse_address(text: str, field: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` as ``(host, port)``; ``ValueError`` naming ``field``."""
+    host, colon, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not colon or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{field}: expected host:port with a port in 1..65535, got {text!r}")
+    return host, int(port)
 
 
 _PERIOD = re.compile(r"^(\d+)\s*([smhd]?)$")

@@ -22,8 +22,11 @@ cancels the worker at once, so nothing more is written; ``revoking`` cancels it 
 to end, and then commits what the sink confirmed.  A ``Fenced`` commit stops the worker the same
 way.  A sink write cancelled half way counts as not written: its batch comes again.
 
-The runtime rescans the journal directory every ``discover_interval_s`` and offers the partitions
-of matching categories to the coordinator, so new categories and partitions are picked up.
+The runtime rescans its journal every ``discover_interval_s`` and offers the partitions of
+matching categories to the coordinator, so new categories and partitions are picked up.  The
+journal is a ``consumers.source.JournalSource``: the files of a journal on this host (the
+default) or a log server's fetch service (``consumers.remote_reader``); the runtime reads both
+through the same reader interface and cannot tell them apart.
 Patterns are routing's: an exact category, ``prefix*``, or ``*`` / ``default`` for all.
 
 Time (batch waits, commit cadence, backoff) is trio's clock, so tests can run it on a
@@ -47,16 +50,14 @@ from consumers.config import GroupConfig
 from consumers.coordination import CoordinationError, Coordinator, Fenced, Lease
 from consumers.damage import PartitionDamage
 from consumers.sinks.base import Sink, SinkError
+from consumers.source import JournalSource, LocalJournalSource, PartitionReader
 from journal import (
     JournalConfig,
     JournalCorrupt,
     JournalError,
     JournalMessage,
-    JournalReader,
     OffsetOutOfRange,
     PartitionId,
-    list_partitions,
-    open_reader,
 )
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ class _Worker:
     lease: Lease
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     done: trio.Event = field(default_factory=trio.Event)
-    reader: JournalReader | None = None
+    reader: PartitionReader | None = None
     position: int | None = None  # the next offset to deliver
     committed: int | None = None
     last_commit: float = -math.inf
@@ -98,7 +99,8 @@ class _Worker:
 
 
 class ConsumerRuntime:
-    """One member of ``config.name`` reading ``journal_dir`` into ``sink``.
+    """One member of ``config.name`` reading ``journal_dir`` (or ``source``, when given) into
+    ``sink``.
 
     Start with ``nursery.start(runtime.serve)``; ``stop()`` leaves gracefully (every partition
     committed and released), after which ``serve`` returns.  The sink belongs to the caller.
@@ -113,6 +115,7 @@ class ConsumerRuntime:
         *,
         journal_config: JournalConfig | None = None,
         rng: random.Random | None = None,
+        source: JournalSource | None = None,
     ) -> None:
         if coordinator.group != config.name:
             raise ValueError(f"coordinator is for group {coordinator.group!r}, not {config.name!r}")
@@ -120,7 +123,7 @@ class ConsumerRuntime:
         self._config = config
         self._coordinator = coordinator
         self._sink = sink
-        self._journal_config = journal_config
+        self._source = source or LocalJournalSource(self._dir, journal_config)
         self._rng = rng if rng is not None else random.Random()
         self._matches = CategoryMatcher(config.categories)
         self._workers: dict[PartitionId, _Worker] = {}
@@ -172,17 +175,11 @@ class ConsumerRuntime:
     async def discover(self) -> set[PartitionId]:
         """Scan the journal once and offer the matching partitions to the coordinator."""
         try:
-            infos = await trio.to_thread.run_sync(list_partitions, self._dir)
-        except FileNotFoundError:
-            infos = []
+            found = await self._source.partitions()
         except (JournalError, OSError) as exc:
             log.warning("journal scan failed", extra={**self._fields, "error": str(exc)})
             return set()
-        pids = {
-            PartitionId(info.category, info.partition)
-            for info in infos
-            if self._matches(info.category)
-        }
+        pids = {pid for pid in found if self._matches(pid.category)}
         self._coordinator.set_partitions(pids)
         return pids
 
@@ -282,7 +279,7 @@ class ConsumerRuntime:
             worker.committed = committed
         else:
             start = worker.position  # resuming after a read error: what was delivered stays so
-        reader = await trio.to_thread.run_sync(self._open_reader, pid, start)
+        reader = await self._open_reader(pid, start)
         worker.reader = reader
         worker.position = reader.position
         log.info(
@@ -331,7 +328,7 @@ class ConsumerRuntime:
             },
         )
 
-    def _note_read_on(self, worker: _Worker, reader: JournalReader) -> None:
+    def _note_read_on(self, worker: _Worker, reader: PartitionReader) -> None:
         """After a read that did not fail: note the skipped ranges, and whether the reader got
         past the damage it was held at."""
         self._note_skips(worker, reader)
@@ -352,10 +349,10 @@ class ConsumerRuntime:
         """The partitions this member is held at damage in, now."""
         return [w.damage for w in self._workers.values() if w.damage is not None]
 
-    def _open_reader(self, pid: PartitionId, committed: int | None) -> JournalReader:
+    async def _open_reader(self, pid: PartitionId, committed: int | None) -> PartitionReader:
         start = 0 if committed is None else committed
         try:
-            return open_reader(self._dir, pid, start, self._journal_config, skip_gaps=True)
+            return await self._source.open_reader(pid, start)
         except OffsetOutOfRange as exc:
             if committed is not None and committed < exc.earliest:
                 self._counters["skipped messages"] += exc.earliest - committed
@@ -379,9 +376,9 @@ class ConsumerRuntime:
                         "high_water_mark": exc.high_water_mark,
                     },
                 )
-            return open_reader(self._dir, pid, exc.earliest, self._journal_config, skip_gaps=True)
+            return await self._source.open_reader(pid, exc.earliest)
 
-    async def _next_batch(self, worker: _Worker, reader: JournalReader) -> list[JournalMessage]:
+    async def _next_batch(self, worker: _Worker, reader: PartitionReader) -> list[JournalMessage]:
         config = self._config
         batch: list[JournalMessage] = []
         while not batch:
@@ -419,7 +416,7 @@ class ConsumerRuntime:
         self._note_skips(worker, reader)
         return batch
 
-    def _note_skips(self, worker: _Worker, reader: JournalReader) -> None:
+    def _note_skips(self, worker: _Worker, reader: PartitionReader) -> None:
         while reader.skipped:
             start, end = reader.skipped.pop(0)
             self._counters["skipped messages"] += end - start

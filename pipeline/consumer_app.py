@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import trio
 
@@ -19,11 +19,15 @@ from consumers import (
     Coordinator,
     FileSink,
     ForwardSink,
+    JournalSource,
     LocalCoordinator,
     LocalCoordinatorConfig,
+    RemoteReadConfig,
     Sink,
     SinkUnusable,
     list_groups,
+    open_remote_source,
+    parse_address,
 )
 from consumers.config import CassandraSinkConfig
 from consumers.coordination import CoordinationError
@@ -145,38 +149,61 @@ async def open_member(
     storage: Storage,
     member_id: str | None = None,
 ) -> AsyncIterator[ConsumerRuntime]:
-    """A running member of ``section``'s group; leaves the group gracefully on exit."""
-    check_journal_dir(config)
+    """A running member of ``section``'s group; leaves the group gracefully on exit.
+
+    With ``fetch_from`` the group reads through that server's fetch service and needs no
+    journal directory of its own."""
+    fetch_from = section.group.fetch_from
+    if not fetch_from:
+        check_journal_dir(config)
     sink = build_sink(config, section, storage)
     try:
         await start_sink(section, sink)
         coordinator = build_coordinator(config, section.name, member_id)
-        runtime = ConsumerRuntime(
-            config.journal.dir,
-            section.group,
-            coordinator,
-            sink,
-            journal_config=config.journal.settings,
-        )
-        async with trio.open_nursery() as nursery:
-            try:
-                await nursery.start(runtime.serve)
-            except (CoordinationError, BaseExceptionGroup) as exc:
-                # Joining failed (ZooKeeper unreachable, member id in use): a startup error.
-                error = find_error(exc, CoordinationError)
-                if error is None:
-                    raise
-                raise StartupError(f"consumer group {section.name!r}: {error}") from exc
-            log.info(
-                "consumer started", extra={"group": section.name, "member": coordinator.member_id}
+        async with AsyncExitStack() as stack:
+            source: JournalSource | None = None
+            if fetch_from:
+                host, port = parse_address(fetch_from, "fetch_from")
+                remote = RemoteReadConfig(
+                    timeout_s=section.group.fetch_timeout_s,
+                    backoff_initial_s=section.group.backoff_initial_s,
+                    backoff_max_s=section.group.backoff_max_s,
+                )
+                source = await stack.enter_async_context(open_remote_source(host, port, remote))
+            runtime = ConsumerRuntime(
+                config.journal.dir,
+                section.group,
+                coordinator,
+                sink,
+                journal_config=config.journal.settings,
+                source=source,
             )
-            try:
-                yield runtime
-            finally:
-                runtime.stop()
+            async with _member_running(runtime, section, coordinator) as running:
+                yield running
     finally:
         with trio.CancelScope(shield=True):
             await sink.aclose()
+
+
+@asynccontextmanager
+async def _member_running(
+    runtime: ConsumerRuntime, section: ConsumerSection, coordinator: Coordinator
+) -> AsyncIterator[ConsumerRuntime]:
+    """``runtime`` joined to its group; it leaves gracefully on exit."""
+    async with trio.open_nursery() as nursery:
+        try:
+            await nursery.start(runtime.serve)
+        except (CoordinationError, BaseExceptionGroup) as exc:
+            # Joining failed (ZooKeeper unreachable, member id in use): a startup error.
+            error = find_error(exc, CoordinationError)
+            if error is None:
+                raise
+            raise StartupError(f"consumer group {section.name!r}: {error}") from exc
+        log.info("consumer started", extra={"group": section.name, "member": coordinator.member_id})
+        try:
+            yield runtime
+        finally:
+            runtime.stop()
 
 
 async def serve_member(

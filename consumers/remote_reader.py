@@ -1,0 +1,375 @@
+"""Reading a log server's journal through its fetch service, as if it were local.
+
+``RemoteJournalSource`` is a ``JournalSource`` for the server at ``host:port``; its readers
+(``RemoteReader``) are ``PartitionReader``s, so the consumer runtime treats them exactly as
+``journal.JournalReader``s.  Each reader has its own connection and one task, in the source's
+nursery, that fetches ahead: while the runtime delivers one response's messages, the next
+response is on its way (at the tail, a long poll the server answers as soon as data is
+durable).  So a reader holds at most one response decoded and one in flight.
+
+Whole batches arrive in the journal's own format and are verified here (``journal.records``):
+a crc that does not match is damage (``JournalCorrupt``), as it would be on local disk.  The
+server's refusals become the journal's own errors: below the earliest offset kept (retention
+deleted it under the reader) and gaps are skipped and reported in ``skipped``, as a local
+reader with ``skip_gaps`` does; beyond the high-water mark is ``OffsetOutOfRange``; an unknown
+partition ``UnknownPartition``; damage on the server ``JournalCorrupt`` naming the server's
+file and byte.  A transport failure (the server restarting, a network cut) is retried with
+capped, jittered backoff on a new connection, for as long as it takes: the reader's position
+never moves on a failure, so nothing is lost or repeated.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from consumers.backoff import Backoff
+from journal import (
+    JournalClosed,
+    JournalCorrupt,
+    JournalError,
+    JournalMessage,
+    OffsetOutOfRange,
+    PartitionId,
+    UnknownPartition,
+)
+from journal.reader import SKIP_MISSING, SKIP_REPAIRED
+from journal.records import decode_records
+from scribe_compat import (
+    AsyncFetchClient,
+    ClientError,
+    FetchErrorCode,
+    FetchRefused,
+    FetchRequest,
+    FetchResult,
+    JournalDescription,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RemoteReadConfig:
+    """How a remote reader talks to the fetch service."""
+
+    # Connect and per-call timeout beyond the long poll's own wait.
+    timeout_s: float = 30.0
+    # How long one fetch at the tail may wait on the server (which caps it at its max_wait_ms).
+    wait_ms: int = 10_000
+    # Record bytes asked per fetch; 0 takes the server's max_response_bytes.
+    max_bytes: int = 0
+    # Transport failures: first retry after backoff_initial_s, doubling up to backoff_max_s.
+    backoff_initial_s: float = 0.1
+    backoff_max_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class _Skip:
+    start: int
+    end: int
+    reason: str
+
+
+class _Chunk:
+    __slots__ = ("at", "messages")
+
+    def __init__(self, messages: list[JournalMessage]) -> None:
+        self.messages = messages
+        self.at = 0  # the next message to hand out
+
+
+def _error_of(refused: FetchRefused, pid: PartitionId, offset: int, peer: str) -> JournalError:
+    code = refused.code
+    if code == FetchErrorCode.UNKNOWN_PARTITION:
+        return UnknownPartition(pid)
+    if code == FetchErrorCode.PARTITION_DAMAGED:
+        return JournalCorrupt(
+            Path(f"{peer}:{refused.file or pid}"), refused.position, refused.reason
+        )
+    return OffsetOutOfRange(pid, offset, refused.earliest, refused.high_water_mark)
+
+
+class RemoteJournalSource:
+    """The journal behind the fetch service at ``host:port``; readers run in ``nursery``."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        nursery: trio.Nursery,
+        config: RemoteReadConfig | None = None,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.peer = f"{host}:{port}"
+        self.config = config or RemoteReadConfig()
+        self._nursery = nursery
+        self._rng = rng if rng is not None else random.Random()
+        self._control: AsyncFetchClient | None = None
+        self._control_lock = trio.Lock()
+        self.journal_id: str | None = None
+        self.reconnects = 0
+
+    async def connect(self) -> AsyncFetchClient:
+        """A new connection to the server; ``ConnectionError`` when it cannot be made."""
+        try:
+            return await AsyncFetchClient.connect(self.host, self.port, self.config.timeout_s)
+        except ClientError as exc:
+            raise ConnectionError(str(exc)) from exc
+
+    async def describe(self) -> JournalDescription:
+        """The server's journal identity and partitions; ``ConnectionError`` when the server
+        cannot be reached (the next call tries again)."""
+        async with self._control_lock:
+            try:
+                if self._control is None:
+                    self._control = await self.connect()
+                description = await self._control.describe()
+            except ClientError as exc:
+                await self._drop_control()
+                raise ConnectionError(f"{self.peer}: {exc}") from exc
+            except BaseException:
+                await self._drop_control()
+                raise
+        self.journal_id = description.journal_id
+        return description
+
+    async def _drop_control(self) -> None:
+        if self._control is not None:
+            await self._control.aclose()
+            self._control = None
+
+    async def partitions(self) -> list[PartitionId]:
+        description = await self.describe()
+        return [PartitionId(p.category, p.partition) for p in description.partitions]
+
+    async def open_reader(self, pid: PartitionId, offset: int) -> RemoteReader:
+        reader = RemoteReader(self, pid, offset)
+        try:
+            # The first fetch here, without waiting: an offset out of range raises now, as a
+            # local reader's does when it opens.
+            await reader.first_fetch()
+        except BaseException:
+            reader.close()
+            with trio.CancelScope(shield=True):
+                await reader.discard_connection()
+            raise
+        self._nursery.start_soon(reader.fetch_ahead)
+        return reader
+
+    def backoff(self) -> Backoff:
+        return Backoff(self.config.backoff_initial_s, self.config.backoff_max_s, self._rng)
+
+    async def aclose(self) -> None:
+        async with self._control_lock:
+            await self._drop_control()
+
+
+class RemoteReader:
+    """A ``PartitionReader`` over the fetch service (see the module docstring)."""
+
+    def __init__(self, source: RemoteJournalSource, pid: PartitionId, offset: int) -> None:
+        self.pid = pid
+        self.skipped: list[tuple[int, int]] = []
+        self.skip_reasons: dict[tuple[int, int], str] = {}
+        self._source = source
+        self._where = Path(f"{source.peer}:{pid}")
+        self._next = offset  # what ``read`` hands out next
+        self._fetch_at = offset  # where the next fetch starts
+        self._hwm = offset
+        self._queue: deque[_Chunk | _Skip | JournalError] = deque()
+        self._changed = trio.Event()  # set when the queue changes, then replaced
+        self._client: AsyncFetchClient | None = None
+        self._scope = trio.CancelScope()
+        self._closed = False
+
+    # -- PartitionReader ------------------------------------------------------------------------
+
+    @property
+    def position(self) -> int:
+        return self._next
+
+    def high_water_mark(self) -> int:
+        """As of the last response."""
+        return self._hwm
+
+    def read(self, max_messages: int = 1000, max_bytes: int = 1 << 20) -> list[JournalMessage]:
+        if self._closed:
+            raise JournalClosed("the reader is closed")
+        out: list[JournalMessage] = []
+        size = 0
+        queue = self._queue
+        while queue and len(out) < max_messages:
+            item = queue[0]
+            if isinstance(item, JournalError):
+                if out:
+                    return out  # what came before it is good; the next call raises
+                raise item
+            if isinstance(item, _Skip):
+                queue.popleft()
+                self.skipped.append((item.start, item.end))
+                self.skip_reasons[item.start, item.end] = item.reason
+                self._next = item.end
+                continue
+            messages = item.messages
+            while item.at < len(messages) and len(out) < max_messages:
+                message = messages[item.at]
+                if out and size + len(message.message) > max_bytes:
+                    self._wake()
+                    return out
+                out.append(message)
+                size += len(message.message)
+                item.at += 1
+            self._next = out[-1].offset + 1
+            if item.at == len(messages):
+                queue.popleft()
+        self._wake()
+        return out
+
+    async def read_wait(
+        self, max_messages: int = 1000, max_bytes: int = 1 << 20
+    ) -> list[JournalMessage]:
+        while True:
+            changed = self._changed
+            messages = self.read(max_messages, max_bytes)
+            if messages:
+                return messages
+            await changed.wait()
+
+    def close(self) -> None:
+        self._closed = True
+        self._scope.cancel()
+
+    # -- fetching ---------------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def first_fetch(self) -> None:
+        result = await self._fetch(wait_ms=0)
+        if isinstance(result, FetchRefused):
+            if result.code == FetchErrorCode.OFFSET_BELOW_EARLIEST:
+                raise OffsetOutOfRange(
+                    self.pid, self._fetch_at, result.earliest, result.high_water_mark
+                )
+            raise _error_of(result, self.pid, self._fetch_at, self._source.peer)
+        self._take(result)
+
+    async def fetch_ahead(self) -> None:
+        """The reader's task: fetch the next response once the last one has been read."""
+        try:
+            with self._scope:
+                while True:
+                    while self._queue:
+                        if isinstance(self._queue[-1], JournalError):
+                            return  # the reader is done: the runtime reopens after it
+                        await self._changed.wait()
+                    result = await self._fetch(wait_ms=self._source.config.wait_ms)
+                    if isinstance(result, FetchRefused):
+                        self._refused(result)
+                    else:
+                        self._take(result)
+                    self._wake()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.discard_connection()
+
+    async def discard_connection(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def _fetch(self, *, wait_ms: int) -> FetchResult | FetchRefused:
+        """One fetch from ``_fetch_at``, retrying transport failures on a new connection."""
+        source = self._source
+        backoff = source.backoff()
+        request = FetchRequest(
+            self.pid.category,
+            self.pid.partition,
+            self._fetch_at,
+            source.config.max_bytes,
+            1 << 30,
+            wait_ms,
+        )
+        while True:
+            try:
+                if self._client is None:
+                    self._client = await source.connect()
+                return await self._client.fetch(request)
+            except FetchRefused as refused:
+                if refused.code != FetchErrorCode.UNAVAILABLE:
+                    return refused
+                reason = refused.reason
+            except (ClientError, ConnectionError) as exc:
+                reason = str(exc)
+            await self.discard_connection()
+            delay = backoff.next_delay()
+            source.reconnects += 1
+            log.warning(
+                "fetch failed; reconnecting",
+                extra={
+                    "server": source.peer,
+                    "partition": str(self.pid),
+                    "offset": self._fetch_at,
+                    "attempt": backoff.attempts,
+                    "delay_s": round(delay, 3),
+                    "error": reason,
+                },
+            )
+            await trio.sleep(delay)
+
+    def _take(self, result: FetchResult) -> None:
+        self._hwm = result.high_water_mark
+        at = self._fetch_at
+        if result.gap:
+            reason = SKIP_REPAIRED if result.gap_documented else SKIP_MISSING
+            self._queue.append(_Skip(at, result.next_offset, reason))
+            self._fetch_at = result.next_offset
+            return
+        if not result.records:
+            return  # at the tail: nothing came within the wait
+        try:
+            messages, end = decode_records(result.records, at, self._where)
+        except JournalCorrupt as exc:
+            self._queue.append(exc)
+            return
+        if messages and messages[0].offset != at:
+            # Whole batches begin at or before the offset asked for, never after it.
+            self._queue.append(JournalCorrupt(self._where, 0, f"records begin past offset {at}"))
+            return
+        if messages:
+            self._queue.append(_Chunk(messages))
+        self._fetch_at = end
+
+    def _refused(self, refused: FetchRefused) -> None:
+        if refused.code == FetchErrorCode.OFFSET_BELOW_EARLIEST:
+            # Retention deleted what this reader was about to read: go on where data does.
+            self._queue.append(_Skip(self._fetch_at, refused.earliest, SKIP_MISSING))
+            self._fetch_at = refused.earliest
+            return
+        self._queue.append(_error_of(refused, self.pid, self._fetch_at, self._source.peer))
+
+
+@asynccontextmanager
+async def open_remote_source(
+    host: str, port: int, config: RemoteReadConfig | None = None
+) -> AsyncIterator[RemoteJournalSource]:
+    """A ``RemoteJournalSource`` whose readers' tasks end with the block."""
+    async with trio.open_nursery() as nursery:
+        source = RemoteJournalSource(host, port, nursery, config)
+        try:
+            yield source
+        finally:
+            nursery.cancel_scope.cancel()
+            with trio.CancelScope(shield=True):
+                await source.aclose()
