@@ -427,3 +427,26 @@ def materialize_lines(summary: dict[str, Any]) -> list[str]:
         f" target p99 < 1 s: {verdict(met['e2e_p99_under_1s'])})"
     )
     return lines
+
+
+@bench_group.command("fetch")
+@click.option(
+    "--messages", type=click.IntRange(1000, 10_000_000), default=200_000, show_default=True
+)
+@click.option("--message-bytes", type=click.IntRange(1, 1 << 20), default=200, show_default=True)
+@json_option("Print one JSON object.")
+def fetch_command(messages: int, message_bytes: int, as_json: bool) -> None:
+    """Read one partition through the fetch service and from its files, in one run."""
+    from pipeline.bench_fetch import FetchBenchSettings, run_fetch_bench
+
+    base = Path("var")
+    base.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=base, prefix="bench-fetch-") as tmp:
+        click.echo(f"writing {messages:,} messages, reading them locally and remotely...", err=True)
+        settings = FetchBenchSettings(messages=messages, message_bytes=message_bytes)
+        report = run_fetch_bench(Path(tmp) / "journal", settings).as_dict()
+    if as_json:
+        click.echo(json.dumps(report))
+    else:
+        for key, value in report.items():
+            click.echo(f"{key}: {value:,}")
