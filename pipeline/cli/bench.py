@@ -434,7 +434,7 @@ def materialize_lines(summary: dict[str, Any]) -> list[str]:
     "--messages", type=click.IntRange(1000, 10_000_000), default=200_000, show_default=True
 )
 @click.option("--message-bytes", type=click.IntRange(1, 1 << 20), default=200, show_default=True)
-@json_option("Print one JSON object.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def fetch_command(messages: int, message_bytes: int, as_json: bool) -> None:
     """Read one partition through the fetch service and from its files, in one run."""
     from pipeline.bench_fetch import FetchBenchSettings, run_fetch_bench
