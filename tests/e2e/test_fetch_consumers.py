@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import time
+from functools import partial
 from pathlib import Path
 
 from pipeline_cli import PIPELINE
@@ -57,6 +58,10 @@ def send(port: int, messages: list[bytes]) -> None:
             if time.monotonic() > deadline:
                 raise
         time.sleep(0.05)
+
+
+def delivered(root: Path, count: int) -> bool:
+    return len(lines(root)) >= count
 
 
 def lines(root: Path) -> list[bytes]:
@@ -154,7 +159,7 @@ add_newlines = true
                 sent += batch
             if round_ % 2 == 0:
                 # Caught up: the consumer waits in a long poll at the tail when it is killed.
-                wait_for(lambda: len(lines(tmp_path / "files")) >= len(sent), 60, "caught up")
+                wait_for(partial(delivered, tmp_path / "files", len(sent)), 60, "caught up")
             # Kill the server while the consumer is fetching, then bring it back.
             server.kill()
             time.sleep(0.3)
