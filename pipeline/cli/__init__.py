@@ -1,8 +1,6 @@
 """The ``pipeline`` command: one entry point for the daemons and the operator tools.
 
-Exit codes: 0 success; 1 a command's own failure (``journal verify`` found damage, ...);
-2 usage errors (click); 78 (EX_CONFIG) invalid configuration; 70 (EX_SOFTWARE) a daemon could
-not start.  ``cat`` and ``ctl`` keep scribe_cat's and scribe_ctrl's own codes.
+The convention every command follows, and the exit codes, are in ``pipeline.cli.common``.
 """
 
 from __future__ import annotations
@@ -12,6 +10,7 @@ import click
 from pipeline import __version__
 from pipeline.cli.bench import bench_group
 from pipeline.cli.cassandra import deadletters_group, events_command, schema_group
+from pipeline.cli.common import EXIT_CODES, HELP_OPTION_NAMES
 from pipeline.cli.journal import journal_group
 from pipeline.cli.offsets import offsets_group, replay_command
 from pipeline.cli.serve import consume, run, serve
@@ -21,10 +20,21 @@ from pipeline.services.cli import services
 __all__ = ["main"]
 
 
-@click.group(context_settings={"help_option_names": ["--help"]})
+def _exit_codes_epilog() -> str:
+    # "\b" keeps click from rewrapping the table.
+    rows = "\n".join(f"  {code:<5} {meaning}" for code, meaning in EXIT_CODES)
+    return f"\b\nExit codes:\n{rows}"
+
+
+@click.group(context_settings={"help_option_names": HELP_OPTION_NAMES}, epilog=_exit_codes_epilog())
 @click.version_option(__version__, prog_name="pipeline")
 def main() -> None:
-    """scribe-pipeline: a Scribe-compatible log server with a durable journal."""
+    """scribe-pipeline: a Scribe-compatible log server with a durable journal.
+
+    Every command takes -h/--help (cat: --help, -h is scribe_cat's host).  The same flag means
+    the same everywhere: -c category, -p partition, -g group, -t target server host[:port],
+    -d duration, --config file, --journal-dir, --json for machines.
+    """
 
 
 main.add_command(serve)

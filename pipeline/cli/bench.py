@@ -22,7 +22,13 @@ from pipeline.bench_materialize import (
     MaterializeSettings,
     run_materialize,
 )
-from pipeline.cli.common import CASSANDRA_ADDRESS, run_async, target_option
+from pipeline.cli.common import (
+    CASSANDRA_ADDRESS,
+    duration_option,
+    json_option,
+    run_async,
+    target_option,
+)
 from scribe_compat import ClientError, CodecLimits
 
 
@@ -33,7 +39,7 @@ def bench_group() -> None:
 
 @bench_group.command("ingest")
 @target_option()
-@click.option("--connections", "-c", type=click.IntRange(1, 4096), default=4, show_default=True)
+@click.option("--connections", type=click.IntRange(1, 4096), default=4, show_default=True)
 @click.option(
     "--batch",
     "-b",
@@ -45,14 +51,7 @@ def bench_group() -> None:
 @click.option(
     "--message-bytes", "-s", type=click.IntRange(0, 16 << 20), default=200, show_default=True
 )
-@click.option(
-    "--duration",
-    "-d",
-    type=click.FloatRange(0, 86400, min_open=True),
-    default=10.0,
-    show_default=True,
-    help="Seconds.",
-)
+@duration_option(low=0, high=86400)
 @click.option(
     "--warmup",
     type=click.FloatRange(0, 3600),
@@ -68,12 +67,13 @@ def bench_group() -> None:
 )
 @click.option(
     "--category",
+    "-c",
     default=IngestSettings.category,
     show_default=True,
     help="The category written (with --categories N: NAME0 to NAME<N-1>).",
 )
 @click.option("--categories", type=click.IntRange(1, 10_000), default=1, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@json_option("Print one JSON object.")
 def ingest_command(
     target: tuple[str, int],
     connections: int,
@@ -171,9 +171,9 @@ def ingest_command(
     show_default=True,
     help="Seconds between one-message probe calls.",
 )
-@click.option("--duration", "-d", type=click.FloatRange(0.5, 3600), default=10.0, show_default=True)
+@duration_option()
 @click.option("--warmup", type=click.FloatRange(0, 600), default=1.0, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@json_option("Print one JSON object.")
 def fairness_command(
     target: tuple[str, int],
     large_connections: int,
@@ -234,13 +234,7 @@ def fairness_command(
     type=click.Path(path_type=Path, file_okay=False, exists=True, writable=True),
     help="An existing directory on the disk to probe (default: a temporary dir under var/).",
 )
-@click.option(
-    "--seconds",
-    type=click.FloatRange(0, 3600, min_open=True),
-    default=2.0,
-    show_default=True,
-    help="Seconds per measurement.",
-)
+@duration_option("Seconds per measurement.", "--seconds", default=2.0, low=0.1)
 @click.option(
     "--write-mb",
     type=click.IntRange(1, 1 << 20),
@@ -248,18 +242,18 @@ def fairness_command(
     show_default=True,
     help="MB written for the sequential write rate.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def machine_command(directory: Path | None, seconds: float, write_mb: int, as_json: bool) -> None:
+@json_option("Print one JSON object.")
+def machine_command(directory: Path | None, duration: float, write_mb: int, as_json: bool) -> None:
     """Measure fdatasync rate, sequential write MB/s and the Thrift decode rate."""
     base = directory or Path("var")
     if directory is None:
         base.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=base, prefix="machine-") as tmp:
         click.echo("measuring fdatasync, sequential writes, decode...", err=True)
-        limits = machine.measure(Path(tmp), seconds=seconds, total_mb=write_mb)
+        limits = machine.measure(Path(tmp), seconds=duration, total_mb=write_mb)
     report = dataclasses.asdict(limits)
-    report["decode_entries_per_s"] = decode_rate(seconds=seconds)
-    report["decode_unframed_entries_per_s"] = decode_rate(seconds=seconds, framed=False)
+    report["decode_entries_per_s"] = decode_rate(seconds=duration)
+    report["decode_unframed_entries_per_s"] = decode_rate(seconds=duration, framed=False)
     report = {k: round(v, 1) if isinstance(v, float) else v for k, v in report.items()}
     if as_json:
         click.echo(json.dumps(report))
@@ -292,14 +286,7 @@ def _keyspace_prefix(_ctx: click.Context, _param: click.Parameter, value: str) -
     show_default=True,
     help="Rows per throughput phase at most; the consumer drains a journal of this many.",
 )
-@click.option(
-    "--duration",
-    "-d",
-    type=click.FloatRange(0.5, 3600),
-    default=10.0,
-    show_default=True,
-    help="Seconds per throughput phase at most, and of the end-to-end load.",
-)
+@duration_option("Seconds per throughput phase at most, and of the end-to-end load.")
 @click.option(
     "--message-bytes",
     "-s",
@@ -343,7 +330,7 @@ def _keyspace_prefix(_ctx: click.Context, _param: click.Parameter, value: str) -
     callback=_keyspace_prefix,
     help="The run's keyspace is PREFIX_<random>, dropped at the end.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@json_option("Print one JSON object.")
 def materialize_command(
     target: tuple[str, int],
     rows: int,
@@ -434,7 +421,7 @@ def materialize_lines(summary: dict[str, Any]) -> list[str]:
     "--messages", type=click.IntRange(1000, 10_000_000), default=200_000, show_default=True
 )
 @click.option("--message-bytes", type=click.IntRange(1, 1 << 20), default=200, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@json_option("Print one JSON object.")
 def fetch_command(messages: int, message_bytes: int, as_json: bool) -> None:
     """Read one partition through the fetch service and from its files, in one run."""
     from pipeline.bench_fetch import FetchBenchSettings, run_fetch_bench

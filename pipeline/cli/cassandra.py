@@ -35,10 +35,13 @@ from consumers.sinks.cassandra import schema as schema_module
 from pipeline import cassandra_queries as queries
 from pipeline import logs
 from pipeline.cli.common import (
-    EXIT_CONFIG,
+    CommandError,
+    InvalidConfigError,
     category_bytes,
     config_option,
+    error_line,
     group_section,
+    json_option,
     load_config,
     metadata_record,
     text,
@@ -56,12 +59,15 @@ T = TypeVar("T")
 group_option = click.option(
     "--group", "-g", "group_name", help='The consumer group (one with sink = "cassandra").'
 )
-json_option = click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+json_lines_option = json_option("One JSON object per line.")
 
 
-def _fail(message: str, code: int = 1) -> NoReturn:
-    click.echo(f"pipeline: {' '.join(message.split())}", err=True)
-    sys.exit(code)
+def _fail(message: str) -> NoReturn:
+    raise CommandError(" ".join(message.split()))
+
+
+def _misconfigured(message: str) -> NoReturn:
+    raise InvalidConfigError(" ".join(message.split()))
 
 
 def _run(config: PipelineConfig, work: Callable[[CassandraSession], Awaitable[T]]) -> T:
@@ -79,12 +85,14 @@ def _run(config: PipelineConfig, work: Callable[[CassandraSession], Awaitable[T]
     try:
         return trio.run(main)
     except (StorageError, SinkError, BaseExceptionGroup) as exc:
+        if (refused := find_error(exc, click.ClickException)) is not None:
+            raise refused from None  # a command's own error, from inside a nursery
         error = find_error(exc, StorageError) or find_error(exc, SinkError)
         if error is None:
             raise
         if isinstance(error, SchemaMismatch):
             for problem in error.problems:
-                click.echo(f"pipeline: {' '.join(problem.split())}", err=True)
+                error_line(problem)
             sys.exit(1)
         _fail(str(error))
 
@@ -92,9 +100,8 @@ def _run(config: PipelineConfig, work: Callable[[CassandraSession], Awaitable[T]
 def _cassandra_group(config: PipelineConfig, name: str) -> ConsumerSection:
     section = group_section(config, name)
     if section.group.sink != "cassandra" or section.cassandra is None:
-        _fail(
-            f"group {name!r} does not write to Cassandra (sink = {section.group.sink!r})",
-            EXIT_CONFIG,
+        _misconfigured(
+            f"group {name!r} does not write to Cassandra (sink = {section.group.sink!r})"
         )
     return section
 
@@ -106,10 +113,8 @@ def _only_group(
     if name is not None:
         section = _cassandra_group(config, name)
         if materializer is not None and _materializer(section) != materializer:
-            _fail(
-                f"group {name!r} runs the {_materializer(section)} materializer, not "
-                f"{materializer}",
-                EXIT_CONFIG,
+            _misconfigured(
+                f"group {name!r} runs the {_materializer(section)} materializer, not {materializer}"
             )
         return section
     candidates = [
@@ -120,7 +125,7 @@ def _only_group(
     kind = "Cassandra" if materializer is None else f"{materializer} materializer"
     if not candidates:
         what = "writes to Cassandra" if materializer is None else f"runs the {kind}"
-        _fail(f"no consumer group {what}", EXIT_CONFIG)
+        _misconfigured(f"no consumer group {what}")
     if len(candidates) > 1:
         names = ", ".join(s.name for s in candidates)
         raise click.UsageError(f"--group is required: the {kind} groups are {names}")
@@ -165,7 +170,7 @@ def schema_show(config_path: Path | None, group_name: str | None) -> None:
     _, plan = _plan(config_path, group_name)
     click.echo(queries.schema_cql(plan), nl=False)
     for problem in plan.conflicts:
-        click.echo(f"pipeline: {_problem_line(problem)}", err=True)
+        error_line(_problem_line(problem))
     if plan.conflicts:
         sys.exit(1)
 
@@ -183,7 +188,7 @@ def schema_apply(config_path: Path | None, group_name: str | None) -> None:
     if not done and not problems:
         click.echo("schema up to date")
     for problem in problems:
-        click.echo(f"pipeline: {_problem_line(problem)}", err=True)
+        error_line(_problem_line(problem))
     if problems:
         sys.exit(1)
 
@@ -191,7 +196,7 @@ def schema_apply(config_path: Path | None, group_name: str | None) -> None:
 @schema_group.command("diff")
 @config_option
 @group_option
-@json_option
+@json_lines_option
 def schema_diff(config_path: Path | None, group_name: str | None, as_json: bool) -> None:
     """Print every difference between the configuration and the cluster, changing nothing;
     exit 1 when there is any."""
@@ -239,7 +244,7 @@ def _letter_record(letter: DeadLetter) -> dict[str, Any]:
 @group_option
 @click.option("--category", "-c", help="Only this category (exact, as text).")
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many.")
-@json_option
+@json_lines_option
 def deadletters_list(
     config_path: Path | None,
     group_name: str | None,

@@ -1,12 +1,23 @@
 """What every ``pipeline`` command shares: options, parameter types, loading, exit codes.
 
-* ``--category/-c`` and ``--partition/-p`` mean the same in every command; every numeric option
-  carries a range; every time option is of the one type `TIME` (`pipeline.times`).
+The convention, the same in every command (``tests/pipeline/test_cli_convention.py`` walks the
+whole command tree to hold it):
+
+* ``-c/--category``, ``-p/--partition``, ``-g/--group``, ``-d/--duration`` and ``-t/--target``
+  mean one thing each, wherever they appear; ``-h`` is ``--help`` (except in ``cat``, where it
+  is scribe_cat's host, an alias of ``--target``).
+* ``-t/--target host[:port]`` is the Scribe server a command talks to (`ADDRESS`: the port may
+  be left out, not left empty).  ``cat -h`` and ``ctl COMMAND [PORT]`` keep scribe_cat's and
+  scribe_ctrl's forms as aliases.  ``--host``/``--port`` are the address a daemon listens on.
+* ``--config`` is taken by every command that reads the configuration; ``--journal-dir`` by
+  every command that reads a journal, over the configuration's ``journal.dir``.
+* ``--log-level``/``--log-format`` by every daemon; ``--json`` by every command whose output a
+  machine may read; ``--yes`` by every command that deletes or rewrites data.
+* Every numeric option carries a range; every time option is of the one type `TIME`
+  (`pipeline.times`); ``--timeout`` is seconds per call wherever a command talks to a server.
 * An unknown category, partition or group is an error, exit 1, naming those that exist
   (`require_known`).
-* An address is ``host[:port]`` or ``[v6]:port`` in every command that takes one (`ADDRESS`,
-  `CASSANDRA_ADDRESS`): the port may be left out, not left empty.
-* ``--timeout`` is seconds per call wherever a command talks to a server (`timeout_option`).
+* An error is one line on standard error, ``Error: ...``, with the exit code of `EXIT_CODES`.
 * Commands that run trio go through `run_async`: the errors a command expects become one line
   and exit 1, whatever nursery they come out of.  A closed standard output (``| head``) is a
   ``BrokenPipeError`` that reaches click bare, from a plain loop or from a nursery alike, and
@@ -17,7 +28,6 @@ from __future__ import annotations
 
 import base64
 import json
-import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
@@ -39,8 +49,53 @@ FC = TypeVar("FC", bound=Callable[..., Any] | click.Command)
 
 SCRIBE_PORT = 1463
 CASSANDRA_PORT = 9042
+EXIT_FAILED = 1
+EXIT_USAGE = 2  # click's own
 EXIT_CONFIG = 78  # EX_CONFIG: invalid configuration
-EXIT_STARTUP = 70  # EX_SOFTWARE: a daemon could not start
+EXIT_STARTUP = 70  # EX_SOFTWARE: a daemon or a service could not start
+
+# For ``pipeline --help`` and the README's "Exit codes" (a test keeps the two in step).
+EXIT_CODES = (
+    ("0", "success"),
+    ("1", "the command failed: damage found, an unknown name, a server unreachable or refusing"),
+    ("2", "usage: an unknown option, a value out of range"),
+    ("70", "a daemon or a local service could not start (a port in use, no Java, ...)"),
+    ("78", "invalid configuration: the key and the problem are named"),
+    ("84", "cat: the server answered TRY_LATER (as scribe_cat)"),
+    ("2, 3", "ctl status: the server is ALIVE; not ALIVE or unreachable (as scribe_ctrl)"),
+)
+
+HELP_OPTION_NAMES = ["-h", "--help"]
+
+
+class CommandError(click.ClickException):
+    """A command's own failure: ``Error: <message>`` on stderr, exit 1."""
+
+    exit_code = EXIT_FAILED
+
+
+class InvalidConfigError(CommandError):
+    """The configuration does not load, or does not fit what the command needs: exit 78."""
+
+    exit_code = EXIT_CONFIG
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"invalid configuration: {message}")
+
+
+class CannotStartError(CommandError):
+    """A daemon or a service it needs could not start: exit 70."""
+
+    exit_code = EXIT_STARTUP
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"cannot start: {message}")
+
+
+def error_line(message: str) -> None:
+    """One of several problems a command reports before it exits, in the errors' own form."""
+    click.echo(f"Error: {' '.join(message.split())}", err=True)
+
 
 config_option = click.option(
     "--config",
@@ -48,6 +103,13 @@ config_option = click.option(
     type=click.Path(path_type=Path, dir_okay=False),
     envvar="PIPELINE_CONFIG",
     help="TOML configuration file (conf/pipeline.toml is an annotated example).",
+)
+
+journal_dir_option = click.option(
+    "--journal-dir",
+    "journal_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="The journal directory [default: the configuration's journal.dir, var/journal].",
 )
 
 category_option = click.option("--category", "-c", help="Only this category (exact, as text).")
@@ -128,17 +190,42 @@ CASSANDRA_ADDRESS = AddressParam(CASSANDRA_PORT)
 
 
 def target_option(
-    *names: str, default: str | None = "127.0.0.1", what: str = "Server"
+    *aliases: str, default: str | None = "127.0.0.1", what: str = "The Scribe server"
 ) -> Callable[[FC], FC]:
-    """A Scribe server's address (``--target`` unless other ``names`` are given)."""
+    """``-t/--target``: the Scribe server a command talks to, under ``aliases`` too."""
     return click.option(
-        *(names or ("--target",)),
+        "--target",
+        "-t",
+        *aliases,
         "target",
         type=ADDRESS,
         default=default,
         show_default=default is not None,
-        help=f"{what} as host[:port] (port {SCRIBE_PORT} unless given).",
+        help=f"{what}, host[:port] (port {SCRIBE_PORT} unless given).",
     )
+
+
+def log_options(command: FC) -> FC:
+    """``--log-level`` and ``--log-format``, over the configuration's ``[log]``."""
+    command = click.option(
+        "--log-format", type=click.Choice(["logfmt", "json"]), help="Log line format."
+    )(command)
+    return click.option(
+        "--log-level",
+        type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+        help="Lowest level logged [default: info].",
+    )(command)
+
+
+def journal_options(command: FC) -> FC:
+    """``--config`` and ``--journal-dir``, for commands that read a journal (`journal_dir_of`)."""
+    return config_option(journal_dir_option(command))
+
+
+def journal_dir_of(config_path: Path | None, journal_dir: Path | None) -> Path:
+    """The journal directory: ``--journal-dir``, else the configuration's (exit 78 when the
+    configuration does not load)."""
+    return load_config(config_path, journal__dir=journal_dir).journal.dir
 
 
 timeout_option = click.option(
@@ -148,6 +235,31 @@ timeout_option = click.option(
     show_default=True,
     help="Seconds per call (connect, send, reply).",
 )
+
+
+def json_option(what: str) -> Callable[[FC], FC]:
+    """``--json``: output for machines, ``what`` it prints."""
+    return click.option("--json", "as_json", is_flag=True, help=what)
+
+
+def duration_option(
+    what: str = "Seconds.",
+    *aliases: str,
+    default: float = 10.0,
+    low: float = 0.5,
+    high: float = 3600,
+) -> Callable[[FC], FC]:
+    """``-d/--duration`` in seconds, from ``low`` (above it, when 0) to ``high``."""
+    return click.option(
+        "--duration",
+        "-d",
+        *aliases,
+        "duration",
+        type=click.FloatRange(low, high, min_open=low == 0),
+        default=default,
+        show_default=True,
+        help=what,
+    )
 
 
 def time_option(name: str, what: str, default: str | None = None) -> Callable[[Any], Any]:
@@ -234,8 +346,7 @@ def load_config(config_path: Path | None, **flags: Any) -> PipelineConfig:
     try:
         return config_module.load(config_path, overrides=config_module.flag_overrides(**flags))
     except ConfigError as exc:
-        click.echo(f"pipeline: invalid configuration: {exc}", err=True)
-        sys.exit(EXIT_CONFIG)
+        raise InvalidConfigError(str(exc)) from exc
 
 
 def group_section(config: PipelineConfig, name: str) -> ConsumerSection:
@@ -243,8 +354,7 @@ def group_section(config: PipelineConfig, name: str) -> ConsumerSection:
     try:
         return config.group(name)
     except ConfigError as exc:
-        click.echo(f"pipeline: {exc}", err=True)
-        sys.exit(EXIT_CONFIG)
+        raise InvalidConfigError(str(exc)) from exc
 
 
 def text(raw: bytes) -> str:

@@ -36,6 +36,9 @@ from journal import (
 from pipeline.cli.common import (
     category_bytes,
     category_option,
+    journal_dir_of,
+    journal_options,
+    json_option,
     metadata_record,
     offset_type,
     partition_option,
@@ -45,16 +48,6 @@ from pipeline.cli.common import (
     time_option,
     with_message,
     write_json_lines,
-)
-
-journal_dir_option = click.option(
-    "--journal-dir",
-    "journal_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("var/journal"),
-    show_default=True,
-    envvar="PIPELINE_JOURNAL__DIR",
-    help="The journal directory.",
 )
 
 # How often ``tail`` looks for partitions created after it started: listing the directory is
@@ -93,10 +86,11 @@ def journal_group() -> None:
 
 
 @journal_group.command("ls")
-@journal_dir_option
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per partition.")
-def ls_command(journal_dir: Path, as_json: bool) -> None:
+@journal_options
+@json_option("One JSON object per partition.")
+def ls_command(config_path: Path | None, journal_dir: Path | None, as_json: bool) -> None:
     """List partitions with their offsets, sizes and segments, after the journal's identity."""
+    journal_dir = journal_dir_of(config_path, journal_dir)
     infos = _select(journal_dir, None, None)
     journal_id = _journal_id(journal_dir)
     if as_json:
@@ -142,7 +136,7 @@ def _info_record(info: PartitionInfo) -> dict[str, Any]:
 
 
 @journal_group.command("dump")
-@journal_dir_option
+@journal_options
 @category_option
 @partition_option
 @click.option(
@@ -153,7 +147,8 @@ def _info_record(info: PartitionInfo) -> dict[str, Any]:
     "--limit", type=click.IntRange(min=1), help="Stop after this many messages per partition."
 )
 def dump_command(
-    journal_dir: Path,
+    config_path: Path | None,
+    journal_dir: Path | None,
     category: str | None,
     partition: int | None,
     from_offset: int | None,
@@ -161,6 +156,7 @@ def dump_command(
     limit: int | None,
 ) -> None:
     """Print messages as JSON lines (category, partition, offset, timestamp, message)."""
+    journal_dir = journal_dir_of(config_path, journal_dir)
     for info in _select(journal_dir, category, partition):
         reader = _open(journal_dir, info, from_offset, from_time)
         try:
@@ -200,13 +196,14 @@ def _records(pid: PartitionId, messages: Iterable[JournalMessage]) -> Iterable[d
 
 
 @journal_group.command("tail")
-@journal_dir_option
+@journal_options
 @category_option
 @partition_option
 @click.option("--from-beginning", is_flag=True, help="Start at the earliest offset, not the end.")
 @click.option("--count", type=click.IntRange(min=1), help="Exit after printing this many messages.")
 def tail_command(
-    journal_dir: Path,
+    config_path: Path | None,
+    journal_dir: Path | None,
     category: str | None,
     partition: int | None,
     from_beginning: bool,
@@ -217,6 +214,7 @@ def tail_command(
     Like ``tail -F``: partitions created later (a new category, or the one ``-c`` names
     before it exists) are followed from their first message as they appear.
     """
+    journal_dir = journal_dir_of(config_path, journal_dir)
     _require_journal(journal_dir)
     wanted = None if category is None else category_bytes(category)
 
@@ -281,11 +279,14 @@ async def _tail(
 
 
 @journal_group.command("verify")
-@journal_dir_option
+@journal_options
 @category_option
 @partition_option
-def verify_command(journal_dir: Path, category: str | None, partition: int | None) -> None:
+def verify_command(
+    config_path: Path | None, journal_dir: Path | None, category: str | None, partition: int | None
+) -> None:
     """Check every batch's checksum and offsets; exit 1 when any problem is found."""
+    journal_dir = journal_dir_of(config_path, journal_dir)
     infos = _select(journal_dir, category, partition)
     problems = 0
     with click.progressbar(infos, label="verifying", file=sys.stderr) as bar:
@@ -310,7 +311,7 @@ def _problem_record(problem: VerifyProblem) -> dict[str, Any]:
 
 
 @journal_group.command("repair")
-@journal_dir_option
+@journal_options
 @click.option("--category", "-c", required=True, help="The category (exact, as text).")
 @click.option("--partition", "-p", type=click.IntRange(min=0), required=True, help="The partition.")
 @click.option(
@@ -321,7 +322,12 @@ def _problem_record(problem: VerifyProblem) -> dict[str, Any]:
 )
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def repair_command(
-    journal_dir: Path, category: str, partition: int, salvage: bool, yes: bool
+    config_path: Path | None,
+    journal_dir: Path | None,
+    category: str,
+    partition: int,
+    salvage: bool,
+    yes: bool,
 ) -> None:
     """Cut a damaged partition at its first invalid batch (the cut bytes are kept aside).
 
@@ -329,6 +335,7 @@ def repair_command(
     offsets are never reused); the offsets cut are a gap that verify accepts and consumers skip,
     logging and counting it.  Stop the server first: repair rewrites the partition's files.
     """
+    journal_dir = journal_dir_of(config_path, journal_dir)
     _require_journal(journal_dir)
     (pid,) = select_partitions(
         list_partition_ids(journal_dir), category, partition, str(journal_dir)

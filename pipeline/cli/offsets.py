@@ -24,16 +24,18 @@ from consumers import (
 )
 from journal import JournalError, PartitionId, PartitionInfo, list_partitions, open_reader
 from pipeline.cli.common import (
-    ADDRESS,
     TIME,
     category_option,
     config_option,
+    journal_options,
+    json_option,
     load_config,
     offset_type,
     partition_option,
     require_known,
     run_async,
     select_partitions,
+    target_option,
     text,
     time_option,
     tool_logs,
@@ -61,7 +63,7 @@ def offsets_group() -> None:
 
 
 @offsets_group.command("show")
-@config_option
+@journal_options
 @click.option(
     "--group",
     "-g",
@@ -69,14 +71,16 @@ def offsets_group() -> None:
     multiple=True,
     help="Only these groups (default: every configured group and every group with stored offsets).",
 )
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per group and partition.")
-def show_command(config_path: Path | None, groups: tuple[str, ...], as_json: bool) -> None:
+@json_option("One JSON object per group and partition.")
+def show_command(
+    config_path: Path | None, journal_dir: Path | None, groups: tuple[str, ...], as_json: bool
+) -> None:
     """Committed offset, high-water mark and lag per group and partition.
 
     A group marked * is not in the configuration but has stored offsets: it still holds
     retention back (``pipeline offsets delete --group NAME`` forgets it).
     """
-    config = load_config(config_path)
+    config = load_config(config_path, journal__dir=journal_dir)
     rows = run_async(_offset_rows, config, list(groups), errors=(CoordinationError,))
     if as_json:
         write_json_lines(sys.stdout, rows)
@@ -173,7 +177,7 @@ class OffsetTargetParam(click.ParamType[OffsetTarget, Any]):
 
 
 @offsets_group.command("reset")
-@config_option
+@journal_options
 @click.option("--group", "-g", "group", required=True, help="The group whose offsets move.")
 @category_option
 @partition_option
@@ -188,6 +192,7 @@ class OffsetTargetParam(click.ParamType[OffsetTarget, Any]):
 @click.option("--force", is_flag=True, help="Reset even while members are active.")
 def reset_command(
     config_path: Path | None,
+    journal_dir: Path | None,
     group: str,
     category: str | None,
     partition: int | None,
@@ -199,7 +204,7 @@ def reset_command(
     A configured group moves in the partitions its categories match; a group known only from
     its stored offsets, in those.
     """
-    config = load_config(config_path)
+    config = load_config(config_path, journal__dir=journal_dir)
     tool_logs(config)
     done = run_async(
         _reset,
@@ -329,16 +334,14 @@ async def _delete(config: PipelineConfig, group: str, force: bool) -> int:
 
 
 @click.command("replay")
-@config_option
+@journal_options
 @click.option("--category", "-c", required=True, help="The category to replay.")
 @partition_option
 @click.option("--from-offset", type=offset_type, help="The first offset (default: the earliest).")
 @click.option("--to-offset", type=offset_type, help="The end offset, exclusive.")
 @time_option("--from-time", "From the first message at or after this time")
 @time_option("--to-time", "Up to the first message at or after this time, exclusive")
-@click.option(
-    "--to-scribe", type=ADDRESS, help="Forward to this Scribe server, host[:port] (port 1463)."
-)
+@target_option("--to-scribe", default=None, what="Forward to this Scribe server")
 @click.option(
     "--to-files",
     type=click.Path(path_type=Path, file_okay=False),
@@ -351,26 +354,27 @@ async def _delete(config: PipelineConfig, group: str, force: bool) -> int:
     type=click.FloatRange(min=0, min_open=True, max=86400),
     default=DEFAULT_MAX_RETRY_S,
     show_default=True,
-    help="With --to-scribe: seconds a batch may go undelivered (retried with backoff, each "
+    help="With --target: seconds a batch may go undelivered (retried with backoff, each "
     "retry logged with its reason) before the replay stops with exit 1.",
 )
 def replay_command(
     config_path: Path | None,
+    journal_dir: Path | None,
     category: str,
     partition: int | None,
     from_offset: int | None,
     to_offset: int | None,
     from_time: int | None,
     to_time: int | None,
-    to_scribe: tuple[str, int] | None,
+    target: tuple[str, int] | None,
     to_files: Path | None,
     add_newlines: bool,
     max_retry_s: float,
 ) -> None:
     """Replay a range of a category into files or to a Scribe server, with progress."""
-    if (to_scribe is None) == (to_files is None):
-        raise click.UsageError("give exactly one of --to-scribe and --to-files")
-    config = load_config(config_path)
+    if (target is None) == (to_files is None):
+        raise click.UsageError("give exactly one of --target (--to-scribe) and --to-files")
+    config = load_config(config_path, journal__dir=journal_dir)
     pids = select_partitions(_journal(config), category, partition, str(config.journal.dir))
     bounds = ReplayRange(from_offset, from_time, to_offset, to_time)
     try:
@@ -380,8 +384,8 @@ def replay_command(
     except JournalError as exc:
         raise click.ClickException(str(exc)) from exc
     sink: Sink
-    if to_scribe is not None:
-        host, port = to_scribe
+    if target is not None:
+        host, port = target
         sink = ForwardSink(ForwardSinkConfig(host=host, port=port), give_up_after_s=max_retry_s)
         tool_logs(config)  # each retry with its peer, reason, attempt and delay
     else:
@@ -410,7 +414,7 @@ def replay_command(
                         config=config.journal.settings,
                     )
             except SinkError as exc:
-                limit = f" (--max-retry-time {max_retry_s:g})" if to_scribe is not None else ""
+                limit = f" (--max-retry-time {max_retry_s:g})" if target is not None else ""
                 raise click.ClickException(
                     f"replay stopped after {delivered} of {total} messages: {exc}{limit}"
                 ) from exc

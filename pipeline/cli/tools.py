@@ -20,7 +20,7 @@ import time
 
 import click
 
-from pipeline.cli.common import SCRIBE_PORT, target_option, timeout_option
+from pipeline.cli.common import SCRIBE_PORT, json_option, target_option, timeout_option
 from pipeline.errors import describe
 from pipeline.log_service import REINITIALIZE_REFUSED
 from pipeline.reload import FAILED_PREFIX, RELOAD_FAILURES, RELOADS
@@ -39,7 +39,8 @@ EXIT_ALIVE = 2
 EXIT_NOT_ALIVE = 3
 
 
-@click.command("cat")
+# ``-h`` is scribe_cat's host here, so only ``--help`` asks for help.
+@click.command("cat", context_settings={"help_option_names": ["--help"]})
 @target_option("-h", "--host")
 @click.option("--lines", is_flag=True, help="Send each line of stdin as its own message.")
 @timeout_option
@@ -90,16 +91,23 @@ CTL_COMMANDS = ("status", "counters", "version", "name", "alive", "stop", "reloa
 
 @click.command("ctl")
 @click.argument("command", type=click.Choice(CTL_COMMANDS))
-@click.argument("port", type=click.IntRange(1, 65535), default=SCRIBE_PORT, required=False)
-@click.option("--host", default="127.0.0.1", show_default=True, help="Server address.")
+@click.argument("port", type=click.IntRange(1, 65535), required=False)
+@target_option(default=None, what="The server [default: 127.0.0.1:1463]")
 @timeout_option
-@click.option(
-    "--json", "as_json", is_flag=True, help="counters: one JSON object, name to value, sorted."
-)
-def ctl_command(command: str, port: int, host: str, timeout: float, as_json: bool) -> None:
-    """Manage a running server over fb303 (like scribe_ctrl): COMMAND [PORT]."""
+@json_option("counters: one JSON object, name to value, sorted.")
+def ctl_command(
+    command: str, port: int | None, target: tuple[str, int] | None, timeout: float, as_json: bool
+) -> None:
+    """Manage a running server over fb303 (like scribe_ctrl): COMMAND [PORT].
+
+    PORT alone is scribe_ctrl's form, for a server on this host: the same as --target
+    127.0.0.1:PORT.
+    """
     if as_json and command != "counters":
         raise click.UsageError(f"--json is for counters, not {command}")
+    if target is not None and port is not None:
+        raise click.UsageError("give the address once: --target host:port or PORT")
+    host, port = target or ("127.0.0.1", port or SCRIBE_PORT)
     try:
         with ScribeClient.connect(host, port, timeout, framed=True, strict=True) as client:
             code = _run_ctl(client, command, timeout, as_json=as_json)

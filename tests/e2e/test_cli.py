@@ -329,7 +329,7 @@ def test_port_in_use_exits_70(tmp_path: Path) -> None:
 def test_bench_ingest_says_which_category_it_wrote(pipeline_server: ServerFactory) -> None:
     server = pipeline_server().start()
     target = f"127.0.0.1:{server.port}"
-    load = ["-c", "1", "-b", "10", "-s", "20", "-d", "0.3", "--warmup", "0"]
+    load = ["--connections", "1", "-b", "10", "-s", "20", "-d", "0.3", "--warmup", "0"]
     done = run_pipeline(
         "bench", "ingest", "--target", target, *load, "--category", "b_e2e", "--json"
     )

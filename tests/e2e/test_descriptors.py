@@ -159,7 +159,7 @@ def test_a_limit_too_low_refuses_to_start_in_one_line(tmp_path: Path) -> None:
     assert done.returncode == 70, done
     stderr = done.stderr.decode()
     assert "Traceback" not in stderr
-    [line] = [x for x in stderr.splitlines() if x.startswith("pipeline:")]
+    [line] = [x for x in stderr.splitlines() if x.startswith("Error:")]
     assert "file descriptor limit is 100" in line
     assert "journal.max_open_partitions" in line
 

@@ -198,7 +198,7 @@ async def test_schema_diff_reports_a_mistyped_column_and_apply_refuses_it(
     apply = await cli("schema", "apply", "--config", path)
     assert apply.exit_code == 1
     assert (
-        "pipeline: group 'events': table 'events': column 'offset' is int, expected bigint"
+        "Error: group 'events': table 'events': column 'offset' is int, expected bigint"
         in apply.stderr.splitlines()
     )
     recorded = await rows(cassandra, f"SELECT table_name FROM {keyspace}.schema_versions")
@@ -223,7 +223,7 @@ score = "score"
     problem = (
         "group 'logins': mapping materializer: column 'score' is not a column of table 'logins'"
     )
-    assert f"pipeline: {problem}" in apply.stderr.splitlines()
+    assert f"Error: {problem}" in apply.stderr.splitlines()
     assert f"created {cassandra_config.keyspace}.dead_letters (version 1)" in apply.stdout
     diff = await cli("schema", "diff", "--config", path, "--json")
     assert diff.exit_code == 1
@@ -261,7 +261,7 @@ def test_cassandra_unreachable_is_one_line_and_exit_1(
     assert done.stdout == ""
     assert done.stderr.count("\n") == 1
     assert f"127.0.0.1:{closed_port}" in done.stderr
-    assert done.stderr.startswith("pipeline: cannot reach Cassandra")
+    assert done.stderr.startswith("Error: cannot reach Cassandra")
 
 
 # -- dead letters ----------------------------------------------------------------------------

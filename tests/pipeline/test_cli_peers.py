@@ -97,7 +97,7 @@ def test_bench_with_nothing_listening_is_one_line(command: str) -> None:
     [
         ("bench", "ingest", "-b", "-5"),
         ("bench", "ingest", "-s", "-1"),
-        ("bench", "ingest", "-c", "0"),
+        ("bench", "ingest", "--connections", "0"),
         ("bench", "ingest", "-d", "0"),
         ("bench", "ingest", "--rate", "-1"),
         ("bench", "ingest", "--categories", "0"),
@@ -155,7 +155,20 @@ def test_bench_ingest_to_an_http_server_says_it_does_not_speak_thrift(
 ) -> None:
     target = f"127.0.0.1:{http_server.port}"
     # One small call: the server answers it whole before closing.
-    args = ("--target", target, "-c", "1", "-b", "1", "-s", "10", "-d", "1", "--warmup", "0")
+    args = (
+        "--target",
+        target,
+        "--connections",
+        "1",
+        "-b",
+        "1",
+        "-s",
+        "10",
+        "-d",
+        "1",
+        "--warmup",
+        "0",
+    )
     result = invoke("bench", "ingest", *args)
     assert result.exit_code == 1, result.output
     assert "does not speak framed Thrift" in one_line_error(result)

@@ -101,16 +101,16 @@ async def test_ctl_counters_json_prints_one_object(tmp_path: Path) -> None:
             assert await client.log([LogEntry(category=b"app", message=b"m")]) == ResultCode.OK
         with trio.fail_after(60):
             result = await trio.run_process(
-                [*PIPELINE, "ctl", "counters", str(port), "--host", host, "--json"],
+                [*PIPELINE, "ctl", "counters", "--target", f"{host}:{port}", "--json"],
                 capture_stdout=True,
                 capture_stderr=True,
                 check=False,
             )
         plain = await trio.run_process(
-            [*PIPELINE, "ctl", "counters", str(port), "--host", host], capture_stdout=True
+            [*PIPELINE, "ctl", "counters", "--target", f"{host}:{port}"], capture_stdout=True
         )
         refused = await trio.run_process(
-            [*PIPELINE, "ctl", "status", str(port), "--host", host, "--json"],
+            [*PIPELINE, "ctl", "status", "--target", f"{host}:{port}", "--json"],
             capture_stderr=True,
             check=False,
         )

@@ -24,7 +24,7 @@ from pipeline_cli import PIPELINE
 
 from journal import JournalConfig, open_journal
 from pipeline.cli import main
-from pipeline.cli.common import AddressParam, TimeParam
+from pipeline.cli.common import TimeParam
 from pipeline.times import parse_time
 
 SECONDS = 1_795_000_000  # 2026-11-18 as seconds since the epoch
@@ -349,46 +349,6 @@ def test_numeric_options_refuse_values_out_of_range(journal: Path, args: tuple[s
     result = invoke(*args[:2], "--journal-dir", journal, *args[2:])
     assert result.exit_code == 2, result.output
     assert "is not in the range" in result.stderr
-
-
-# Options that take a peer's host[:port] (``serve --host`` and ``ctl --host`` take a host alone).
-ADDRESS_OPTIONS = {"--target", "--to-scribe", "--cassandra", "-h"}
-
-
-def every_command() -> list[tuple[str, click.Command]]:
-    """Every command of ``pipeline``, by its command line."""
-    found: list[tuple[str, click.Command]] = []
-
-    def walk(prefix: str, command: click.Command) -> None:
-        if isinstance(command, click.Group):
-            for name, sub in command.commands.items():
-                walk(f"{prefix} {name}", sub)
-        else:
-            found.append((prefix, command))
-
-    walk("pipeline", main)
-    return found
-
-
-def test_the_walk_reaches_every_group() -> None:
-    lines = {line.split()[1] for line, _ in every_command()}
-    assert set(main.commands) <= lines
-
-
-@pytest.mark.parametrize(("line", "command"), every_command(), ids=str)
-def test_every_numeric_option_has_a_range_and_every_time_one_type(
-    line: str, command: click.Command
-) -> None:
-    for param in command.params:
-        if param.type in (click.INT, click.FLOAT):
-            raise AssertionError(f"{line} {param.opts[0]} has no range")
-        if ADDRESS_OPTIONS & set(param.opts):
-            assert isinstance(param.type, AddressParam), f"{line} {param.opts[0]}"
-        if not isinstance(param, click.Option):
-            continue
-        timed = param.name is not None and param.name.endswith(("_time", "since", "until"))
-        if timed:
-            assert isinstance(param.type, TimeParam), f"{line} {param.opts[0]}"
 
 
 def test_time_param_reads_relative_times_against_its_clock() -> None:
