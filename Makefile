@@ -40,6 +40,12 @@ bench-materialize: install
 	$(BIN)/pipeline services start --only cassandra
 	$(BIN)/pipeline bench materialize
 
+# The multi-host tests on a local ZooKeeper ensemble and Cassandra cluster
+# (conf/services/cluster.toml), started before and stopped after, also when tests fail.
+.PHONY: cluster-test
+cluster-test: install
+	scripts/run-cluster-tests
+
 crash-test: install
 	CRASH_ROUNDS=$${CRASH_ROUNDS:-200} $(BIN)/pytest -m crash tests
 

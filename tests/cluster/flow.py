@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,15 +79,15 @@ class Sender:
 
 @dataclass
 class Sampler:
-    """Polls ``count()`` (how many messages the consumers have delivered) every ``every_s``."""
+    """Polls ``await count()`` (how far the consumers got) every ``every_s``."""
 
-    count: Callable[[], int]
+    count: Callable[[], Awaitable[int]]
     every_s: float = 0.25
     samples: list[tuple[float, int]] = field(default_factory=list)
 
     async def run(self) -> None:
         while True:
-            value = await trio.to_thread.run_sync(self.count)
+            value = await self.count()
             self.samples.append((time.monotonic(), value))
             await trio.sleep(self.every_s)
 

@@ -137,7 +137,7 @@ async def test_consumers_ride_out_one_server_and_pause_without_a_quorum(
         for name in MEMBERS:
             daemons.start(name, "consume", "--config", config, "--group", GROUP)
         sender = Sender(("127.0.0.1", port), "ev")
-        sampler = Sampler(lambda: len(delivered(files)))
+        sampler = Sampler(lambda: trio.to_thread.run_sync(lambda: len(delivered(files))))
         async with trio.open_nursery() as nursery:
             nursery.start_soon(sender.run)
             nursery.start_soon(sampler.run)
