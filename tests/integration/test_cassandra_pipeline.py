@@ -985,6 +985,71 @@ async def test_forwarded_events_keep_the_leaf_origin_and_redundant_aggregators_w
         assert await node.process.aterminate() == 0
 
 
+# How long the failure test keeps one aggregator stopped (the issue's figure).
+AGGREGATOR_DOWN_S = 30.0
+
+
+@pytest.mark.timeout(300)
+async def test_a_leaf_outlives_a_stopped_and_a_killed_aggregator_and_every_event_is_one_row(
+    nodes: Callable[..., Node], cassandra: CassandraSession, cassandra_config: CassandraConfig
+) -> None:
+    """leaf --> aggregator1 and leaf --> aggregator2, both materializing into ``events``, while
+    events flow: aggregator1 is stopped for 30 s and aggregator2 is SIGKILLed and restarted.
+    The leaf keeps acknowledging throughout, both forward groups catch up once their
+    aggregator is back, and ``events`` holds every acknowledged event exactly once, keyed by
+    its leaf position."""
+    ports = free_port(), free_port()
+    aggregator1 = nodes("aggregator1", events_group(), port=ports[0])
+    aggregator2 = nodes("aggregator2", events_group(), port=ports[1])
+    leaf = nodes(
+        "leaf",
+        forward_group("to-aggregator1", ports[0]) + forward_group("to-aggregator2", ports[1]),
+        ROUTES_LEAF,
+    )
+    for node in (aggregator1, aggregator2, leaf):
+        await node.process.astart()
+    # Paced so that events flow through the whole outage (about 40 s).
+    senders = [
+        Sender("outage", cid, [b"tier", b"tier.other"], 3000, pace_s=0.25) for cid in range(2)
+    ]
+
+    def acked() -> int:
+        return sum(s.acked for s in senders)
+
+    async with trio.open_nursery() as nursery:
+        for sender in senders:
+            nursery.start_soon(sender.run, lambda: leaf.process.address)
+        await trio.sleep(3)
+        assert await aggregator1.process.aterminate() == 0
+        stopped_at, acked_at_stop = trio.current_time(), acked()
+        await trio.sleep(5)
+        await aggregator2.process.akill()
+        await trio.sleep(2)
+        await aggregator2.process.astart()
+        await trio.sleep_until(stopped_at + AGGREGATOR_DOWN_S)
+        acked_while_down = acked() - acked_at_stop
+        await aggregator1.process.astart()
+    total = acked()
+    print(
+        f"\n{total} events acknowledged by the leaf, {acked_while_down} of them while "
+        f"aggregator1 was down; {' '.join(s.summary() for s in senders)}"
+    )
+    assert acked_while_down > 0, "the leaf stopped acknowledging while an aggregator was down"
+    assert all(s.try_later == 0 and s.broken == 0 for s in senders), "the leaf refused calls"
+
+    await wait_caught_up(leaf, timeout_s=120, label="leaf forwards", at_least=total)
+    for aggregator in (aggregator1, aggregator2):
+        await wait_caught_up(aggregator, timeout_s=90, label=aggregator.name, at_least=total)
+    leaf_id = leaf.journal_id()
+    contents = journal_contents(leaf.journal_dir)
+    check_acknowledged(senders, contents, "leaf")
+    rows = await event_rows(cassandra, cassandra_config.keyspace)
+    assert_no_problems(row_problems(rows, {leaf_id: contents}), "events, after the outage")
+    assert len(rows) == len(contents) == total
+    for node in (leaf, aggregator1, aggregator2):
+        assert await node.process.aterminate() == 0
+
+
 ROUTES_CATCH_ALL = """
 [routing]
 unroutable = "journal"
