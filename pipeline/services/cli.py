@@ -18,7 +18,13 @@ import click
 
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.services.config import ServicesConfig, services_config_from_mapping
-from pipeline.services.members import SERVICE_NAMES, members, start_members, start_timeout_s
+from pipeline.services.members import (
+    SERVICE_NAMES,
+    is_enabled,
+    members,
+    start_members,
+    start_timeout_s,
+)
 from pipeline.services.process import ManagedService, ServiceError, ServiceStatus
 from pipeline.settings import absolute, env_overrides, merge, read_toml, resolve_paths
 
@@ -63,7 +69,7 @@ def _managed(
                 servers = members(config, name, member)
             except ValueError as exc:
                 raise click.UsageError(str(exc)) from None
-            chosen.append((name, servers, bool(getattr(config, name).enabled)))
+            chosen.append((name, servers, is_enabled(config, name)))
     return chosen
 
 

@@ -11,7 +11,7 @@ from pipeline.services.config import ServicesConfig
 from pipeline.services.process import Launch, ManagedService, Progress, StartResult
 from pipeline.services.zookeeper import ManagedZooKeeper
 
-__all__ = ["SERVICE_NAMES", "members", "start_members", "start_timeout_s"]
+__all__ = ["SERVICE_NAMES", "is_enabled", "members", "start_members", "start_timeout_s"]
 
 SERVICE_NAMES = ("zookeeper", "cassandra")
 
@@ -33,6 +33,10 @@ def members(
     if not 1 <= member <= len(chosen):
         raise ValueError(f"{service} has members 1 to {len(chosen)}, not {member}")
     return [chosen[member - 1]]
+
+
+def is_enabled(config: ServicesConfig, service: str) -> bool:
+    return config.zookeeper.enabled if service == "zookeeper" else config.cassandra.enabled
 
 
 def start_timeout_s(config: ServicesConfig, service: str) -> float:
