@@ -37,6 +37,7 @@ from pipeline.errors import StartupError, reason_of
 from pipeline.fetch_service import FetchService
 from pipeline.floors import ConsumerFloor, floor_lookup, log_holds
 from pipeline.log_service import LogService, remote_shutdown_allowed
+from pipeline.notify import Notifier
 from pipeline.reload import Reloader
 from pipeline.routing import Router, RoutingConfig, Unroutable
 from scribe_compat import FetchServer, ScribeServer, serve_fetch, serve_scribe
@@ -83,11 +84,13 @@ async def serve_pipeline(
     *,
     retention_floors: RetentionFloors | None = None,
     file_io: FileIO | None = None,
+    notifier: Notifier | None = None,
     task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the log server until a stop is requested, then drain and close.
 
     ``file_io`` replaces the journal's write and sync calls (tests inject failures there).
+    ``notifier`` tells systemd of reloads and of the drain (readiness is the caller's to say).
     """
     journal_dir = config.journal.dir
     limit = raise_soft_limit()
@@ -107,7 +110,7 @@ async def serve_pipeline(
         journal_cm = open_journal(journal_dir, config.journal.settings, file_io=file_io)
         async with journal_cm as journal:
             opened = True
-            await _serve(config, journal, stop, retention_floors, task_status)
+            await _serve(config, journal, stop, retention_floors, notifier, task_status)
     except JournalError as exc:
         raise StartupError(exc, subject) from exc
     except OSError as exc:
@@ -131,6 +134,7 @@ async def _serve(
     journal: Journal,
     stop: trio.Event,
     retention_floors: RetentionFloors | None,
+    notifier: Notifier | None,
     task_status: trio.TaskStatus[Daemon],
 ) -> None:
     current = config
@@ -147,7 +151,7 @@ async def _serve(
             )
         current = new
 
-    reloader = Reloader(config.source, config_module.load, apply)
+    reloader = Reloader(config.source, config_module.load, apply, notifier)
 
     admission = Admission(
         config.admission,
@@ -202,6 +206,8 @@ async def _serve(
         task_status.started(Daemon(service, server, stop, reloader, fetch_server))
         await stop.wait()
         log.info("draining", extra={"connections": server.connection_count})
+        if notifier is not None:
+            notifier.stopping()  # also when fb303 shutdown, not a signal, asked for the stop
         service.begin_stopping()
         await server.drain()
         nursery.cancel_scope.cancel()

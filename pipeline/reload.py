@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from pipeline.errors import ConfigError, ConfigFileError
+from pipeline.notify import Notifier
 
 if TYPE_CHECKING:
     from pipeline.config import PipelineConfig
@@ -47,10 +48,13 @@ class Reloader:
         source: Path | None,
         load: Callable[[Path], PipelineConfig],
         apply: Callable[[PipelineConfig], None],
+        notifier: Notifier | None = None,
     ) -> None:
         self.source = source
         self._load = load
         self._apply = apply
+        # systemd hears RELOADING=1 before an attempt and READY=1 after it (``pipeline.notify``).
+        self._notifier = Notifier(None) if notifier is None else notifier
         # A SIGHUP and a reinitialize may arrive together: the second waits, then reads the
         # file again, so the last file written is the one in force.
         self._lock = trio.Lock()
@@ -61,10 +65,12 @@ class Reloader:
     async def reload(self, trigger: str) -> None:
         """Reload now; never raises for a configuration that does not load."""
         async with self._lock:
+            self._notifier.reloading()
             try:
                 await self._reload(trigger)
             finally:
                 self._attempts += 1
+                self._notifier.reloaded()
 
     async def _reload(self, trigger: str) -> None:
         source = self.source

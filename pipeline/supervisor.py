@@ -9,6 +9,10 @@ SIGHUP reloads the server's configuration, as ``pipeline ctl reload`` does (``pi
 it never stops anything.  A process without a server (``pipeline consume``) has nothing a reload
 could change (a member's group and sink are fixed while it runs), so there it is logged and
 ignored; so is a SIGHUP while the server starts or stops.
+
+Under systemd (``NOTIFY_SOCKET``, ``pipeline.notify``) the supervisor says READY=1 once the
+server listens and every member has joined, keeps the status line current, and says STOPPING=1
+at the first signal.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections.abc import Sequence
 
 import trio
 
+from consumers import ConsumerRuntime
 from journal import PartitionId
 from pipeline.config import PipelineConfig
 from pipeline.consumer_app import (
@@ -31,23 +36,35 @@ from pipeline.consumer_app import (
 from pipeline.consumer_config import ConsumerSection
 from pipeline.daemon import Daemon, serve_pipeline
 from pipeline.floors import ConsumerFloor
+from pipeline.notify import Notifier
 from pipeline.storage import open_storage
+from scribe_compat import FbStatus
 
 log = logging.getLogger(__name__)
 
 
 async def run_until_signalled(
-    config: PipelineConfig, *, server: bool = True, groups: Sequence[ConsumerSection] = ()
+    config: PipelineConfig,
+    *,
+    server: bool = True,
+    groups: Sequence[ConsumerSection] = (),
+    notifier: Notifier | None = None,
 ) -> None:
     """Run the server (when ``server``) and a member of each group until signalled.
 
     When the server stops by itself (fb303 ``shutdown``), the members stop with it.
+    ``notifier`` defaults to systemd's, from the environment.
     """
+    notifier = Notifier.from_environment() if notifier is None else notifier
     # Receiving SIGHUP also keeps its default action (terminate at once, exit 129) away.
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+    with (
+        notifier,
+        trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals,
+    ):
         async with trio.open_nursery() as nursery:
             stop_members = trio.Event()
             daemon: Daemon | None = None
+            nursery.start_soon(notifier.serve_watchdog)
 
             async def supervise() -> None:
                 nonlocal daemon
@@ -56,11 +73,13 @@ async def run_until_signalled(
                     trio.open_nursery() as services,
                 ):
                     if server:
-                        daemon = await services.start(_serve_server, config, stop_members)
+                        daemon = await services.start(_serve_server, config, stop_members, notifier)
+                    runtimes: list[ConsumerRuntime] = []
                     for section in groups:
                         runtime = await services.start(
                             serve_member, config, section, storage, stop_members
                         )
+                        runtimes.append(runtime)
                         if daemon is not None:
                             daemon.service.counter_sources.append(
                                 functools.partial(consumer_counters, runtime)
@@ -68,6 +87,11 @@ async def run_until_signalled(
                             daemon.service.problem_sources.append(
                                 functools.partial(consumer_problems, runtime)
                             )
+                    notifier.ready(
+                        _ready_status(daemon, groups),
+                        functools.partial(_problems, daemon, runtimes),
+                    )
+                    nursery.start_soon(notifier.follow_status)
                 nursery.cancel_scope.cancel()  # everything has stopped: stop watching signals
 
             nursery.start_soon(supervise)
@@ -79,6 +103,7 @@ async def run_until_signalled(
                 count += 1
                 if count == 1:
                     log.info("signal received: stopping gracefully", extra={"signal": signum})
+                    notifier.stopping()
                     stop_members.set()
                     if daemon is not None:
                         daemon.request_stop()
@@ -103,9 +128,38 @@ def _on_hangup(
     log.info("SIGHUP ignored", extra={"reason": reason})
 
 
+def _ready_status(daemon: Daemon | None, groups: Sequence[ConsumerSection]) -> str:
+    """What runs, for ``systemctl status``: ``listening on 127.0.0.1:1463; consumer groups a``."""
+    parts = []
+    if daemon is not None:
+        listening = f"listening on {_address(daemon.address)}"
+        if daemon.fetch_server is not None:
+            listening += f", fetch on {_address(daemon.fetch_server.address)}"
+        parts.append(listening)
+    if groups:
+        names = ", ".join(section.name for section in groups)
+        parts.append(f"consumer group{'s' if len(groups) > 1 else ''} {names}")
+    return "; ".join(parts)
+
+
+def _address(address: tuple[str, int]) -> str:
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _problems(daemon: Daemon | None, runtimes: Sequence[ConsumerRuntime]) -> list[str]:
+    """What makes the status WARNING: the server's fb303 status (which takes in its embedded
+    members' problems), or, without a server, the members' own."""
+    if daemon is not None:
+        service = daemon.service
+        return [service.get_status_details()] if service.get_status() is FbStatus.WARNING else []
+    return [problem for runtime in runtimes for problem in consumer_problems(runtime)]
+
+
 async def _serve_server(
     config: PipelineConfig,
     stop_members: trio.Event,
+    notifier: Notifier,
     *,
     task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -113,6 +167,8 @@ async def _serve_server(
         return await retention_floors(config)
 
     try:
-        await serve_pipeline(config, retention_floors=floors, task_status=task_status)
+        await serve_pipeline(
+            config, retention_floors=floors, notifier=notifier, task_status=task_status
+        )
     finally:
         stop_members.set()
