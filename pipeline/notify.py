@@ -10,8 +10,9 @@ datagram of newline-separated ``KEY=value`` assignments.  What the daemons send:
 * ``STATUS=...`` whenever the line ``systemctl status`` shows changes: what the daemon listens
   on, ``WARNING - <problem>`` while fb303 would say WARNING (a failed reload, a damaged
   partition, a failed journal writer, a full disk), ``stopping: draining``;
-* ``RELOADING=1`` with ``MONOTONIC_USEC=`` (the clock systemd compares it with) when a reload
-  starts, and ``READY=1`` once it has run, whether the new file loaded or not;
+* ``RELOADING=1`` with ``MONOTONIC_USEC=`` (the clock systemd compares it with) and the status
+  ``reloading the configuration`` when a reload starts, and ``READY=1`` with the status once it
+  has run, whether the new file loaded or not;
 * ``STOPPING=1`` once draining starts;
 * ``WATCHDOG=1`` every half ``WATCHDOG_USEC``, when systemd set one for this very process
   (``WATCHDOG_PID``, when present, names it).  It is sent from the event loop on purpose: a loop
@@ -45,6 +46,7 @@ ENV_WATCHDOG_PID = "WATCHDOG_PID"
 # few attribute reads and a send happens only when it changed, so once a second costs nothing.
 STATUS_CHECK_INTERVAL_S = 1.0
 STOPPING_STATUS = "stopping: draining"
+RELOADING_STATUS = "reloading the configuration"
 # fb303's status name and its details, as ``pipeline ctl status`` prints them.
 WARNING_PREFIX = "WARNING - "
 
@@ -115,6 +117,7 @@ class Notifier:
         self._send_failed = False
         self._ready = False
         self._stopping = False
+        self._reloading = False
         self._status = ""
         self._sent_status: str | None = None
         self._problems: Problems = list
@@ -164,10 +167,16 @@ class Notifier:
 
     def reloading(self) -> None:
         if self._ready and not self._stopping:
-            self._send("RELOADING=1", f"MONOTONIC_USEC={monotonic_usec()}")
+            self._reloading = True
+            self._send(
+                "RELOADING=1",
+                f"MONOTONIC_USEC={monotonic_usec()}",
+                self._status_assignment(force=True),
+            )
 
     def reloaded(self) -> None:
         """The reload has run; the status says WARNING when the file did not load."""
+        self._reloading = False
         if self._ready and not self._stopping:
             self._send("READY=1", self._status_assignment(force=True))
 
@@ -204,6 +213,8 @@ class Notifier:
     def status_line(self) -> str:
         if self._stopping:
             return STOPPING_STATUS
+        if self._reloading:
+            return RELOADING_STATUS
         problems = self._problems()
         return WARNING_PREFIX + "; ".join(problems) if problems else self._status
 

@@ -154,6 +154,7 @@ def test_serve_ready_reload_and_stop(
     daemon.signal(signal.SIGHUP)
     reloading = manager.next()
     assert reloading["RELOADING"] == "1"
+    assert reloading["STATUS"] == "reloading the configuration"
     # The same clock as systemd's: CLOCK_MONOTONIC, in microseconds, a moment ago.
     assert 0 <= time.monotonic_ns() // 1000 - int(reloading["MONOTONIC_USEC"]) < 20_000_000
     assert manager.next() == ready

@@ -19,6 +19,7 @@ import trio
 from pipeline.config import PipelineConfig
 from pipeline.errors import ConfigError
 from pipeline.notify import (
+    RELOADING_STATUS,
     STOPPING_STATUS,
     Notifier,
     NotifyTarget,
@@ -144,8 +145,9 @@ def test_ready_reload_and_stop(receiver: Receiver) -> None:
         before = monotonic_usec()
         notifier.reloading()
         reloading = receiver.receive()
-        assert reloading.keys() == {"RELOADING", "MONOTONIC_USEC"}
+        assert reloading.keys() == {"RELOADING", "MONOTONIC_USEC", "STATUS"}
         assert reloading["RELOADING"] == "1"
+        assert reloading["STATUS"] == RELOADING_STATUS
         assert before <= int(reloading["MONOTONIC_USEC"]) <= monotonic_usec()
         notifier.reloaded()
         assert receiver.receive() == {"READY": "1", "STATUS": "listening on 127.0.0.1:1463"}
@@ -273,7 +275,7 @@ async def test_a_reload_is_announced_and_a_failed_one_shows_as_warning(
         notifier.ready("listening on 127.0.0.1:1463", reloader.problems)
         abstract_receiver.receive()
         await reloader.reload("SIGHUP")
-        assert abstract_receiver.receive().keys() == {"RELOADING", "MONOTONIC_USEC"}
+        assert abstract_receiver.receive().keys() == {"RELOADING", "MONOTONIC_USEC", "STATUS"}
         assert abstract_receiver.receive() == {
             "READY": "1",
             "STATUS": "listening on 127.0.0.1:1463",
