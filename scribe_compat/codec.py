@@ -74,6 +74,7 @@ from scribe_compat.scanner import (
     ScanLimits,
     fast_log_columns,
     parse_header,
+    walked_log_columns,
 )
 
 MiB = 1024 * 1024
@@ -536,19 +537,40 @@ class ServerConnection:
                 name_bytes, header.seqid, header.strict, oneway, framed, UnknownMethod(name)
             )
         try:
-            args = self._decode_args(message, method)
+            top_fields = _walk_body(message, self._reader.scan_limits)
+            batch = self._walked_log(message, method, top_fields)
+            args = None
+            if batch is None:
+                args = self._decode_args(message, method, top_fields)
+                # A Log call's columns are built here, with the rest of the decoding work.
+                if method.name == "Log":
+                    batch = LogBatch.from_entries(args.messages)
         except CallRejected as exc:
             return RejectedCall(name_bytes, header.seqid, header.strict, oneway, framed, exc)
         except ProtocolError as exc:
             raise self._reader.fail(exc) from None
         # A call sent as ONEWAY gets no reply whatever the method; two methods never get one.
-        # A Log call's columns are built here, with the rest of the decoding work.
-        batch = LogBatch.from_entries(args.messages) if method.name == "Log" else None
         return Call(name, header.seqid, header.strict, oneway, framed, args, method, batch)
 
-    def _decode_args(self, message: Message, method: Method) -> Any:
+    def _walked_log(
+        self, message: Message, method: Method, top_fields: dict[int, tuple[int, int, int]]
+    ) -> LogBatch | None:
+        """The columns of a ``Log`` call not in the common shape, when only fields the IDL does
+        not know set it apart (``scanner.walked_log_columns``); None otherwise."""
+        if method.name != "Log":
+            return None
+        _check_arg_types(method, top_fields)
+        columns = walked_log_columns(
+            message.payload, message.header.body, self.limits.max_entries_per_call
+        )
+        if columns is None:
+            return None
+        return LogBatch(columns.categories, columns.messages, columns.metadata)
+
+    def _decode_args(
+        self, message: Message, method: Method, top_fields: dict[int, tuple[int, int, int]]
+    ) -> Any:
         limits = self.limits
-        top_fields = _walk_body(message, self._reader.scan_limits)
         args = _decode_struct(
             message.payload, message.header.body, method.args(), decode_response=False
         )
