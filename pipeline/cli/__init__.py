@@ -10,7 +10,9 @@ import click
 from pipeline import __version__
 from pipeline.cli.bench import bench_group
 from pipeline.cli.cassandra import deadletters_group, events_command, schema_group
+from pipeline.cli.cluster import cluster_group
 from pipeline.cli.common import EXIT_CODES, HELP_OPTION_NAMES
+from pipeline.cli.config import config_group
 from pipeline.cli.journal import journal_group
 from pipeline.cli.offsets import offsets_group, replay_command
 from pipeline.cli.serve import consume, run, serve
@@ -45,8 +47,10 @@ main.add_command(ctl_command)
 main.add_command(journal_group)
 journal_group.add_command(replay_command)
 main.add_command(offsets_group)
+main.add_command(cluster_group)
 main.add_command(bench_group)
 main.add_command(services)
 main.add_command(schema_group)
 main.add_command(deadletters_group)
 main.add_command(events_command)
+main.add_command(config_group)
