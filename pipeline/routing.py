@@ -285,9 +285,9 @@ class Router:
                     with_metadata.setdefault(category, []).append(metadata[i])
                 messages.append(message)
 
-        plan = Plan()
+        # Counted by the decoder, in its worker thread for a large call.
+        plan = Plan(nbytes=batch.message_bytes)
         for category, messages in by_category.items():
-            plan.nbytes += sum(map(len, messages))
             metadata = with_metadata.get(category)
             routes = self.routes_for(category) if category.strip() else None
             if routes and self._admit is not None:

@@ -8,7 +8,7 @@ messages straight out of the request (common shape), and the application routes 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from scribe_compat.idl import LogEntry
 
@@ -19,14 +19,34 @@ class LogBatch:
     messages: list[bytes]
     # One entry per message, or None when no entry carries metadata (field 3).
     metadata: list[dict[bytes, bytes] | None] | None = None
+    # The messages' total length when the decoder counted it (``counted``), so that a large
+    # call's count is made in the thread that decoded it, not on the event loop.
+    counted_bytes: int | None = field(default=None, compare=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.messages)
 
     @classmethod
+    def counted(
+        cls,
+        categories: list[bytes],
+        messages: list[bytes],
+        metadata: list[dict[bytes, bytes] | None] | None,
+    ) -> LogBatch:
+        """A batch with its ``message_bytes`` counted now."""
+        return cls(categories, messages, metadata, sum(map(len, messages)))
+
+    @property
+    def message_bytes(self) -> int:
+        """The total length of the messages."""
+        if self.counted_bytes is not None:
+            return self.counted_bytes
+        return sum(map(len, self.messages))
+
+    @classmethod
     def from_entries(cls, entries: Sequence[LogEntry]) -> LogBatch:
         metadata = [e.metadata for e in entries]
-        return cls(
+        return cls.counted(
             [e.category for e in entries],
             [e.message for e in entries],
             metadata if any(m is not None for m in metadata) else None,

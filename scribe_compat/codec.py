@@ -513,7 +513,7 @@ class ServerConnection:
         if columns is None or columns.end != len(message.payload):
             return None
         oneway = header.mtype == MessageType.ONEWAY
-        batch = LogBatch(columns.categories, columns.messages, columns.metadata)
+        batch = LogBatch.counted(columns.categories, columns.messages, columns.metadata)
         return Call(
             "Log", header.seqid, header.strict, oneway, message.framed, None, METHODS["Log"], batch
         )
@@ -565,7 +565,7 @@ class ServerConnection:
         )
         if columns is None:
             return None
-        return LogBatch(columns.categories, columns.messages, columns.metadata)
+        return LogBatch.counted(columns.categories, columns.messages, columns.metadata)
 
     def _decode_args(
         self, message: Message, method: Method, top_fields: dict[int, tuple[int, int, int]]
