@@ -127,11 +127,12 @@ def server_config(tmp_path: Path, extra: str = "") -> Path:
     return config
 
 
-def files_group(tmp_path: Path) -> str:
+def files_group(tmp_path: Path, settings: str = "") -> str:
+    """Group ``archive``, every category into files; ``settings`` are more of the group's keys."""
     return (
         f'[coordination]\nstate_dir = "{tmp_path / "state"}"\n'
         '[[consumers]]\nname = "archive"\ncategories = ["*"]\nsink = "files"\n'
-        f'[consumers.files]\nfile_path = "{tmp_path / "files"}"\n'
+        f'{settings}[consumers.files]\nfile_path = "{tmp_path / "files"}"\n'
     )
 
 
@@ -243,3 +244,38 @@ def test_a_notify_socket_nobody_listens_on_changes_nothing_but_a_log_line(
     assert daemon.wait() == 0
     assert daemon.log().count("systemd notification failed") == 1
     assert f"notify_socket={nowhere}" in daemon.log()
+
+
+def test_a_damaged_partition_makes_the_members_status_a_warning(
+    tmp_path: Path, path_manager: ServiceManager, started: list[Daemon]
+) -> None:
+    # Retries of the damaged read back off quickly, so the test need not wait long.
+    retries = "batch_wait_s = 0.01\nbackoff_initial_s = 0.05\nbackoff_max_s = 0.3\n"
+    route = '[[routing.routes]]\ncategory = "default"\npartitions = 1\n'
+    group = files_group(tmp_path, retries) + route
+    config = server_config(tmp_path, group)
+    env = {"NOTIFY_SOCKET": path_manager.address}
+    server = start(started, tmp_path, ["serve", "--config", config], env)
+    match = READY_STATUS.fullmatch(path_manager.next()["STATUS"])
+    assert match is not None
+    with ScribeClient.connect("127.0.0.1", int(match.group(1)), 10.0) as client:
+        for call in range(11):
+            entries = [LogEntry(b"dmg", b"m%03d" % (call * 10 + k)) for k in range(10)]
+            assert client.log(entries) == ResultCode.OK
+    server.signal(signal.SIGTERM)
+    assert server.wait() == 0
+    path_manager.next()  # its STOPPING=1
+    # A byte in the middle of the segment: the partition opens as clean; its reader meets it.
+    segment = tmp_path / "journal" / "dmg" / "0" / f"{0:020d}.log"
+    data = bytearray(segment.read_bytes())
+    data[500] ^= 0xFF
+    segment.write_bytes(bytes(data))
+
+    member = start(started, tmp_path, ["consume", "--config", config, "--group", "archive"], env)
+    assert path_manager.next() == {"READY": "1", "STATUS": "consumer group archive"}
+    warning = path_manager.next()
+    assert warning.keys() == {"STATUS"}
+    assert warning["STATUS"].startswith("WARNING - journal partition dmg/0 damaged at offset ")
+    member.signal(signal.SIGTERM)
+    assert path_manager.next() == {"STOPPING": "1", "STATUS": "stopping: draining"}
+    assert member.wait() == 0
