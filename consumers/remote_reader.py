@@ -3,9 +3,16 @@
 ``RemoteJournalSource`` is a ``JournalSource`` for the server at ``host:port``; its readers
 (``RemoteReader``) are ``PartitionReader``s, so the consumer runtime treats them exactly as
 ``journal.JournalReader``s.  Each reader has its own connection and one task, in the source's
-nursery, that fetches ahead: while the runtime delivers one response's messages, the next
-response is on its way (at the tail, a long poll the server answers as soon as data is
-durable).  So a reader holds at most one response decoded and one in flight.
+nursery, that fetches ahead: as soon as fewer messages are left to hand out than half the last
+response held, the next fetch is on its way (at the tail, a long poll the server answers as
+soon as data is durable), so the server's read and the transfer overlap the delivery of what
+is here.  A reader holds at most one and a half responses decoded and one in flight.
+``read_wait`` is a trio checkpoint even when messages are there, so a consumer that never
+waits for anything else still lets the fetch task run.
+
+Messages are built as they are handed out, from the verified batches (as ``JournalReader``
+does from its own), and the records stay views of the reply they came in: a remote read does
+the local read's work plus receiving the bytes, and no copy of them.
 
 Whole batches arrive in the journal's own format and are verified here (``journal.records``):
 a crc that does not match is damage (``JournalCorrupt``), as it would be on local disk.  The
@@ -41,7 +48,7 @@ from journal import (
     UnknownPartition,
 )
 from journal.reader import SKIP_MISSING, SKIP_REPAIRED
-from journal.records import decode_records
+from journal.records import DecodedBatch, decode_batches
 from scribe_compat import (
     AsyncFetchClient,
     ClientError,
@@ -75,14 +82,6 @@ class _Skip:
     start: int
     end: int
     reason: str
-
-
-class _Chunk:
-    __slots__ = ("at", "messages")
-
-    def __init__(self, messages: list[JournalMessage]) -> None:
-        self.messages = messages
-        self.at = 0  # the next message to hand out
 
 
 def _error_of(refused: FetchRefused, pid: PartitionId, offset: int, peer: str) -> JournalError:
@@ -186,7 +185,12 @@ class RemoteReader:
         self._next = offset  # what ``read`` hands out next
         self._fetch_at = offset  # where the next fetch starts
         self._hwm = offset
-        self._queue: deque[_Chunk | _Skip | JournalError] = deque()
+        # Decoded batches (the first may begin before ``_next``), skips and the error that
+        # ends the reader, in offset order.
+        self._queue: deque[DecodedBatch | _Skip | JournalError] = deque()
+        # Messages in the queue not handed out yet; the next fetch starts below _refill_at.
+        self._queued = 0
+        self._refill_at = 1
         self._changed = trio.Event()  # set when the queue changes, then replaced
         self._client: AsyncFetchClient | None = None
         self._scope = trio.CancelScope()
@@ -212,7 +216,7 @@ class RemoteReader:
             item = queue[0]
             if isinstance(item, JournalError):
                 if out:
-                    return out  # what came before it is good; the next call raises
+                    break  # what came before it is good; the next call raises
                 raise item
             if isinstance(item, _Skip):
                 queue.popleft()
@@ -220,24 +224,40 @@ class RemoteReader:
                 self.skip_reasons[item.start, item.end] = item.reason
                 self._next = item.end
                 continue
-            messages = item.messages
-            while item.at < len(messages) and len(out) < max_messages:
-                message = messages[item.at]
-                if out and size + len(message.message) > max_bytes:
-                    self._wake()
-                    return out
-                out.append(message)
-                size += len(message.message)
-                item.at += 1
-            self._next = out[-1].offset + 1
-            if item.at == len(messages):
+            # As ``JournalReader.read`` does: one message object per message handed out.
+            base = item.base
+            i = self._next - base
+            stop = item.end - base
+            messages, metadata, ts, ts_us = (
+                item.messages,
+                item.metadata,
+                item.timestamp_ms,
+                item.timestamp_us,
+            )
+            full = False
+            while i < stop and len(out) < max_messages:
+                message = messages[i]
+                if out and size + len(message) > max_bytes:
+                    full = True
+                    break
+                meta = metadata[i] if metadata is not None else None
+                out.append(JournalMessage(base + i, ts, message, meta, ts_us + i))
+                size += len(message)
+                i += 1
+            self._next = base + i
+            if i == stop:
                 queue.popleft()
+            if full:
+                break
+        self._queued -= len(out)
         self._wake()
         return out
 
     async def read_wait(
         self, max_messages: int = 1000, max_bytes: int = 1 << 20
     ) -> list[JournalMessage]:
+        # Before reading, not after: a cancellation here must not lose what was read.
+        await trio.lowlevel.checkpoint()
         while True:
             changed = self._changed
             messages = self.read(max_messages, max_bytes)
@@ -266,11 +286,14 @@ class RemoteReader:
         self._take(result)
 
     async def fetch_ahead(self) -> None:
-        """The reader's task: fetch the next response once the last one has been read."""
+        """The reader's task: fetch the next response once fewer messages are left than half
+        the last one held."""
         try:
             with self._scope:
                 while True:
-                    while self._queue:
+                    while self._queued >= self._refill_at or (
+                        self._queue and not isinstance(self._queue[-1], DecodedBatch)
+                    ):
                         if isinstance(self._queue[-1], JournalError):
                             return  # the reader is done: the runtime reopens after it
                         await self._changed.wait()
@@ -339,16 +362,18 @@ class RemoteReader:
         if not result.records:
             return  # at the tail: nothing came within the wait
         try:
-            messages, end = decode_records(result.records, at, self._where)
+            batches = decode_batches(result.records, self._where)
         except JournalCorrupt as exc:
             self._queue.append(exc)
             return
-        if messages and messages[0].offset != at:
-            # Whole batches begin at or before the offset asked for, never after it.
-            self._queue.append(JournalCorrupt(self._where, 0, f"records begin past offset {at}"))
+        if not batches[0].base <= at < batches[0].end:
+            # Whole batches begin at or before the offset asked for, and hold it.
+            self._queue.append(JournalCorrupt(self._where, 0, f"records do not hold offset {at}"))
             return
-        if messages:
-            self._queue.append(_Chunk(messages))
+        self._queue.extend(batches)
+        end = batches[-1].end
+        self._queued += end - at
+        self._refill_at = max((end - at) // 2, 1)
         self._fetch_at = end
 
     def _refused(self, refused: FetchRefused) -> None:

@@ -2,8 +2,9 @@
 
 ``read_records`` takes the bytes of whole batches from a partition's segment, from the batch
 holding an offset on, without decoding or checking a payload (the receiver verifies each
-batch's crc with ``decode_records``), and never past a high-water mark its caller read before:
-data below the mark is completely written, so a batch found there is whole or damaged.
+batch's crc with ``decode_batches``), and never past a high-water mark its caller read before:
+data below the mark is completely written, so a batch found there is whole or damaged.  Both
+work on views of one buffer: neither copies the records (a response is megabytes).
 
 Rules it shares with ``journal.reader``: the segment holding an offset is found by its name
 and its index (a hint, checked against the batch header it points to); a segment deleted
@@ -19,6 +20,7 @@ import bisect
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from journal.errors import JournalCorrupt, OffsetOutOfRange
 from journal.fileio import pread_exact
@@ -32,7 +34,7 @@ from journal.format import (
 )
 from journal.gaps import documented, read_gaps
 from journal.segments import entry_matches, index_path, list_segments, load_index, segment_path
-from journal.types import JournalMessage, PartitionId
+from journal.types import PartitionId
 
 # Segments may be deleted between listing and opening: look again this many times.
 _LOOKUPS = 10
@@ -45,7 +47,7 @@ class Records:
     ``gap``: ``data`` is empty and the offsets up to ``next_offset`` hold no data and never
     will; ``gap_documented`` when repair cut them, not when they are missing."""
 
-    data: bytes
+    data: bytes | memoryview
     next_offset: int
     gap: bool = False
     gap_documented: bool = False
@@ -169,7 +171,7 @@ def _read_segment(
             break
     if not end:
         return Records(b"", offset)
-    return Records(chunk[:end] if end < len(chunk) else chunk, at)
+    return Records(memoryview(chunk)[:end] if end < len(chunk) else chunk, at)
 
 
 def _after_segment(seg: _Segment, segments: list[int], at: int, offset: int) -> Records:
@@ -190,19 +192,44 @@ def _after_segment(seg: _Segment, segments: list[int], at: int, offset: int) -> 
     )
 
 
-def decode_records(data: bytes, offset: int, where: Path) -> tuple[list[JournalMessage], int]:
-    """The messages at or after ``offset`` in whole batches ``data`` (from ``read_records``),
-    each batch's crc verified, and the offset after the last one.  Raises ``JournalCorrupt``
-    naming ``where`` (the partition as the caller knows it) and the byte in ``data``."""
-    out: list[JournalMessage] = []
+class DecodedBatch:
+    """One batch whose crc was verified: its messages (and metadata), offsets and times.
+
+    Message ``i`` is at offset ``base + i`` with time ``timestamp_us + i`` (``journal.format``);
+    the reader builds a ``JournalMessage`` from these only when it hands the message out."""
+
+    __slots__ = ("base", "end", "messages", "metadata", "timestamp_ms", "timestamp_us")
+
+    def __init__(
+        self,
+        header: BatchHeader,
+        messages: list[bytes],
+        metadata: list[dict[bytes, bytes] | None] | None,
+    ) -> None:
+        self.base = header.base_offset
+        self.end = header.end_offset
+        self.timestamp_ms = header.first_timestamp_ms
+        self.timestamp_us = header.first_timestamp_us
+        self.messages = messages
+        self.metadata = metadata
+
+
+def decode_batches(data: bytes | memoryview, where: Path) -> list[DecodedBatch]:
+    """The batches in ``data`` (whole ones, from ``read_records``), each one's crc verified
+    and each following the one before.  Raises ``JournalCorrupt`` naming ``where`` (the
+    partition as the caller knows it) and the byte in ``data``."""
+    out: list[DecodedBatch] = []
+    view = memoryview(data)
     pos = 0
-    size = len(data)
+    size = len(view)
     expected = None
     while pos < size:
-        head = data[pos : pos + HEADER_SIZE]
+        head = bytes(view[pos : pos + HEADER_SIZE])
         try:
             header = parse_header(head, size - pos, 1 << 62)
-            payload = data[pos + HEADER_SIZE : pos + header.size]
+            # A view, not a copy: the crc and msgpack take any buffer (``journal.format`` is
+            # annotated with ``bytes`` only; what it does with a payload is buffer-generic).
+            payload = cast(bytes, view[pos + HEADER_SIZE : pos + header.size])
             check_batch(header, head, payload)
             messages, metadata = decode_payload(header, payload)
         except FormatError as exc:
@@ -211,11 +238,7 @@ def decode_records(data: bytes, offset: int, where: Path) -> tuple[list[JournalM
             raise JournalCorrupt(
                 where, pos, f"batch has offset {header.base_offset} where {expected} belongs"
             )
-        base, ts, ts_us = header.base_offset, header.first_timestamp_ms, header.first_timestamp_us
-        first = max(offset - base, 0)
-        for i in range(first, header.count):
-            meta = metadata[i] if metadata is not None else None
-            out.append(JournalMessage(base + i, ts, messages[i], meta, ts_us + i))
+        out.append(DecodedBatch(header, messages, metadata))
         expected = header.end_offset
         pos += header.size
-    return out, offset if expected is None else max(expected, offset)
+    return out

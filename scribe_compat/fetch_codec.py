@@ -14,10 +14,20 @@ Contract, as for ``codec``: ``FetchServerConnection`` and ``FetchClientConnectio
 The calls arrive typed (``Describe``, ``FetchRequest``, ``TimeLookup``) with their values
 checked: a negative partition, offset or limit is refused (``BadArguments``) like an argument
 of the wrong type, and answered with a TApplicationException; the connection goes on.
+
+The records of a fetch reply (up to 16 MiB) are never re-encoded or copied by the codec.  The
+server encodes the reply around an empty ``records`` and hands out three buffers (``reply_parts``:
+the frame up to the field's length, the records themselves, the rest), which the server sends
+one after the other.  The client joins a large frame's reads once (``LargeFrame``), and after the
+scanner has proved the whole reply well formed it takes ``records`` as a memoryview of that
+payload: thriftpy2 decodes the same reply with the field emptied.  Both rely on one layout, the
+one thriftpy2 writes (fields in id order, so ``success`` opens the result and ``records`` opens
+``success``: ``_RECORDS_AT``); a reply laid out otherwise is decoded the general way, whole.
 """
 
 from __future__ import annotations
 
+import struct
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -28,6 +38,7 @@ from scribe_compat.codec import (
     CLOSED,
     NEED_DATA,
     CodecLimits,
+    LargeFrame,
     Message,
     MiB,
     Sentinel,
@@ -37,6 +48,7 @@ from scribe_compat.codec import (
     _Reader,
     _walk_body,
     encode_message,
+    message_of_frame,
 )
 from scribe_compat.errors import (
     BadArguments,
@@ -67,6 +79,12 @@ CLIENT_LIMITS = CodecLimits(
     max_unparsed_bytes=16 * MiB + 64 * 1024 + 4,
 )
 MAX_I32 = (1 << 31) - 1
+_U32 = struct.Struct(">I")
+_I32 = struct.Struct(">i")
+# Where a fetch reply's body begins when thriftpy2 wrote it: field 0 (``success``, a struct)
+# and, first in it, field 1 (``records``, binary), whose 4-byte length follows.
+_RECORDS_AT = b"\x0c\x00\x00\x0b\x00\x01"
+_EMPTY_LENGTH = b"\x00\x00\x00\x00"
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,9 +135,9 @@ class JournalDescription:
 class FetchResult:
     """Whole journal batches (``records``), where to fetch next, and the partition's range;
     ``gap`` when the offsets up to ``next_offset`` hold no data (``gap_documented``: repair cut
-    them)."""
+    them).  A client's ``records`` is a read-only memoryview of the reply it came in."""
 
-    records: bytes
+    records: bytes | memoryview
     next_offset: int
     earliest: int
     high_water_mark: int
@@ -224,15 +242,40 @@ class FetchServerConnection:
 
     def reply(self, call: FetchCall, value: ReplyValue) -> bytes:
         """The reply to ``call`` carrying ``value`` (the type its method returns)."""
+        return b"".join(self.reply_parts(call, value))
+
+    def reply_parts(self, call: FetchCall, value: ReplyValue) -> list[bytes | memoryview]:
+        """The reply to ``call`` as buffers to send in order; a ``FetchResult``'s records are
+        one of them, as given (not copied)."""
         result = FETCH_METHODS[call.name].result()
-        result.success = _to_thrift(value)
+        if not isinstance(value, FetchResult) or not value.records:
+            result.success = _to_thrift(value)
+            return [self._encode(call, result)]
+        records = value.records
+        result.success = _to_thrift(value, records=b"")
+        data = self._encode(call, result, framed=False)
+        at = message_of_frame(data, self._reader.scan_limits).header.body
+        if data[at : at + len(_RECORDS_AT) + 4] != _RECORDS_AT + _EMPTY_LENGTH:
+            raise AssertionError("thriftpy2 no longer writes records first")  # our bug
+        length = at + len(_RECORDS_AT)
+        head = b"".join(
+            (
+                _U32.pack(len(data) + len(records)),
+                data[:length],
+                _I32.pack(len(records)),
+            )
+        )
+        return [head, records, data[length + 4 :]]
+
+    @staticmethod
+    def _encode(call: FetchCall, result: Any, *, framed: bool = True) -> bytes:
         return encode_message(
             call.name.encode(),
             MessageType.REPLY,
             call.seqid,
             result,
             strict=call.strict,
-            framed=True,
+            framed=framed,
         )
 
     def reply_refused(self, call: FetchCall, refused: FetchRefused) -> bytes:
@@ -269,10 +312,10 @@ class FetchServerConnection:
         return self.reply_exception(rejected, AppErrorType(error.app_error_type), error.reason)
 
 
-def _to_thrift(value: ReplyValue) -> Any:
+def _to_thrift(value: ReplyValue, *, records: bytes | None = None) -> Any:
     if isinstance(value, FetchResult):
         return fetch_thrift.FetchResult(
-            records=value.records,
+            records=bytes(value.records) if records is None else records,
             next_offset=value.next_offset,
             earliest=value.earliest,
             high_water_mark=value.high_water_mark,
@@ -312,10 +355,10 @@ def _offset(value: Any, what: str) -> int:
     return offset
 
 
-def _from_thrift(name: str, value: Any) -> ReplyValue:
+def _from_thrift(name: str, value: Any, records: memoryview | None = None) -> ReplyValue:
     if name == "fetch":
         return FetchResult(
-            records=_field(value.records, bytes, "records"),
+            records=_field(value.records, bytes, "records") if records is None else records,
             next_offset=_offset(value.next_offset, "next_offset"),
             earliest=_offset(value.earliest, "earliest"),
             high_water_mark=_offset(value.high_water_mark, "high_water_mark"),
@@ -359,7 +402,9 @@ class FetchClientConnection:
     ``RemoteApplicationError`` for an exception reply, ``ProtocolError`` for bad bytes)."""
 
     def __init__(self, limits: CodecLimits = CLIENT_LIMITS) -> None:
-        self._reader = _Reader(limits, Framing.FRAMED)
+        # Large replies are kept as their reads and joined once (no growing buffer to copy
+        # out of): the join is the only copy of the records on this side.
+        self._reader = _Reader(limits, Framing.FRAMED, assemble_later=True)
         self._pending: deque[tuple[str, int]] = deque()
         self._seqid = 0
 
@@ -403,8 +448,10 @@ class FetchClientConnection:
         message = self._reader.next_message()
         if message is NEED_DATA or message is CLOSED:
             return message
-        assert isinstance(message, Message)
         try:
+            if isinstance(message, LargeFrame):
+                message = message_of_frame(b"".join(message.parts), self._reader.scan_limits)
+            assert isinstance(message, Message)
             _walk_body(message, self._reader.scan_limits)
             return self._decode(message)
         except ProtocolError as exc:
@@ -428,11 +475,31 @@ class FetchClientConnection:
             raise RemoteApplicationError(name, int(app.type or 0), str(text or ""))
         if header.mtype != MessageType.REPLY:
             raise MalformedMessage(f"message type {header.mtype} in a reply to {name!r}")
+        payload: bytes = message.payload
+        records = None
+        if name == "fetch":
+            payload, records = _take_records(payload, header.body)
         result = _decode_struct(
-            message.payload, header.body, FETCH_METHODS[name].result(), decode_response=True
+            payload, header.body, FETCH_METHODS[name].result(), decode_response=True
         )
         if result.error is not None:
             raise _refused(result.error)
         if result.success is None:
             raise MalformedMessage(f"the reply to {name!r} carries no result")
-        return _from_thrift(name, result.success)
+        if records is not None and result.success.records:
+            records = None  # a second records field: thriftpy2's (the last one) counts
+        return _from_thrift(name, result.success, records)
+
+
+def _take_records(payload: bytes, body: int) -> tuple[bytes, memoryview | None]:
+    """A walked fetch reply with its records field emptied, and the records as a view of
+    ``payload``; ``payload`` itself and None when the reply is not laid out as ours are."""
+    if payload[body : body + len(_RECORDS_AT)] != _RECORDS_AT:
+        return payload, None
+    start = body + len(_RECORDS_AT) + 4
+    (size,) = _I32.unpack_from(payload, start - 4)
+    # The scanner proved the field lies within the payload; this only keeps that explicit.
+    if not 0 < size <= len(payload) - start:
+        return payload, None
+    stripped = b"".join((payload[: start - 4], _EMPTY_LENGTH, payload[start + size :]))
+    return stripped, memoryview(payload)[start : start + size]

@@ -148,24 +148,29 @@ class FetchServer:
                 continue
             reply = await self._answer(codec, event)
             with trio.fail_after(config.send_timeout_s):
-                await stream.send_all(reply)
+                # The records go out as they were read, between the reply's own bytes:
+                # joining them would copy a whole response on the event loop.
+                for part in reply:
+                    await stream.send_all(part)
             del reply  # the one response this connection holds is gone before the next read
 
     async def _answer(
         self, codec: FetchServerConnection, event: FetchCall | RejectedFetchCall
-    ) -> bytes:
+    ) -> list[bytes | memoryview]:
         if isinstance(event, RejectedFetchCall):
-            return codec.reply_rejected(event)
+            return [codec.reply_rejected(event)]
         try:
             value = await self._call(event)
         except FetchRefused as refused:
-            return codec.reply_refused(event, refused)
+            return [codec.reply_refused(event, refused)]
         except Exception:
             log.exception("fetch handler failed: method=%s", event.name)
-            return codec.reply_exception(
-                event, AppErrorType.INTERNAL_ERROR, f"internal error in {event.name}"
-            )
-        return codec.reply(event, value)
+            return [
+                codec.reply_exception(
+                    event, AppErrorType.INTERNAL_ERROR, f"internal error in {event.name}"
+                )
+            ]
+        return codec.reply_parts(event, value)
 
     async def _call(self, call: FetchCall) -> ReplyValue:
         request = call.request
