@@ -487,7 +487,8 @@ class FetchClientConnection:
         if result.success is None:
             raise MalformedMessage(f"the reply to {name!r} carries no result")
         if records is not None and result.success.records:
-            records = None  # a second records field: thriftpy2's (the last one) counts
+            # A second records field (never ours): the last non-empty one counts.
+            records = None
         return _from_thrift(name, result.success, records)
 
 

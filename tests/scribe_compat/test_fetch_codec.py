@@ -8,7 +8,10 @@ Invariants:
   ``NEED_DATA``/``CLOSED``, or raises ``ProtocolError`` (the client also ``FetchRefused`` /
   ``RemoteApplicationError`` for replies that carry them): never another exception, never a
   hang; both feedings agree;
-* negative values and wrong-typed arguments are refused calls, and the connection goes on.
+* negative values and wrong-typed arguments are refused calls, and the connection goes on;
+* a fetch reply goes out exactly as thriftpy2 encodes it, its records being the very buffer the
+  handler gave (not a copy); the client takes them as a view of the reply, and decodes a reply
+  laid out otherwise as thriftpy2 reads it.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from scribe_compat import (
     UnknownMethod,
 )
 from scribe_compat.codec import encode_message
-from scribe_compat.idl import FETCH_METHODS, MessageType
+from scribe_compat.idl import FETCH_METHODS, MessageType, fetch_thrift
 
 offsets = st.integers(0, 2**63 - 1)
 i32 = st.integers(0, 2**31 - 1)
@@ -224,3 +227,114 @@ def test_mutated_calls_parse_or_raise(request: Any, data: st.DataObject) -> None
         message[i] = data.draw(st.integers(0, 255))
     raw = bytes(message)
     assert feed_server([raw]) == feed_server([raw[i : i + 1] for i in range(len(raw))])
+
+
+def fetch_call(strict: bool, seqid: int = 1) -> FetchCall:
+    return FetchCall("fetch", seqid, strict, FetchRequest(b"c", 0, 0, 10, 10, 0))
+
+
+def thriftpy2_reply(call: FetchCall, value: FetchResult) -> bytes:
+    """The reply as thriftpy2 encodes it whole: what ``reply_parts`` must send, byte for byte."""
+    result = FETCH_METHODS["fetch"].result()
+    result.success = fetch_thrift.FetchResult(
+        records=bytes(value.records),
+        next_offset=value.next_offset,
+        earliest=value.earliest,
+        high_water_mark=value.high_water_mark,
+        gap=value.gap,
+        gap_documented=value.gap_documented,
+    )
+    return encode_message(
+        b"fetch", MessageType.REPLY, call.seqid, result, strict=call.strict, framed=True
+    )
+
+
+@given(results, st.booleans(), st.booleans(), st.booleans(), i32)
+def test_a_fetch_reply_is_sent_as_thriftpy2_encodes_it_with_the_records_as_given(
+    value: FetchResult, gap: bool, documented: bool, strict: bool, seqid: int
+) -> None:
+    value = FetchResult(
+        value.records, value.next_offset, value.earliest, value.high_water_mark, gap, documented
+    )
+    call = fetch_call(strict, seqid)
+    parts = FetchServerConnection().reply_parts(call, value)
+    assert b"".join(parts) == thriftpy2_reply(call, value)
+    if value.records:
+        # The records are one of the buffers, not a copy of them.
+        assert any(part is value.records for part in parts)
+
+
+@pytest.mark.parametrize("chunk", [4099, 65536, 1 << 20, 8 << 20])
+def test_the_client_takes_large_records_as_a_view_of_the_reply(chunk: int) -> None:
+    records = bytes(range(256)) * (6 * 4096 + 3)  # 6 MiB and a bit: a large frame
+    value = FetchResult(records, 99, 1, 100)
+    client = FetchClientConnection()
+    client.call(FetchRequest(b"c", 0, 0, 10, 10, 0))
+    data = b"".join(FetchServerConnection().reply_parts(fetch_call(True), value))
+    # The frame header split too, then reads of ``chunk`` bytes.
+    pieces = [data[:3], data[3:9], *(data[i : i + chunk] for i in range(9, len(data), chunk))]
+    events = []
+    for piece in pieces:
+        client.receive_data(piece)
+        if (event := client.next_event()) is not NEED_DATA:
+            events.append(event)
+    assert events == [value]
+    assert isinstance(events[0].records, memoryview)
+
+
+def struct_field(ftype: int, fid: int, value: bytes) -> bytes:
+    return bytes([ftype]) + fid.to_bytes(2, "big") + value
+
+
+def hand_written_reply(fields: list[bytes]) -> bytes:
+    """A fetch reply whose success struct holds ``fields`` in the order given."""
+    body = b"\x80\x01\x00\x02" + (5).to_bytes(4, "big") + b"fetch" + (1).to_bytes(4, "big")
+    body += struct_field(12, 0, b"".join(fields) + b"\x00") + b"\x00"
+    return len(body).to_bytes(4, "big") + body
+
+
+def binary_field(fid: int, value: bytes) -> bytes:
+    return struct_field(11, fid, len(value).to_bytes(4, "big") + value)
+
+
+def i64_field(fid: int, value: int) -> bytes:
+    return struct_field(10, fid, value.to_bytes(8, "big"))
+
+
+def test_records_laid_out_otherwise_decode_as_thriftpy2_reads_them() -> None:
+    ranges = [i64_field(2, 7), i64_field(3, 1), i64_field(4, 9)]
+    # Records after the other fields: the general decoding.
+    later = hand_written_reply([*ranges, binary_field(1, b"abc")])
+    # Records twice: the last one counts, as thriftpy2 has it (the last non-empty one, here).
+    twice = hand_written_reply([binary_field(1, b"first"), *ranges, binary_field(1, b"last")])
+    for data, records in [(later, b"abc"), (twice, b"last")]:
+        client = FetchClientConnection()
+        client.call(FetchRequest(b"c", 0, 0, 10, 10, 0))
+        assert answer(client, data) == FetchResult(records, 7, 1, 9)
+
+
+def fetch_answers(chunks: list[bytes]) -> tuple[list[str], str | None]:
+    client = FetchClientConnection()
+    client.call(FetchRequest(b"c", 0, 0, 10, 10, 0))
+    seen: list[str] = []
+    try:
+        for chunk in [*chunks, b""]:
+            client.receive_data(chunk)
+            while (event := client.next_event()) is not NEED_DATA and event is not CLOSED:
+                assert isinstance(event, FetchResult)
+                seen.append(repr((bytes(event.records), event.next_offset, event.earliest)))
+            if event is CLOSED:
+                break
+    except (ProtocolError, FetchRefused, RemoteApplicationError) as exc:
+        return seen, type(exc).__name__
+    return seen, None
+
+
+@given(results.filter(lambda r: bool(r.records)), st.data())
+def test_mutated_fetch_replies_parse_or_raise(value: FetchResult, data: st.DataObject) -> None:
+    reply = bytearray(FetchServerConnection().reply(fetch_call(True), value))
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(reply) - 1))
+        reply[i] = data.draw(st.integers(0, 255))
+    raw = bytes(reply)
+    assert fetch_answers([raw]) == fetch_answers([raw[i : i + 1] for i in range(len(raw))])
