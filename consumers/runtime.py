@@ -96,6 +96,19 @@ class _Worker:
     paused: bool = False
     lost: bool = False
     damage: PartitionDamage | None = None  # held at damage until a read gets past it
+    delivered_us: int | None = None  # the time of the last message delivered (journal's, us)
+
+
+@dataclass(frozen=True)
+class PartitionProgress:
+    """Where a member stands in one partition it owns (``ConsumerRuntime.progress``)."""
+
+    pid: PartitionId
+    position: int | None  # the next offset to deliver
+    committed: int | None
+    lag: int | None  # messages between position and the high-water mark; None: unknown
+    delivered_us: int | None  # the journal time of the last message delivered
+    paused: bool
 
 
 class ConsumerRuntime:
@@ -297,6 +310,7 @@ class ConsumerRuntime:
             batch = await self._next_batch(worker, reader)
             await self._deliver(worker, batch)
             worker.position = batch[-1].offset + 1
+            worker.delivered_us = batch[-1].timestamp_us
             nbytes = sum(len(m.message) for m in batch)
             worker.consumed += len(batch)
             self._counters["messages consumed"] += len(batch)
@@ -494,6 +508,35 @@ class ConsumerRuntime:
 
     # -- observability -----------------------------------------------------------------------
 
+    @property
+    def coordinator(self) -> Coordinator:
+        return self._coordinator
+
+    def progress(self) -> list[PartitionProgress]:
+        """Every partition this member works on, with its lag (read-only)."""
+        out = []
+        for pid, worker in self._workers.items():
+            out.append(
+                PartitionProgress(
+                    pid,
+                    worker.position,
+                    worker.committed,
+                    self._lag(worker),
+                    worker.delivered_us,
+                    worker.paused,
+                )
+            )
+        return out
+
+    @staticmethod
+    def _lag(worker: _Worker) -> int | None:
+        if worker.reader is None or worker.position is None:
+            return None
+        try:
+            return max(0, worker.reader.high_water_mark() - worker.position)
+        except (JournalError, OSError):
+            return None
+
     def metrics(self) -> dict[str, Any]:
         """The member's counters (named as fb303 shows them after ``consumer <group>:``), the
         partitions it owns with their positions, and the sink's own counters under ``sink``."""
@@ -501,12 +544,7 @@ class ConsumerRuntime:
         for pid, worker in sorted(
             self._workers.items(), key=lambda item: (item[0].category, item[0].partition)
         ):
-            lag: int | None = None
-            if worker.reader is not None and worker.position is not None:
-                try:
-                    lag = max(0, worker.reader.high_water_mark() - worker.position)
-                except (JournalError, OSError):
-                    lag = None
+            lag = self._lag(worker)
             partitions[str(pid)] = {
                 "epoch": worker.lease.epoch,
                 "position": worker.position,

@@ -31,7 +31,9 @@ from pipeline.admission import AdmissionConfig
 from pipeline.consumer_config import ConsumerSection, CoordinationConfig, consumer_sections
 from pipeline.errors import ConfigError
 from pipeline.fetch_service import FetchConfig
+from pipeline.http.config import HttpConfig
 from pipeline.log_service import Fb303Config
+from pipeline.metrics.config import MetricsConfig
 from pipeline.routing import RoutingConfig
 from pipeline.services.config import ServicesConfig, services_config_from_mapping
 from scribe_compat import ServerConfig
@@ -95,6 +97,9 @@ class PipelineConfig:
     # The fetch service (off unless ``fetch.port`` is set): consumers on other hosts read the
     # journal through it.
     fetch: FetchConfig = field(default_factory=FetchConfig)
+    # The daemon's HTTP server (off unless ``http.port`` is set): /metrics, /healthz, /readyz.
+    http: HttpConfig = field(default_factory=HttpConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     services: ServicesConfig = field(default_factory=ServicesConfig)
     coordination: CoordinationConfig = field(default_factory=CoordinationConfig)
     # The Cassandra cluster every group with ``sink = "cassandra"`` writes to.
@@ -135,6 +140,8 @@ def from_mapping(data: Mapping[str, Any], source: Path | None = None) -> Pipelin
         ("log", LogConfig),
         ("fb303", Fb303Config),
         ("fetch", FetchConfig),
+        ("http", HttpConfig),
+        ("metrics", MetricsConfig),
         ("coordination", CoordinationConfig),
         ("cassandra", CassandraConfig),
     ):

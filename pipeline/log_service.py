@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Protocol
 
 import trio
 from annotated_types import Interval
@@ -63,6 +63,16 @@ class Fb303Config:
     max_options: Annotated[int, Interval(ge=0, le=65536)] = 64
     # Key plus value, in UTF-8 bytes: room for a path or a short JSON document; at most 1 MiB.
     max_option_bytes: Annotated[int, Interval(ge=1, le=1 << 20)] = 4096
+
+
+class TrafficObserver(Protocol):
+    """What the Log path tells metrics (``pipeline.metrics.traffic.TrafficTally``)."""
+
+    def refused(self, batch: LogBatch, plan: Plan, refusal: Refusal) -> None: ...
+
+    def written(
+        self, batch: LogBatch, plan: Plan, refusal: Refusal | None, seconds: float
+    ) -> None: ...
 
 
 def remote_shutdown_allowed(server: ServerConfig) -> bool:
@@ -120,6 +130,8 @@ class LogService:
         self._started_at = int(clock())
         self._ready = False
         self._warn = RateLimitedLog(log)
+        # Bytes per category and the append's latency, for /metrics (None: metrics off).
+        self.traffic: TrafficObserver | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -143,8 +155,13 @@ class LogService:
         refusal = self.admission.check(len(batch), plan.nbytes) or self._writer_refusal(plan)
         if refusal is not None:
             self._count_refusal(plan, refusal)
+            if self.traffic is not None:
+                self.traffic.refused(batch, plan, refusal)
             return ResultCode.TRY_LATER
+        started = time.perf_counter()
         refusal = await self._write(plan)
+        if self.traffic is not None:
+            self.traffic.written(batch, plan, refusal, time.perf_counter() - started)
         if refusal is not None:
             self._count_refusal(plan, refusal)
             return ResultCode.TRY_LATER

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import trio
 
 from consumers import ConsumerRuntime
-from journal import PartitionId
+from journal import FileIO, PartitionId
 from pipeline.config import PipelineConfig
 from pipeline.consumer_app import (
     consumer_counters,
@@ -37,6 +37,8 @@ from pipeline.consumer_config import ConsumerSection
 from pipeline.daemon import Daemon, serve_pipeline
 from pipeline.floors import ConsumerFloor
 from pipeline.notify import Notifier
+from pipeline.operations import start_operations
+from pipeline.process_view import Member, ProcessView
 from pipeline.storage import open_storage
 from scribe_compat import FbStatus
 
@@ -65,6 +67,9 @@ async def run_until_signalled(
             stop_members = trio.Event()
             daemon: Daemon | None = None
             nursery.start_soon(notifier.serve_watchdog)
+            # What /metrics and /readyz read; the HTTP server lives until everything stopped.
+            view = ProcessView(config, runs_server=server, groups=tuple(groups))
+            metrics, _http = await start_operations(nursery, view)
 
             async def supervise() -> None:
                 nonlocal daemon
@@ -72,14 +77,23 @@ async def run_until_signalled(
                     open_storage(config.cassandra) as storage,
                     trio.open_nursery() as services,
                 ):
+                    view.storage = storage
                     if server:
-                        daemon = await services.start(_serve_server, config, stop_members, notifier)
+                        file_io = None if metrics is None else metrics.file_io(None)
+                        daemon = await services.start(
+                            _serve_server, config, stop_members, notifier, file_io
+                        )
+                        view.daemon = daemon
+                        if metrics is not None:
+                            # Bytes and latency of Log calls; fb303 counts the messages anyway.
+                            daemon.service.traffic = metrics.traffic
                     runtimes: list[ConsumerRuntime] = []
                     for section in groups:
                         runtime = await services.start(
                             serve_member, config, section, storage, stop_members
                         )
                         runtimes.append(runtime)
+                        view.members.append(Member(section, runtime))
                         if daemon is not None:
                             daemon.service.counter_sources.append(
                                 functools.partial(consumer_counters, runtime)
@@ -104,6 +118,7 @@ async def run_until_signalled(
                 if count == 1:
                     log.info("signal received: stopping gracefully", extra={"signal": signum})
                     notifier.stopping()
+                    view.stopping = True
                     stop_members.set()
                     if daemon is not None:
                         daemon.request_stop()
@@ -160,6 +175,7 @@ async def _serve_server(
     config: PipelineConfig,
     stop_members: trio.Event,
     notifier: Notifier,
+    file_io: FileIO | None = None,
     *,
     task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -168,7 +184,11 @@ async def _serve_server(
 
     try:
         await serve_pipeline(
-            config, retention_floors=floors, notifier=notifier, task_status=task_status
+            config,
+            retention_floors=floors,
+            file_io=file_io,
+            notifier=notifier,
+            task_status=task_status,
         )
     finally:
         stop_members.set()
