@@ -1,5 +1,5 @@
-"""Suite-wide settings: hypothesis profiles (``HYPOTHESIS_PROFILE=ci`` for more examples), and
-``tests/support`` on the import path."""
+"""Suite-wide settings: hypothesis profiles (``HYPOTHESIS_PROFILE=ci`` for more examples),
+``tests/support`` on the import path, no systemd notification socket."""
 
 from __future__ import annotations
 
@@ -18,3 +18,8 @@ settings.register_profile(
     "ci", deadline=None, max_examples=400, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+# A suite run from inside a systemd service must not notify that service's manager through the
+# daemons it starts (the notify tests set their own socket).
+for _variable in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+    os.environ.pop(_variable, None)
