@@ -223,3 +223,47 @@ async def test_garbage_on_the_fetch_port_leaves_the_server_up(tmp_path: Path) ->
         assert counters["fetch:protocol errors"] >= 2
         assert counters["fetch:requests"] >= 1
         assert counters["fetch:bytes sent"] > 0
+
+
+async def requests_made(daemon: Any) -> int:
+    await trio.sleep(0.2)  # the reader's fetch task runs (or does not) meanwhile
+    count: int = daemon.service.get_counters()["fetch:requests"]
+    return count
+
+
+async def test_the_next_fetch_starts_below_half_a_response_and_not_before(tmp_path: Path) -> None:
+    journal_dir = tmp_path / "j"
+    async with running_daemon(fetch_config(journal_dir)) as daemon:
+        for i in range(60):
+            await log(daemon, [b"%04d" % i * 250])  # one batch each, all of one size
+        (segment,) = (journal_dir / "fetched" / "0").glob("*.log")
+        host, port = daemon.fetch_server.address
+        # Responses of ten batches, ten messages.
+        config = RemoteReadConfig(max_bytes=10 * (segment.stat().st_size // 60))
+        async with open_remote_source(host, port, config) as source:
+            reader = await source.open_reader(PID, 0)
+            assert await requests_made(daemon) == 1
+            assert len(reader.read(5, 1 << 20)) == 5  # half is still there: no fetch yet
+            assert await requests_made(daemon) == 1
+            assert len(reader.read(1, 1 << 20)) == 1  # below half: the next one is on its way
+            assert await requests_made(daemon) == 2
+            # Fourteen messages decoded now: the reader holds what it has until it runs low.
+            assert await requests_made(daemon) == 2
+            got = reader.read(1000, 1 << 20)
+            assert [m.offset for m in got] == list(range(6, 20))
+            reader.close()
+
+
+async def test_a_read_wait_cancelled_at_its_checkpoint_loses_nothing(tmp_path: Path) -> None:
+    async with running_daemon(fetch_config(tmp_path / "j")) as daemon:
+        await log(daemon, [b"m%d" % i for i in range(10)])
+        host, port = daemon.fetch_server.address
+        async with open_remote_source(host, port) as source:
+            reader = await source.open_reader(PID, 0)
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await reader.read_wait(5, 1 << 20)
+            assert scope.cancelled_caught and reader.position == 0
+            got = await reader.read_wait(100, 1 << 20)
+            assert [m.message for m in got] == [b"m%d" % i for i in range(10)]
+            reader.close()
