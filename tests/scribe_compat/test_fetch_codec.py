@@ -279,7 +279,8 @@ def test_the_client_takes_large_records_as_a_view_of_the_reply(chunk: int) -> No
         if (event := client.next_event()) is not NEED_DATA:
             events.append(event)
     assert events == [value]
-    assert isinstance(events[0].records, memoryview)
+    (got,) = events
+    assert isinstance(got, FetchResult) and isinstance(got.records, memoryview)
 
 
 def struct_field(ftype: int, fid: int, value: bytes) -> bytes:
