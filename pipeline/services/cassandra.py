@@ -115,6 +115,9 @@ class ManagedCassandra(ManagedService):
             f"-Dcassandra.logdir={self.log_dir}",
             f"-Dcassandra.storagedir={self.home}",
             # A single node: no gossip to settle, no ring to wait for, no peers to agree with.
+            # A local cluster neither: every node is a seed with its own fixed token, so none
+            # bootstraps (the ring delay guards a bootstrap's token choice and streaming), and
+            # peers that come up later are gossiped in while the node already serves.
             "-Dcassandra.skip_wait_for_gossip_to_settle=0",
             f"-Dcassandra.ring_delay_ms={s.ring_delay_ms}",
             f"-Dcassandra.superuser_setup_delay_ms={s.superuser_setup_delay_ms}",
