@@ -20,6 +20,9 @@ from annotated_types import Ge, Interval
 MiB = 1 << 20
 
 SINK_KINDS = ("files", "forward", "cassandra")
+# Which journals a group reads: its own host's ("local": journal.dir, or one fetch_from server)
+# or every log server registered in ZooKeeper ("registry").
+JOURNAL_SOURCES = ("local", "registry")
 
 Port = Annotated[int, Interval(ge=1, le=65535)]
 # A retry waits at least a little and at most an hour (past that a paused partition looks dead).
@@ -73,8 +76,21 @@ class GroupConfig:
     # Connect and per-call timeout of the fetch service (beyond a long poll's own wait): a
     # call that takes longer is a transport error, retried on a new connection.
     fetch_timeout_s: Annotated[float, Interval(gt=0, le=3600)] = 30.0
+    # "local": the files in journal.dir (or the fetch_from server).  "registry": every log
+    # server registered in ZooKeeper, each through its fetch service; the group then owns
+    # (journal id, category, partition) units.  Local is the default: it needs nothing else.
+    journals: str = "local"
+    # With journals = "registry": the units of the journal in this host's journal.dir are read
+    # from its files rather than through its server's fetch service (same messages, no trip).
+    read_local: bool = True
 
     def __post_init__(self) -> None:
+        if self.journals not in JOURNAL_SOURCES:
+            raise ValueError(f"journals must be one of {JOURNAL_SOURCES}, got {self.journals!r}")
+        if self.journals == "registry" and self.fetch_from:
+            raise ValueError(
+                'journals: "registry" reads every registered server; leave fetch_from empty'
+            )
         if self.fetch_from:
             parse_address(self.fetch_from, "fetch_from")
         if not self.name or "/" in self.name or self.name in (".", ".."):

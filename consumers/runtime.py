@@ -26,7 +26,9 @@ The runtime rescans its journal every ``discover_interval_s`` and offers the par
 matching categories to the coordinator, so new categories and partitions are picked up.  The
 journal is a ``consumers.source.JournalSource``: the files of a journal on this host (the
 default) or a log server's fetch service (``consumers.remote_reader``); the runtime reads both
-through the same reader interface and cannot tell them apart.
+through the same reader interface and cannot tell them apart.  A group reading every
+registered journal (``consumers.cluster_source``) gets ``Unit``s, partitions that name their
+journal; the runtime hands them on to the coordinator, the source and the sink unchanged.
 Patterns are routing's: an exact category, ``prefix*``, or ``*`` / ``default`` for all.
 
 Time (batch waits, commit cadence, backoff) is trio's clock, so tests can run it on a
@@ -189,7 +191,8 @@ class ConsumerRuntime:
         """Scan the journal once and offer the matching partitions to the coordinator."""
         try:
             found = await self._source.partitions()
-        except (JournalError, OSError) as exc:
+        except (JournalError, OSError, CoordinationError) as exc:
+            # The registry unreachable too: keep the partitions offered last, not none.
             log.warning("journal scan failed", extra={**self._fields, "error": str(exc)})
             return set()
         pids = {pid for pid in found if self._matches(pid.category)}

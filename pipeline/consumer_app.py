@@ -8,7 +8,8 @@ group has not committed yet, so it never deletes them.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import trio
@@ -29,18 +30,21 @@ from consumers import (
     open_remote_source,
     parse_address,
 )
+from consumers.cluster_source import ClusterJournalSource
 from consumers.config import CassandraSinkConfig
-from consumers.coordination import CoordinationError
+from consumers.coordination import CoordinationError, Unit, journal_of
 from consumers.coordination.zookeeper import ZooKeeperCoordinator
 from consumers.coordination.zookeeper import list_groups as list_zookeeper_groups
 from consumers.errors import SchemaMismatch, StorageError
 from consumers.origin import JournalIdentity
 from consumers.sinks.cassandra import BUILTINS, CassandraSink, Materializer, build_plugin, is_plugin
-from journal import PartitionId, list_partitions
+from consumers.source import LocalJournalSource
+from journal import JournalError, PartitionId, list_partitions, read_journal_id
 from pipeline.config import PipelineConfig
 from pipeline.consumer_config import ConsumerSection, CoordinationKind
 from pipeline.errors import ConfigError, StartupError, find_error
 from pipeline.floors import ConsumerFloor
+from pipeline.journal_sinks import SinkPerJournal
 from pipeline.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -56,8 +60,19 @@ STATUS_SINK_METRICS = (
 SCRIBE_OVERALL = {"sent": "sent", "failed calls": "retries"}
 
 
-def build_sink(config: PipelineConfig, section: ConsumerSection, storage: Storage) -> Sink:
-    journal_id = JournalIdentity(config.journal.dir)
+JournalIdSource = Callable[[], uuid.UUID]
+
+
+def build_sink(
+    config: PipelineConfig,
+    section: ConsumerSection,
+    storage: Storage,
+    journal_id: JournalIdSource | None = None,
+) -> Sink:
+    """The group's sink, for events read from ``journal_id`` (default: the journal in
+    journal.dir)."""
+    if journal_id is None:
+        journal_id = JournalIdentity(config.journal.dir)
     if section.group.sink == "files" and section.files is not None:
         return FileSink(section.files)
     if section.group.sink == "forward" and section.forward is not None:
@@ -80,6 +95,31 @@ def build_materializer(sink: CassandraSinkConfig) -> Materializer:
     return BUILTINS[sink.materializer][1](sink.options)
 
 
+def build_group_sink(
+    config: PipelineConfig,
+    section: ConsumerSection,
+    storage: Storage,
+    journal_id: JournalIdSource | None = None,
+) -> Sink:
+    """The sink a running member writes to: a group reading the registry gets one sink per
+    journal (rows and forwarded events name the journal each event was read from); a files
+    sink names no journal and is shared."""
+    if section.group.journals != "registry" or section.group.sink == "files":
+        return build_sink(config, section, storage, journal_id)
+    return SinkPerJournal(
+        lambda journal: build_sink(config, section, storage, lambda: journal),
+        JournalIdentity(config.journal.dir),
+    )
+
+
+def local_journal_id(config: PipelineConfig) -> str | None:
+    """The identity of the journal in journal.dir, None when there is none (yet)."""
+    try:
+        return read_journal_id(config.journal.dir).hex
+    except (JournalError, OSError):
+        return None
+
+
 def check_journal_dir(config: PipelineConfig) -> None:
     """A member reads the journal its server writes: without it, it would idle for ever."""
     journal_dir = config.journal.dir
@@ -99,6 +139,14 @@ async def start_sink(section: ConsumerSection, sink: Sink) -> None:
     (exit 78).  Cassandra unreachable is not: the member starts, and the sink starts with the
     first batch it can write.
     """
+    if isinstance(sink, SinkPerJournal):
+        # Check the tables once, with a sink of its own; each journal's sink starts itself.
+        probe = sink.probe()
+        try:
+            await start_sink(section, probe)
+        finally:
+            await probe.aclose()
+        return
     if isinstance(sink, FileSink):
         try:
             await trio.to_thread.run_sync(sink.check_file_path)
@@ -123,6 +171,8 @@ def build_coordinator(
     config: PipelineConfig, group: str, member_id: str | None = None
 ) -> Coordinator:
     coordination = config.coordination
+    if coordination.kind is CoordinationKind.ZOOKEEPER:
+        return build_zookeeper_coordinator(config, group, member_id)
     if coordination.kind is CoordinationKind.LOCAL:
         local = LocalCoordinatorConfig(
             state_dir=coordination.state_dir,
@@ -130,16 +180,83 @@ def build_coordinator(
             revoke_timeout_s=coordination.revoke_timeout_s,
         )
         return LocalCoordinator(local, group, member_id)
-    if coordination.kind is CoordinationKind.ZOOKEEPER:
-        return ZooKeeperCoordinator(
-            coordination.zookeeper,
-            group,
-            member_id,
-            settle_s=coordination.settle_s,
-            rescan_interval_s=coordination.rescan_interval_s,
-            revoke_timeout_s=coordination.revoke_timeout_s,
-        )
     raise ConfigError("coordination.kind", f"{coordination.kind.value!r} is not available")
+
+
+def build_zookeeper_coordinator(
+    config: PipelineConfig, group: str, member_id: str | None = None
+) -> ZooKeeperCoordinator:
+    """A ZooKeeper member; its units of journal.dir's journal take over the offsets the group
+    stored without journal id (``consumers.coordination.zookeeper``)."""
+    coordination = config.coordination
+    if coordination.kind is not CoordinationKind.ZOOKEEPER:
+        raise ConfigError("coordination.kind", 'the journal registry needs "zookeeper"')
+    return ZooKeeperCoordinator(
+        coordination.zookeeper,
+        group,
+        member_id,
+        settle_s=coordination.settle_s,
+        rescan_interval_s=coordination.rescan_interval_s,
+        revoke_timeout_s=coordination.revoke_timeout_s,
+        legacy_journal_id=local_journal_id(config),
+    )
+
+
+def remote_read_config(section: ConsumerSection) -> RemoteReadConfig:
+    return RemoteReadConfig(
+        timeout_s=section.group.fetch_timeout_s,
+        backoff_initial_s=section.group.backoff_initial_s,
+        backoff_max_s=section.group.backoff_max_s,
+    )
+
+
+@asynccontextmanager
+async def open_source(
+    config: PipelineConfig, section: ConsumerSection, coordinator: Coordinator
+) -> AsyncIterator[tuple[JournalSource | None, JournalIdSource | None]]:
+    """Where the member reads, and the journal of a plain partition (None: journal.dir's):
+    journal.dir's files (None, None), one ``fetch_from`` server, or every registered journal
+    (``journals = "registry"``)."""
+    group = section.group
+    if group.journals == "registry":
+        if not isinstance(coordinator, ZooKeeperCoordinator):
+            raise ConfigError(
+                f"consumers.{section.name}.journals",
+                'reading the registry needs [coordination] kind = "zookeeper"',
+            )
+        local = (
+            LocalJournalSource(config.journal.dir, config.journal.settings)
+            if group.read_local
+            else None
+        )
+        async with trio.open_nursery() as nursery:
+            cluster = ClusterJournalSource(
+                coordinator.journals,
+                nursery,
+                remote_read_config(section),
+                local=local,
+                local_journal_id=lambda: local_journal_id(config),
+            )
+            try:
+                yield cluster, None
+            finally:
+                nursery.cancel_scope.cancel()
+                with trio.CancelScope(shield=True):
+                    await cluster.aclose()
+        return
+    if not group.fetch_from:
+        yield None, None
+        return
+    host, port = parse_address(group.fetch_from, "fetch_from")
+    async with open_remote_source(host, port, remote_read_config(section)) as remote:
+
+        def served() -> uuid.UUID:
+            # Set by describe(), which the first scan calls before anything is read.
+            if remote.journal_id is None:
+                raise StartupError(f"{remote.peer} has not said which journal it serves")
+            return uuid.UUID(remote.journal_id)
+
+        yield remote, served
 
 
 @asynccontextmanager
@@ -151,25 +268,20 @@ async def open_member(
 ) -> AsyncIterator[ConsumerRuntime]:
     """A running member of ``section``'s group; leaves the group gracefully on exit.
 
-    With ``fetch_from`` the group reads through that server's fetch service and needs no
-    journal directory of its own."""
-    fetch_from = section.group.fetch_from
-    if not fetch_from:
+    With ``fetch_from``, or ``journals = "registry"``, the group reads through log servers'
+    fetch services and needs no journal directory of its own.  Rows and forwarded events carry
+    the identity of the journal each event was read from."""
+    group = section.group
+    if not group.fetch_from and group.journals != "registry":
         check_journal_dir(config)
-    sink = build_sink(config, section, storage)
-    try:
-        await start_sink(section, sink)
-        coordinator = build_coordinator(config, section.name, member_id)
-        async with AsyncExitStack() as stack:
-            source: JournalSource | None = None
-            if fetch_from:
-                host, port = parse_address(fetch_from, "fetch_from")
-                remote = RemoteReadConfig(
-                    timeout_s=section.group.fetch_timeout_s,
-                    backoff_initial_s=section.group.backoff_initial_s,
-                    backoff_max_s=section.group.backoff_max_s,
-                )
-                source = await stack.enter_async_context(open_remote_source(host, port, remote))
+    coordinator = build_coordinator(config, section.name, member_id)
+    async with AsyncExitStack() as stack:
+        source, journal_id = await stack.enter_async_context(
+            open_source(config, section, coordinator)
+        )
+        sink = build_group_sink(config, section, storage, journal_id)
+        try:
+            await start_sink(section, sink)
             runtime = ConsumerRuntime(
                 config.journal.dir,
                 section.group,
@@ -180,9 +292,9 @@ async def open_member(
             )
             async with _member_running(runtime, section, coordinator) as running:
                 yield running
-    finally:
-        with trio.CancelScope(shield=True):
-            await sink.aclose()
+        finally:
+            with trio.CancelScope(shield=True):
+                await sink.aclose()
 
 
 @asynccontextmanager
@@ -286,7 +398,8 @@ async def retention_floors(config: PipelineConfig) -> dict[PartitionId, Consumer
     """Per partition, the offset each registered group has to consume next.
 
     A configured group that matches a partition but never committed pins it from its start
-    (0); groups known only from the coordinator's state (taken out of the configuration) pin
+    (0); a group reading the registry pins this journal's units; groups known only from the
+    coordinator's state (taken out of the configuration) pin
     what they committed, until ``pipeline offsets delete`` forgets them.
     """
     pins: dict[PartitionId, dict[str, int]] = {}
@@ -311,4 +424,16 @@ async def retention_floors(config: PipelineConfig) -> dict[PartitionId, Consumer
 
 
 async def _committed(config: PipelineConfig, group: str) -> dict[PartitionId, int | None]:
-    return await build_coordinator(config, group).all_committed()
+    """The group's committed offsets in this server's journal: its plain partitions, and its
+    units of journal.dir's journal (as partitions); units of other journals are theirs.  A
+    partition with both (an offset not migrated yet) is held at the lower."""
+    committed = await build_coordinator(config, group).all_committed()
+    local = local_journal_id(config)
+    out: dict[PartitionId, int | None] = {}
+    for pid, offset in committed.items():
+        journal_id = journal_of(pid)
+        if journal_id is not None and (journal_id != local or not isinstance(pid, Unit)):
+            continue
+        key = pid.partition_id if isinstance(pid, Unit) else pid
+        out[key] = min(out[key] or 0, offset or 0) if key in out else offset
+    return out

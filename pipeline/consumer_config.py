@@ -60,6 +60,10 @@ class CoordinationConfig:
     # starting or stopping together cause one rebalance, not one per member.  A dead member's
     # partitions are consumed again within about session_timeout_s plus this.
     settle_s: Annotated[float, Interval(ge=0, le=3600)] = 1.0
+    # ZooKeeper: a log server with a fetch port registers its journal and partitions; new
+    # partitions are published at most this often (a burst of new categories is one write),
+    # and ZooKeeper unreachable is retried this often.  From 10 ms to an hour.
+    registry_interval_s: Annotated[float, Interval(ge=0.01, le=3600)] = 1.0
     # ZooKeeper: the ensemble and the root (chroot) under which groups keep their znodes.
     zookeeper: ZooKeeperConfig = field(
         default_factory=lambda: ZooKeeperConfig(chroot=DEFAULT_ZOOKEEPER_CHROOT)

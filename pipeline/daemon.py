@@ -38,6 +38,7 @@ from pipeline.fetch_service import FetchService
 from pipeline.floors import ConsumerFloor, floor_lookup, log_holds
 from pipeline.log_service import LogService, remote_shutdown_allowed
 from pipeline.notify import Notifier
+from pipeline.registration import start_registration
 from pipeline.reload import Reloader
 from pipeline.routing import Router, RoutingConfig, Unroutable
 from scribe_compat import FetchServer, ScribeServer, serve_fetch, serve_scribe
@@ -184,6 +185,8 @@ async def _serve(
         service.counter_sources.append(reloader.counters)
         service.problem_sources.append(reloader.problems)
         fetch_server = await _start_fetch(nursery, config, journal, service)
+        if fetch_server is not None:
+            await start_registration(nursery, config, journal, fetch_server)
         nursery.start_soon(
             _every,
             config.journal.retention_check_interval_s,

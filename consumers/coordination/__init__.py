@@ -3,6 +3,8 @@
 - ``protocol``: the contract every coordinator keeps (read its docstring first), and its errors.
 - ``local``: one host without ZooKeeper (offsets in files, ownership by file locks).
 - ``zookeeper``: members on any number of hosts; fencing by epochs (read its docstring).
+- ``registry``: log servers registering their journals in ZooKeeper, for groups that read
+  every server (units keyed by journal id).
 - ``zk_client``: ZooKeeper through kazoo, the only module that imports kazoo.
 
 The ZooKeeper coordinator is imported from its module, so that a process that never uses
@@ -21,6 +23,10 @@ from consumers.coordination.protocol import (
     OwnershipListener,
     RefusedWhileActive,
     ResetRefused,
+    Unit,
+    journal_of,
+    normal_journal_id,
+    unit_key,
 )
 
 __all__ = [
@@ -35,5 +41,9 @@ __all__ = [
     "OwnershipListener",
     "RefusedWhileActive",
     "ResetRefused",
+    "Unit",
+    "journal_of",
     "list_groups",
+    "normal_journal_id",
+    "unit_key",
 ]

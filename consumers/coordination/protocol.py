@@ -41,11 +41,20 @@ Offsets
     forced delete lose their partitions and take them up again from the earliest offset, as a
     new group would.  ``committed``, ``reset``, ``delete`` and ``members`` work without joining
     (``run`` need not be running).
+
+Units
+    The key of ownership and offsets is a ``PartitionId``: a partition of the one journal the
+    group reads (the files in ``journal.dir``, or one ``fetch_from`` server).  A group that
+    reads every journal registered in ZooKeeper (``consumers.coordination.registry``) keys
+    them by ``Unit``, a ``PartitionId`` that also names its journal: ``(journal_id, category,
+    partition)``.  Everything above holds per key, whichever kind it is; a ``Unit`` never
+    equals the ``PartitionId`` of the same category and partition.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -99,6 +108,46 @@ class DeleteRefused(RefusedWhileActive):
 
 class CoordinatorUnavailable(CoordinationError):  # noqa: N818 (reads as a state)
     """The coordination service cannot be reached now (retry later)."""
+
+
+@dataclass(frozen=True)
+class Unit(PartitionId):
+    """A partition of the journal ``journal_id`` (32 lowercase hex digits: the UUID of its
+    ``.journal-id``): what a group reading several log servers owns and commits."""
+
+    journal_id: str
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.journal_id, str) or normal_journal_id(self.journal_id) != (
+            self.journal_id
+        ):
+            raise ValueError(f"journal_id must be 32 lowercase hex digits, got {self.journal_id!r}")
+
+    def __str__(self) -> str:
+        """``<first 8 hex digits of the journal>:category/partition`` for logs and messages."""
+        return f"{self.journal_id[:8]}:{super().__str__()}"
+
+    @property
+    def partition_id(self) -> PartitionId:
+        """The partition in its own journal's terms (what its reader and fetch service take)."""
+        return PartitionId(self.category, self.partition)
+
+
+def normal_journal_id(text: str) -> str:
+    """A journal identity (any UUID spelling) as 32 lowercase hex digits; ``ValueError`` when
+    it is not a UUID."""
+    return uuid.UUID(text).hex
+
+
+def journal_of(pid: PartitionId) -> str | None:
+    """The journal a key names: a ``Unit``'s, None for a plain partition."""
+    return pid.journal_id if isinstance(pid, Unit) else None
+
+
+def unit_key(pid: PartitionId) -> tuple[str, bytes, int]:
+    """Sort order of keys: by journal (plain partitions first), category, partition."""
+    return journal_of(pid) or "", pid.category, pid.partition
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,26 @@ partition number in decimal::
     /groups/<group>/partitions/<category>/<n>/offset persistent  next offset to consume,
                                                                  decimal; empty: none committed
 
+A group that reads the journal registry (``consumers.coordination.registry``) keys its state
+by ``Unit`` (journal id, category, partition): the same ``owners`` and ``partitions`` nodes,
+one level down under the unit's journal (``<journal>``: 32 hex digits), and the partition node
+also holds ``"journal_id"``.  Plain partitions (the local journal, one ``fetch_from`` server)
+keep the layout above, so nothing changes for a group that does not read the registry::
+
+    /groups/<group>/journals/<journal>/owners/<category>/<n>          as owners/ above
+    /groups/<group>/journals/<journal>/partitions/<category>/<n>      as partitions/ above,
+                                                                       with .../epoch, .../offset
+
+Offsets stored without a journal id are migrated, not lost: a member built with a
+``legacy_journal_id`` (the identity of its local journal.dir, the journal those offsets were
+committed against) creates a unit of that journal in one transaction with the retirement of the
+old partition: the unit's offset is the old offset, the old epoch is bumped (fencing any member
+still on the old layout), its offset emptied and its node tombstoned (``deleted_at_epoch``,
+``migrated_to``), so the old offset is neither listed twice nor migrated twice.  A unit of
+another journal leaves an old offset where it is and logs it; ``pipeline offsets show`` lists
+it without journal id until the group's members on that server's host migrate it, or ``pipeline
+offsets delete`` forgets it.
+
 Invariants (this is where fencing lives):
 
 * A partition node and its ``epoch`` ("0") and ``offset`` ("") children are created together in
@@ -81,11 +101,16 @@ from consumers.coordination.protocol import (
     MemberState,
     OwnershipListener,
     ResetRefused,
+    Unit,
+    journal_of,
+    unit_key,
 )
+from consumers.coordination.registry import Registration, registered_journals
 from consumers.coordination.zk_client import (
     ConnectionState,
     TxnCheck,
     TxnCreate,
+    TxnOp,
     TxnSet,
     ZooKeeperClient,
     ZooKeeperConfig,
@@ -97,6 +122,7 @@ log = logging.getLogger(__name__)
 
 PARTITION_FORMAT = 1
 GROUPS = "/groups"
+JOURNALS = "journals"  # under a group: the units of each registered journal
 
 OpenClient = Callable[[ZooKeeperConfig], AbstractAsyncContextManager[ZooKeeperClient]]
 
@@ -140,8 +166,8 @@ def plan_assignment(
     return plan
 
 
-def _pid_key(pid: PartitionId) -> tuple[bytes, int]:
-    return pid.category, pid.partition
+def _pid_key(pid: PartitionId) -> tuple[str, bytes, int]:
+    return unit_key(pid)
 
 
 def _decode_name(name: str) -> str | None:
@@ -210,7 +236,10 @@ class ZooKeeperCoordinator(MemberState):
         retry_interval_s: float = 0.2,
         revoke_timeout_s: float = 30.0,
         open_client: OpenClient = open_zookeeper,
+        legacy_journal_id: str | None = None,
     ) -> None:
+        """``legacy_journal_id``: the journal whose units take over the offsets stored without
+        a journal id (the local journal's, for a group that reads the registry)."""
         if not group:
             raise ValueError("group must not be empty")
         for name, value in (
@@ -229,6 +258,7 @@ class ZooKeeperCoordinator(MemberState):
         self._retry_interval_s = retry_interval_s
         self._revoke_timeout_s = revoke_timeout_s
         self._open = open_client
+        self._legacy_journal_id = legacy_journal_id
         self._base = f"{GROUPS}/{category_dir_name(group.encode('utf-8', 'surrogateescape'))}"
         self._partitions: frozenset[PartitionId] = frozenset()
         self._leases: dict[PartitionId, Lease] = {}
@@ -262,17 +292,23 @@ class ZooKeeperCoordinator(MemberState):
             f"{self._members_dir()}/{category_dir_name(member.encode('utf-8', 'surrogateescape'))}"
         )
 
-    def _owner_dir(self, category: bytes) -> str:
-        return f"{self._base}/owners/{category_dir_name(category)}"
+    def _unit_base(self, pid: PartitionId) -> str:
+        """Where a key's nodes live: the group's own for a plain partition, its journal's
+        for a ``Unit``."""
+        journal_id = journal_of(pid)
+        return self._base if journal_id is None else f"{self._base}/{JOURNALS}/{journal_id}"
+
+    def _owner_dir(self, pid: PartitionId) -> str:
+        return f"{self._unit_base(pid)}/owners/{category_dir_name(pid.category)}"
 
     def _owner_path(self, pid: PartitionId) -> str:
-        return f"{self._owner_dir(pid.category)}/{pid.partition}"
+        return f"{self._owner_dir(pid)}/{pid.partition}"
 
-    def _partition_dir(self, category: bytes) -> str:
-        return f"{self._base}/partitions/{category_dir_name(category)}"
+    def _partition_dir(self, pid: PartitionId) -> str:
+        return f"{self._unit_base(pid)}/partitions/{category_dir_name(pid.category)}"
 
     def _partition_path(self, pid: PartitionId) -> str:
-        return f"{self._partition_dir(pid.category)}/{pid.partition}"
+        return f"{self._partition_dir(pid)}/{pid.partition}"
 
     # -- sessions ----------------------------------------------------------------------------
 
@@ -294,22 +330,94 @@ class ZooKeeperCoordinator(MemberState):
         if path in self._ensured:
             return
         if await client.exists(f"{path}/offset") is None:
-            await self._ensure(client, self._partition_dir(pid.category))
-            meta = {
+            await self._ensure(client, self._partition_dir(pid))
+            meta: dict[str, object] = {
                 "format": PARTITION_FORMAT,
                 "group": self._group,
                 "category": pid.category.hex(),
                 "partition": pid.partition,
             }
+            journal_id = journal_of(pid)
+            if journal_id is not None:
+                meta["journal_id"] = journal_id
             with suppress(zkerr.NodeExists):  # another member created it first
+                await self._create_partition(client, pid, meta)
+        self._ensured.add(path)
+
+    async def _create_partition(
+        self, client: ZooKeeperClient, pid: PartitionId, meta: dict[str, object]
+    ) -> None:
+        """Create a key's nodes; a ``Unit`` of the legacy journal takes over the offset its
+        partition has in the layout without journal ids, in the same transaction (see the
+        module docstring)."""
+        path = self._partition_path(pid)
+        for _ in range(100):
+            offset: bytes = b""
+            legacy_ops: list[TxnOp] = []
+            if isinstance(pid, Unit):
+                legacy = await self._legacy_state(client, pid)
+                if legacy is not None:
+                    offset, legacy_ops = legacy
+            try:
                 await client.transaction(
                     [
                         TxnCreate(path, json.dumps(meta, sort_keys=True).encode()),
                         TxnCreate(f"{path}/epoch", b"0"),
-                        TxnCreate(f"{path}/offset", b""),
+                        TxnCreate(f"{path}/offset", offset),
+                        *legacy_ops,
                     ]
                 )
-        self._ensured.add(path)
+            except zkerr.BadVersion:
+                continue  # the legacy partition moved meanwhile: look again
+            if legacy_ops:
+                log.warning(
+                    "committed offset migrated to the journal's unit",
+                    extra={
+                        "group": self._group,
+                        "partition": str(pid),
+                        "offset": _parse_offset(offset),
+                    },
+                )
+            return
+        raise CoordinationError(f"{pid}: the legacy partition keeps changing; creation abandoned")
+
+    async def _legacy_state(
+        self, client: ZooKeeperClient, unit: Unit
+    ) -> tuple[bytes, list[TxnOp]] | None:
+        """The offset of ``unit``'s partition in the layout without journal ids, and the steps
+        that retire it there (epoch bumped, offset emptied, tombstoned, ``migrated_to``).
+        None when there is nothing to migrate: no such partition, deleted or migrated already,
+        or ``unit`` is not of the legacy journal (then a stored offset is only logged)."""
+        legacy = unit.partition_id
+        path = self._partition_path(legacy)
+        try:
+            raw, meta_stat = await client.get(path)
+            data, offset_stat = await client.get(f"{path}/offset")
+        except zkerr.NoNode:
+            return None
+        version = await self._current_epoch(client, legacy)
+        meta = json.loads(raw)
+        if version is None or meta.get("deleted_at_epoch") == version:
+            return None
+        if unit.journal_id != self._legacy_journal_id:
+            if _parse_offset(data) is not None:
+                log.warning(
+                    "an offset without journal id is not this unit's; left where it is",
+                    extra={
+                        "group": self._group,
+                        "partition": str(unit),
+                        "legacy_offset": _parse_offset(data),
+                        "legacy_journal": self._legacy_journal_id,
+                    },
+                )
+            return None
+        meta["deleted_at_epoch"] = version + 1
+        meta["migrated_to"] = unit.journal_id
+        return data, [
+            TxnSet(f"{path}/epoch", str(version + 1).encode(), version),
+            TxnSet(f"{path}/offset", b"", offset_stat.version),
+            TxnSet(path, json.dumps(meta, sort_keys=True).encode(), meta_stat.version),
+        ]
 
     # -- offsets -----------------------------------------------------------------------------
 
@@ -412,13 +520,27 @@ class ZooKeeperCoordinator(MemberState):
                 return await self._all_committed_on(client)
 
     async def _all_committed_on(self, client: ZooKeeperClient) -> dict[PartitionId, int | None]:
+        out = await self._committed_under(client, self._base, None)
+        try:
+            journals = await client.get_children(f"{self._base}/{JOURNALS}")
+        except zkerr.NoNode:
+            return out
+        for journal_id in sorted(journals):
+            base = f"{self._base}/{JOURNALS}/{journal_id}"
+            out.update(await self._committed_under(client, base, journal_id))
+        return out
+
+    async def _committed_under(
+        self, client: ZooKeeperClient, base: str, journal_id: str | None
+    ) -> dict[PartitionId, int | None]:
+        """The keys under ``base`` (the group's own, or one journal's) with their offsets."""
         out: dict[PartitionId, int | None] = {}
         try:
-            categories = await client.get_children(f"{self._base}/partitions")
+            categories = await client.get_children(f"{base}/partitions")
         except zkerr.NoNode:
             return out
         for category in categories:
-            directory = f"{self._base}/partitions/{category}"
+            directory = f"{base}/partitions/{category}"
             with suppress(zkerr.NoNode):
                 for name in await client.get_children(directory):
                     try:
@@ -429,8 +551,13 @@ class ZooKeeperCoordinator(MemberState):
                         continue
                     info = json.loads(meta)
                     if epoch is not None and info.get("deleted_at_epoch") == epoch.version:
-                        continue  # deleted, and nobody has taken it since
-                    pid = PartitionId(bytes.fromhex(info["category"]), int(name))
+                        continue  # deleted (or migrated), and nobody has taken it since
+                    raw_category = bytes.fromhex(info["category"])
+                    pid: PartitionId = (
+                        PartitionId(raw_category, int(name))
+                        if journal_id is None
+                        else Unit(raw_category, int(name), journal_id)
+                    )
                     out[pid] = _parse_offset(data)
         return out
 
@@ -490,6 +617,12 @@ class ZooKeeperCoordinator(MemberState):
                 found = await self._owners(client, self._partitions)
         return {pid: owner.member for pid, owner in found.items()}
 
+    async def journals(self) -> dict[str, Registration]:
+        """The journals registered now (``consumers.coordination.registry``), by journal id."""
+        with _translated():
+            async with self._session() as client:
+                return await registered_journals(client)
+
     # -- membership --------------------------------------------------------------------------
 
     async def _member_ids(self, client: ZooKeeperClient) -> list[str]:
@@ -540,19 +673,19 @@ class ZooKeeperCoordinator(MemberState):
     async def _owners(
         self, client: ZooKeeperClient, pids: Iterable[PartitionId]
     ) -> dict[PartitionId, _Owner]:
-        by_category: dict[bytes, set[int]] = {}
+        by_dir: dict[str, dict[int, PartitionId]] = {}
         for pid in pids:
-            by_category.setdefault(pid.category, set()).add(pid.partition)
+            by_dir.setdefault(self._owner_dir(pid), {})[pid.partition] = pid
         found: dict[PartitionId, _Owner] = {}
-        for category, numbers in sorted(by_category.items()):
+        for directory, numbers in sorted(by_dir.items()):
             try:
-                names = await client.get_children(self._owner_dir(category))
+                names = await client.get_children(directory)
             except zkerr.NoNode:
                 continue
             for name in names:
                 if not name.isdigit() or int(name) not in numbers:
                     continue
-                pid = PartitionId(category, int(name))
+                pid = numbers[int(name)]
                 try:
                     data, stat = await client.get(self._owner_path(pid))
                 except zkerr.NoNode:
@@ -568,7 +701,7 @@ class ZooKeeperCoordinator(MemberState):
         """Own ``pid`` with a new epoch; None when someone else got it first.  ``held_version``
         is the version of this session's surviving owner node, if any."""
         await self._ensure_partition(client, pid)
-        await self._ensure(client, self._owner_dir(pid.category))
+        await self._ensure(client, self._owner_dir(pid))
         epoch_path = f"{self._partition_path(pid)}/epoch"
         version = await self._current_epoch(client, pid)
         if version is None:
