@@ -952,3 +952,9 @@ class ZooKeeperCoordinator(MemberState):
     def stop(self) -> None:
         self._stopping = True
         self._wake.set()
+
+    @property
+    def connection_state(self) -> ConnectionState:
+        """The session's latest state, read without blocking (LOST while no session is open)."""
+        client = self._client
+        return ConnectionState.LOST if client is None else client.state
