@@ -16,8 +16,8 @@ from pipeline.cli.config import config_group
 from pipeline.cli.journal import journal_group
 from pipeline.cli.offsets import offsets_group, replay_command
 from pipeline.cli.serve import consume, run, serve
+from pipeline.cli.services import services
 from pipeline.cli.tools import cat_command, ctl_command
-from pipeline.services.cli import services
 
 __all__ = ["main"]
 

@@ -59,7 +59,7 @@ EXIT_CODES = (
     ("0", "success"),
     ("1", "the command failed: damage found, an unknown name, a server unreachable or refusing"),
     ("2", "usage: an unknown option, a value out of range"),
-    ("70", "a daemon or a local service could not start (a port in use, no Java, ...)"),
+    ("70", "a daemon could not start; a local service could not start or stop"),
     ("78", "invalid configuration: the key and the problem are named"),
     ("84", "cat: the server answered TRY_LATER (as scribe_cat)"),
     ("2, 3", "ctl status: the server is ALIVE; not ALIVE or unreachable (as scribe_ctrl)"),

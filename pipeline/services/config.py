@@ -37,6 +37,7 @@ Environment overrides use ``PIPELINE_SERVICES__CASSANDRA__PORT=9043`` and the li
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -45,9 +46,11 @@ from typing import Annotated, Any
 
 from annotated_types import Interval
 
-from pipeline.settings import build
+from pipeline.errors import ConfigError
+from pipeline.settings import absolute, build, env_overrides, merge, read_toml, resolve_paths
 
 __all__ = [
+    "load_services_config",
     "CassandraServiceConfig",
     "ServicesConfig",
     "ZooKeeperServiceConfig",
@@ -216,3 +219,25 @@ def services_config_from_mapping(data: Mapping[str, Any]) -> ServicesConfig:
     """Build the settings from the ``[services]`` table (its ``zookeeper`` and ``cassandra``
     sub-tables and ``var_dir``/``cache_dir``); raises `ConfigError` naming the key and problem."""
     return build(ServicesConfig, data, "services")
+
+
+def load_services_config(
+    path: Path | None, environ: dict[str, str] | None = None
+) -> ServicesConfig:
+    """Defaults, then the ``[services]`` table of ``path``, then ``PIPELINE_SERVICES__...``.
+
+    Relative directories resolve as in every configuration (``pipeline.config``): against the
+    file's directory, or the working directory for environment values and without a file.
+    """
+    data: dict[str, Any] = {}
+    source = None if path is None else absolute(path, Path.cwd())
+    if source is not None:
+        table = read_toml(source).get("services", {})
+        if not isinstance(table, dict):
+            raise ConfigError("services", "expected a table")
+        data = table
+    env = env_overrides(os.environ if environ is None else environ).get("services", {})
+    if env:
+        data = merge(data, env)
+    config = services_config_from_mapping(data)
+    return resolve_paths(config, Path.cwd() if source is None else source.parent)

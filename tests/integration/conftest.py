@@ -23,8 +23,7 @@ import pytest
 from consumers.cassandra import CassandraConfig, CassandraSession, open_cassandra
 from consumers.coordination.zk_client import ZooKeeperClient, ZooKeeperConfig, open_zookeeper
 from pipeline.services.cassandra import ManagedCassandra
-from pipeline.services.cli import load_services_config
-from pipeline.services.config import ServicesConfig
+from pipeline.services.config import ServicesConfig, load_services_config
 from pipeline.services.process import ManagedService, port_accepts
 from pipeline.services.zookeeper import ManagedZooKeeper
 

@@ -12,7 +12,7 @@ import pytest
 
 from pipeline import config as config_module
 from pipeline.config import PipelineConfig
-from pipeline.services.cli import load_services_config
+from pipeline.services.config import load_services_config
 
 CONF = Path(__file__).parents[2] / "conf"
 

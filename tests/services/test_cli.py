@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from pipeline.services.cli import EXIT_CONFIG, EXIT_SERVICE, services
+from pipeline.cli.common import EXIT_CONFIG, EXIT_STARTUP
+from pipeline.cli.services import services
 
 FAKE_JAVA = """#!/bin/sh
 if [ "$1" = "-version" ]; then echo 'openjdk version "17.0.9" 2023-10-17' >&2; exit 0; fi
@@ -65,7 +66,7 @@ def run(args: list[str], path: Path, **env: str | None) -> Result:
 
 def test_no_java(config_file: Path, bin_dir: Path) -> None:
     result = run(["start", "--only", "zookeeper", "--config", str(config_file)], bin_dir)
-    assert result.exit_code == EXIT_SERVICE
+    assert result.exit_code == EXIT_STARTUP
     assert "Java not found" in result.output
 
 
@@ -83,14 +84,14 @@ def test_port_in_use(config_file: Path, bin_dir: Path, squatter: int) -> None:
         bin_dir,
         PIPELINE_SERVICES__ZOOKEEPER__PORT=str(squatter),
     )
-    assert result.exit_code == EXIT_SERVICE
+    assert result.exit_code == EXIT_STARTUP
     assert f"port 127.0.0.1:{squatter} is in use by another program" in result.output
 
 
 def test_no_maven(config_file: Path, bin_dir: Path) -> None:
     _script(bin_dir, "java", FAKE_JAVA)
     result = run(["start", "--only", "zookeeper", "--config", str(config_file)], bin_dir)
-    assert result.exit_code == EXIT_SERVICE
+    assert result.exit_code == EXIT_STARTUP
     assert "Maven (mvn) is not on PATH" in result.output
 
 
@@ -98,7 +99,7 @@ def test_failed_download_shows_maven_output(config_file: Path, bin_dir: Path) ->
     _script(bin_dir, "java", FAKE_JAVA)
     _script(bin_dir, "mvn", FAKE_MVN)
     result = run(["start", "--only", "cassandra", "--config", str(config_file)], bin_dir)
-    assert result.exit_code == EXIT_SERVICE
+    assert result.exit_code == EXIT_STARTUP
     assert "Maven failed (exit 1) fetching cassandra 5.0.5" in result.output
     assert "Could not resolve dependencies (fake)" in result.output
 
@@ -112,7 +113,7 @@ def test_server_dying_during_start_shows_log_tail(
     (lib / "zookeeper-3.9.5.jar").write_bytes(b"")
     (lib.parent / "complete").write_text("fetched\n")
     result = run(["start", "--only", "zookeeper", "--config", str(config_file)], bin_dir)
-    assert result.exit_code == EXIT_SERVICE
+    assert result.exit_code == EXIT_STARTUP
     assert "exited (status 1) while starting" in result.output
     assert "BindException: Address already in use" in result.output
     assert not (tmp_path / "var" / "zookeeper" / "zookeeper.pid").exists()

@@ -7,8 +7,11 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import ConfigError
-from pipeline.services.cli import load_services_config
-from pipeline.services.config import ServicesConfig, services_config_from_mapping
+from pipeline.services.config import (
+    ServicesConfig,
+    load_services_config,
+    services_config_from_mapping,
+)
 
 
 def test_defaults() -> None:

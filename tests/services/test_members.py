@@ -10,10 +10,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from pipeline.cli.services import services
 from pipeline.errors import ConfigError
 from pipeline.services.cassandra import ManagedCassandra
-from pipeline.services.cli import EXIT_CONFIG, load_services_config, services
-from pipeline.services.config import ServicesConfig, services_config_from_mapping
+from pipeline.services.config import (
+    ServicesConfig,
+    load_services_config,
+    services_config_from_mapping,
+)
 from pipeline.services.members import members
 from pipeline.services.zookeeper import ManagedZooKeeper
 
@@ -143,13 +147,13 @@ def test_the_cluster_file_asks_for_three_servers_and_two_nodes_apart_from_the_de
 def test_cli_member_needs_only_and_a_member_that_exists(tmp_path: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(services, ["stop", "--member", "2", "--config", str(CLUSTER_TOML)])
-    assert result.exit_code == EXIT_CONFIG
+    assert result.exit_code == 2  # usage
     assert "--member needs --only" in result.output
     result = runner.invoke(
         services,
         ["stop", "--only", "cassandra", "--member", "3", "--config", str(CLUSTER_TOML)],
     )
-    assert result.exit_code == EXIT_CONFIG
+    assert result.exit_code == 2  # usage
     assert "cassandra has members 1 to 2, not 3" in result.output
 
 

@@ -18,8 +18,7 @@ from pathlib import Path
 
 import trio
 
-from pipeline.services.cli import load_services_config
-from pipeline.services.config import ServicesConfig
+from pipeline.services.config import ServicesConfig, load_services_config
 from pipeline.services.members import members, start_members, start_timeout_s
 from pipeline.services.process import ManagedService
 

@@ -1,23 +1,28 @@
-"""`pipeline services start|status|stop`: the local ZooKeeper and Cassandra (a standalone
+"""``pipeline services start|status|stop``: the local ZooKeeper and Cassandra (a standalone
 server each, or an ensemble and a cluster: ``--only S --member N`` picks one of their members).
 
-Exit codes: 0 done; 2 invalid configuration or usage; 3 a service could not be fetched,
-started or stopped (the message names it and the log's last lines follow on stderr).
+Exit codes as every command's: 78 invalid configuration; 70 a service could not be fetched,
+started or stopped (the message names it, and the last lines of its log follow).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import sys
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import NoReturn
 
 import click
 
+from pipeline.cli.common import (
+    EXIT_STARTUP,
+    HELP_OPTION_NAMES,
+    CommandError,
+    InvalidConfigError,
+    config_option,
+    json_option,
+)
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.services.config import ServicesConfig, services_config_from_mapping
+from pipeline.services.config import ServicesConfig, load_services_config
 from pipeline.services.members import (
     SERVICE_NAMES,
     is_enabled,
@@ -26,34 +31,14 @@ from pipeline.services.members import (
     start_timeout_s,
 )
 from pipeline.services.process import ManagedService, ServiceError, ServiceStatus
-from pipeline.settings import absolute, env_overrides, merge, read_toml, resolve_paths
 
-__all__ = ["EXIT_CONFIG", "EXIT_SERVICE", "load_services_config", "services"]
-
-EXIT_CONFIG = 2
-EXIT_SERVICE = 3
+__all__ = ["services"]
 
 
-def load_services_config(
-    path: Path | None, environ: dict[str, str] | None = None
-) -> ServicesConfig:
-    """Defaults, then the ``[services]`` table of ``path``, then ``PIPELINE_SERVICES__...``.
+class ServiceFailedError(CommandError):
+    """A local service could not be fetched, started or stopped: exit 70."""
 
-    Relative directories resolve as in every configuration (``pipeline.config``): against the
-    file's directory, or the working directory for environment values and without a file.
-    """
-    data: dict[str, Any] = {}
-    source = None if path is None else absolute(path, Path.cwd())
-    if source is not None:
-        table = read_toml(source).get("services", {})
-        if not isinstance(table, dict):
-            raise ConfigError("services", "expected a table")
-        data = table
-    env = env_overrides(os.environ if environ is None else environ).get("services", {})
-    if env:
-        data = merge(data, env)
-    config = services_config_from_mapping(data)
-    return resolve_paths(config, Path.cwd() if source is None else source.parent)
+    exit_code = EXIT_STARTUP
 
 
 def _managed(
@@ -77,12 +62,11 @@ def _progress(message: str) -> None:
     click.echo(message, err=True)
 
 
-def _fail(exc: PipelineError) -> None:
-    click.echo(f"error: {exc}", err=True)
-    if isinstance(exc, ServiceError) and exc.log_tail:
-        for line in exc.log_tail:
-            click.echo(f"  {line}", err=True)
-    raise SystemExit(EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_SERVICE)
+def _fail(exc: PipelineError) -> NoReturn:
+    if isinstance(exc, ConfigError):
+        raise InvalidConfigError(str(exc)) from exc
+    tail = exc.log_tail if isinstance(exc, ServiceError) else ()
+    raise ServiceFailedError("".join([str(exc), *(f"\n  {line}" for line in tail)])) from exc
 
 
 def _load(config_path: Path | None) -> ServicesConfig:
@@ -90,16 +74,8 @@ def _load(config_path: Path | None) -> ServicesConfig:
         return load_services_config(config_path)
     except ConfigError as exc:
         _fail(exc)
-        raise  # unreachable: _fail exits
 
 
-config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="The pipeline's TOML file; its [services] table applies.",
-)
 only_option = click.option(
     "--only", type=click.Choice(SERVICE_NAMES), default=None, help="Just this service."
 )
@@ -111,7 +87,8 @@ member_option = click.option(
 )
 
 
-@click.group()
+# Its own help names too: tests invoke the group without the root command.
+@click.group(context_settings={"help_option_names": HELP_OPTION_NAMES})
 def services() -> None:
     """Run the local ZooKeeper and Cassandra (data and logs under var/)."""
 
@@ -163,7 +140,7 @@ def _status_line(s: ServiceStatus) -> str:
 
 
 @services.command()
-@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+@json_option("One JSON object on stdout.")
 @only_option
 @member_option
 @config_option
@@ -208,10 +185,3 @@ def stop(only: str | None, member: int | None, config_path: Path | None) -> None
             )
     if failed:
         _fail(failed[0])
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Run the group on its own (before it is registered in `pipeline`)."""
-    services.main(
-        args=list(argv) if argv is not None else sys.argv[1:], prog_name="pipeline services"
-    )
