@@ -40,6 +40,11 @@ class Storage:
         self._failure: StorageError | None = None
         self._failed_at = -math.inf
 
+    @property
+    def connected(self) -> bool:
+        """Whether the session is open (once opened, it is kept until the process exits)."""
+        return self._session is not None
+
     async def session(self) -> CassandraSession:
         """The connected session; raises a ``StorageError`` when Cassandra cannot be reached
         (the same error again, without a new attempt, within ``RECONNECT_INTERVAL_S``)."""

@@ -18,12 +18,12 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from consumers.coordination.zk_client import ConnectionState
-from consumers.coordination.zookeeper import ZooKeeperCoordinator
 from consumers.runtime import PartitionProgress
 from journal import PartitionInfo
 from pipeline.admission import Refusal
@@ -269,15 +269,20 @@ class PipelineCollector(Collector):
         yield from (zookeeper, cassandra)
 
 
+@runtime_checkable
+class SessionCoordinated(Protocol):
+    """A coordinator that holds a ZooKeeper session (``ZooKeeperCoordinator``)."""
+
+    @property
+    def connection_state(self) -> ConnectionState: ...
+
+
 def zookeeper_state(member: Member) -> ConnectionState | None:
     """The member's ZooKeeper session state; None when it is not coordinated by ZooKeeper."""
     coordinator = member.runtime.coordinator
-    if not isinstance(coordinator, ZooKeeperCoordinator):
+    if not isinstance(coordinator, SessionCoordinated):
         return None
-    # The coordinator keeps its session client private; its state is the kazoo adapter's
-    # latest connection event (``zk_client``), read without blocking.
-    client = coordinator._client
-    return ConnectionState.LOST if client is None else client.state
+    return coordinator.connection_state
 
 
 def cassandra_needed(view: ProcessView) -> bool:
@@ -286,9 +291,7 @@ def cassandra_needed(view: ProcessView) -> bool:
 
 def cassandra_connected(view: ProcessView) -> bool:
     """Whether the shared session is open and no Cassandra group is paused on sink failures."""
-    storage = view.storage
-    # ``Storage`` keeps its session private: it is opened on the first use and kept.
-    if storage is None or storage._session is None:
+    if view.storage is None or not view.storage.connected:
         return False
     for member in view.members:
         if member.section.group.sink == "cassandra" and any(

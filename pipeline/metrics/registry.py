@@ -6,7 +6,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import trio
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -30,6 +35,10 @@ class PipelineMetrics:
     def __init__(self, config: MetricsConfig, view: ProcessView) -> None:
         self.config = config
         self.view = view
+        # No ``_created`` series beside the histograms: in the text format they are one more
+        # gauge per histogram that nobody graphs.  The library's switch is process-wide (every
+        # daemon's registry in this process wants it off) and untyped.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=False)
         self._log_latency = Histogram(
             "scribe_pipeline_log_latency_seconds",
