@@ -4,7 +4,8 @@
 received and journaled matches, message for message and byte for byte, what was sent and what
 the journal holds.  ``/readyz`` turns 503 with the reason when the journal's disk is full (a
 small tmpfs filled to the last byte, as in test_full_disk) and while the server drains after
-SIGTERM.  A ``pipeline run`` with an embedded files group shows its lag fall to 0, and every
+SIGTERM.  Categories beyond ``[metrics] max_category_labels`` share the label ``other``, and
+with ``[metrics] enabled = false`` only the health routes are served.  A ``pipeline run`` with an embedded files group shows its lag fall to 0, and every
 metric the Grafana dashboard queries exists in its scrape.
 """
 
@@ -213,6 +214,62 @@ def test_readyz_is_503_while_the_server_drains(
         assert json.loads(body)["problems"]["stopping"] == "stopping"
         assert get(port, "/healthz")[0] == 200  # alive while it drains
     assert server.wait(15) == 0
+
+
+def test_categories_beyond_the_label_limit_are_folded_into_other(
+    pipeline_server: ServerFactory, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "p.toml", CONFIG + "[metrics]\nmax_category_labels = 3\n")
+    server = pipeline_server(config=config).start()
+    port = http_port(server)
+    categories = [b"cat%d" % i for i in range(8)]
+    with server.client() as client:
+        for i, category in enumerate(categories):
+            entries = [LogEntry(category, b"y" * (i + 1)) for _ in range(i + 1)]
+            assert client.log(entries) == ResultCode.OK
+    status, body = get(port, "/metrics")
+    assert status == 200
+    assert b"_created" not in body
+    _, samples = scrape(port)
+    journal = {info.category: info for info in list_partitions(server.journal_dir)}
+    # The first three seen keep their names; the five others share one series per metric.
+    for i, category in enumerate(categories[:3]):
+        label = category.decode()
+        assert value(samples, "scribe_pipeline_received_messages_total", category=label) == i + 1
+        assert (
+            value(samples, "scribe_pipeline_received_bytes_total", category=label) == (i + 1) ** 2
+        )
+    folded = range(3, 8)
+    assert value(samples, "scribe_pipeline_received_messages_total", category="other") == sum(
+        i + 1 for i in folded
+    )
+    assert value(samples, "scribe_pipeline_received_bytes_total", category="other") == sum(
+        (i + 1) ** 2 for i in folded
+    )
+    assert value(
+        samples, "scribe_pipeline_journal_high_water_mark", category="other", partition=""
+    ) == sum(journal[categories[i]].high_water_mark or 0 for i in folded)
+    assert value(samples, "scribe_pipeline_journal_bytes", category="other", partition="") == sum(
+        journal[categories[i]].size_bytes for i in folded
+    )
+    assert value(samples, "scribe_pipeline_category_labels_folded") == 5
+    labels = {dict(labels).get("category") for _, labels in samples} - {None, ""}
+    assert labels == {"cat0", "cat1", "cat2", "other"}
+
+
+def test_with_metrics_disabled_health_is_served_and_metrics_are_not(
+    pipeline_server: ServerFactory, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "p.toml", CONFIG + "[metrics]\nenabled = false\n")
+    server = pipeline_server(config=config).start()
+    port = http_port(server)
+    with server.client() as client:
+        assert client.log([LogEntry(b"alpha", b"x")]) == ResultCode.OK
+    status, body = get(port, "/metrics")
+    assert status == 404
+    assert json.loads(body) == {"error": "no such path '/metrics' (known: /healthz, /readyz)"}
+    assert get(port, "/healthz") == (200, b'{"status": "alive"}\n')
+    assert get(port, "/readyz") == (200, b'{"status": "ready"}\n')
 
 
 class RunProcess(ServerProcess):
