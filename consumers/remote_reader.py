@@ -10,9 +10,12 @@ is here.  A reader holds at most one and a half responses decoded and one in fli
 ``read_wait`` is a trio checkpoint even when messages are there, so a consumer that never
 waits for anything else still lets the fetch task run.
 
-Messages are built as they are handed out, from the verified batches (as ``JournalReader``
-does from its own), and the records stay views of the reply they came in: a remote read does
-the local read's work plus receiving the bytes, and no copy of them.
+A response is split into its batches on arrival (headers only); each batch is verified and
+decoded when ``read`` reaches it, and its messages built as they are handed out, as
+``JournalReader`` does with the batches it reads from disk.  The records stay views of the
+reply they came in.  So a remote read does the local read's work, plus receiving the bytes
+and no copy of them, in the same order (decoding a whole response ahead would leave megabytes
+of message objects to go cold in the cache before they are used).
 
 Whole batches arrive in the journal's own format and are verified here (``journal.records``):
 a crc that does not match is damage (``JournalCorrupt``), as it would be on local disk.  The
@@ -48,7 +51,7 @@ from journal import (
     UnknownPartition,
 )
 from journal.reader import SKIP_MISSING, SKIP_REPAIRED
-from journal.records import DecodedBatch, decode_batches
+from journal.records import DecodedBatch, FetchedBatch, split_batches
 from scribe_compat import (
     AsyncFetchClient,
     ClientError,
@@ -185,13 +188,17 @@ class RemoteReader:
         self._next = offset  # what ``read`` hands out next
         self._fetch_at = offset  # where the next fetch starts
         self._hwm = offset
-        # Decoded batches (the first may begin before ``_next``), skips and the error that
-        # ends the reader, in offset order.
-        self._queue: deque[DecodedBatch | _Skip | JournalError] = deque()
+        # Batches (the first may begin before ``_next``; decoded when ``read`` reaches them),
+        # skips and the error that ends the reader, in offset order.
+        self._queue: deque[FetchedBatch | DecodedBatch | _Skip | JournalError] = deque()
         # Messages in the queue not handed out yet; the next fetch starts below _refill_at.
         self._queued = 0
         self._refill_at = 1
-        self._changed = trio.Event()  # set when the queue changes, then replaced
+        # Each wakes the other side only when it can go on (a task switch per read would
+        # cost more than the read): ``_arrived`` when the fetch task queued something (then
+        # replaced), ``_room`` when fewer messages are left than ``_refill_at``.
+        self._arrived = trio.Event()
+        self._room = trio.Event()
         self._client: AsyncFetchClient | None = None
         self._scope = trio.CancelScope()
         self._closed = False
@@ -224,6 +231,14 @@ class RemoteReader:
                 self.skip_reasons[item.start, item.end] = item.reason
                 self._next = item.end
                 continue
+            if isinstance(item, FetchedBatch):
+                try:
+                    item = queue[0] = item.decode(self._where)
+                except JournalCorrupt as exc:
+                    self._fail(exc)
+                    if out:
+                        break
+                    raise
             # As ``JournalReader.read`` does: one message object per message handed out.
             base = item.base
             i = self._next - base
@@ -250,7 +265,8 @@ class RemoteReader:
             if full:
                 break
         self._queued -= len(out)
-        self._wake()
+        if self._queued < self._refill_at:
+            self._room.set()
         return out
 
     async def read_wait(
@@ -259,11 +275,11 @@ class RemoteReader:
         # Before reading, not after: a cancellation here must not lose what was read.
         await trio.lowlevel.checkpoint()
         while True:
-            changed = self._changed
+            arrived = self._arrived
             messages = self.read(max_messages, max_bytes)
             if messages:
                 return messages
-            await changed.wait()
+            await arrived.wait()
 
     def close(self) -> None:
         self._closed = True
@@ -271,9 +287,9 @@ class RemoteReader:
 
     # -- fetching ---------------------------------------------------------------------------------
 
-    def _wake(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
+    def _arrive(self) -> None:
+        self._arrived.set()
+        self._arrived = trio.Event()
 
     async def first_fetch(self) -> None:
         result = await self._fetch(wait_ms=0)
@@ -291,21 +307,37 @@ class RemoteReader:
         try:
             with self._scope:
                 while True:
-                    while self._queued >= self._refill_at or (
-                        self._queue and not isinstance(self._queue[-1], DecodedBatch)
-                    ):
-                        if isinstance(self._queue[-1], JournalError):
+                    while not self._may_fetch():
+                        if self._failed():
                             return  # the reader is done: the runtime reopens after it
-                        await self._changed.wait()
+                        self._room = trio.Event()
+                        await self._room.wait()
                     result = await self._fetch(wait_ms=self._source.config.wait_ms)
+                    if self._failed():
+                        return  # damage was found meanwhile in what was here
                     if isinstance(result, FetchRefused):
                         self._refused(result)
                     else:
                         self._take(result)
-                    self._wake()
+                    self._arrive()
         finally:
             with trio.CancelScope(shield=True):
                 await self.discard_connection()
+
+    def _may_fetch(self) -> bool:
+        # After a skip, the runtime takes it before anything further comes.
+        last = self._queue[-1] if self._queue else None
+        return self._queued < self._refill_at and not isinstance(last, _Skip | JournalError)
+
+    def _failed(self) -> bool:
+        return bool(self._queue) and isinstance(self._queue[-1], JournalError)
+
+    def _fail(self, error: JournalError) -> None:
+        """Damage where ``read`` is: nothing after it is handed out, nothing more fetched."""
+        self._queue.clear()
+        self._queue.append(error)
+        self._queued = 0
+        self._room.set()
 
     async def discard_connection(self) -> None:
         if self._client is not None:
@@ -361,20 +393,19 @@ class RemoteReader:
             return
         if not result.records:
             return  # at the tail: nothing came within the wait
-        try:
-            batches = decode_batches(result.records, self._where)
-        except JournalCorrupt as exc:
-            self._queue.append(exc)
-            return
-        if not batches[0].base <= at < batches[0].end:
+        batches, damage = split_batches(result.records, self._where)
+        if batches and not batches[0].base <= at < batches[0].end:
             # Whole batches begin at or before the offset asked for, and hold it.
             self._queue.append(JournalCorrupt(self._where, 0, f"records do not hold offset {at}"))
             return
-        self._queue.extend(batches)
-        end = batches[-1].end
-        self._queued += end - at
-        self._refill_at = max((end - at) // 2, 1)
-        self._fetch_at = end
+        if batches:
+            self._queue.extend(batches)
+            end = batches[-1].end
+            self._queued += end - at
+            self._refill_at = max((end - at) // 2, 1)
+            self._fetch_at = end
+        if damage is not None:
+            self._queue.append(damage)  # read hands out what came before it, then raises it
 
     def _refused(self, refused: FetchRefused) -> None:
         if refused.code == FetchErrorCode.OFFSET_BELOW_EARLIEST:

@@ -2,9 +2,10 @@
 
 ``read_records`` takes the bytes of whole batches from a partition's segment, from the batch
 holding an offset on, without decoding or checking a payload (the receiver verifies each
-batch's crc with ``decode_batches``), and never past a high-water mark its caller read before:
-data below the mark is completely written, so a batch found there is whole or damaged.  Both
-work on views of one buffer: neither copies the records (a response is megabytes).
+batch's crc: ``split_batches``, then ``FetchedBatch.decode``), and never past a high-water
+mark its caller read before: data below the mark is completely written, so a batch found
+there is whole or damaged.  Both sides work on views of one buffer: neither copies the
+records (a response is megabytes).
 
 Rules it shares with ``journal.reader``: the segment holding an offset is found by its name
 and its index (a hint, checked against the batch header it points to); a segment deleted
@@ -214,11 +215,46 @@ class DecodedBatch:
         self.metadata = metadata
 
 
-def decode_batches(data: bytes | memoryview, where: Path) -> list[DecodedBatch]:
-    """The batches in ``data`` (whole ones, from ``read_records``), each one's crc verified
-    and each following the one before.  Raises ``JournalCorrupt`` naming ``where`` (the
-    partition as the caller knows it) and the byte in ``data``."""
-    out: list[DecodedBatch] = []
+class FetchedBatch:
+    """One whole batch of fetched records, only its header read (not trusted before the crc):
+    ``decode`` verifies and decodes it, as a local reader does when it reaches a batch."""
+
+    __slots__ = ("_head", "_header", "_payload", "base", "end", "position")
+
+    def __init__(
+        self, header: BatchHeader, head: bytes, payload: memoryview, position: int
+    ) -> None:
+        self.base = header.base_offset
+        self.end = header.end_offset
+        self.position = position  # in the records it came in, for the error
+        self._head = head
+        self._header = header
+        self._payload = payload
+
+    def decode(self, where: Path) -> DecodedBatch:
+        """The batch, its crc verified; raises ``JournalCorrupt`` naming ``where``."""
+        header = self._header
+        # A view, not a copy: the crc and msgpack take any buffer (``journal.format`` is
+        # annotated with ``bytes`` only; what it does with a payload is buffer-generic).
+        payload = cast(bytes, self._payload)
+        try:
+            check_batch(header, self._head, payload)
+            messages, metadata = decode_payload(header, payload)
+        except FormatError as exc:
+            raise JournalCorrupt(where, self.position, exc.reason) from None
+        return DecodedBatch(header, messages, metadata)
+
+
+def split_batches(
+    data: bytes | memoryview, where: Path
+) -> tuple[list[FetchedBatch], JournalCorrupt | None]:
+    """The batches in ``data`` (whole ones, from ``read_records``), each following the one
+    before, as views of ``data``; and the damage after them, if any (``JournalCorrupt`` naming
+    ``where``, the partition as the caller knows it, and the byte in ``data``).  Reads only
+    headers: each batch is verified when it is decoded, so that its messages are made just
+    before they are used (a whole response decoded at once is megabytes of objects, cold in
+    the cache by the time the consumer gets to them)."""
+    out: list[FetchedBatch] = []
     view = memoryview(data)
     pos = 0
     size = len(view)
@@ -227,18 +263,22 @@ def decode_batches(data: bytes | memoryview, where: Path) -> list[DecodedBatch]:
         head = bytes(view[pos : pos + HEADER_SIZE])
         try:
             header = parse_header(head, size - pos, 1 << 62)
-            # A view, not a copy: the crc and msgpack take any buffer (``journal.format`` is
-            # annotated with ``bytes`` only; what it does with a payload is buffer-generic).
-            payload = cast(bytes, view[pos + HEADER_SIZE : pos + header.size])
-            check_batch(header, head, payload)
-            messages, metadata = decode_payload(header, payload)
         except FormatError as exc:
-            raise JournalCorrupt(where, pos, exc.reason) from None
+            return out, JournalCorrupt(where, pos, exc.reason)
         if expected is not None and header.base_offset != expected:
-            raise JournalCorrupt(
-                where, pos, f"batch has offset {header.base_offset} where {expected} belongs"
-            )
-        out.append(DecodedBatch(header, messages, metadata))
+            reason = f"batch has offset {header.base_offset} where {expected} belongs"
+            return out, JournalCorrupt(where, pos, reason)
+        out.append(FetchedBatch(header, head, view[pos + HEADER_SIZE : pos + header.size], pos))
         expected = header.end_offset
         pos += header.size
-    return out
+    return out, None
+
+
+def decode_batches(data: bytes | memoryview, where: Path) -> list[DecodedBatch]:
+    """Every batch in ``data`` verified and decoded (``split_batches``, then ``decode`` each);
+    raises the first damage as ``JournalCorrupt``."""
+    batches, damage = split_batches(data, where)
+    decoded = [batch.decode(where) for batch in batches]
+    if damage is not None:
+        raise damage
+    return decoded
