@@ -12,10 +12,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from consumers import RemoteReadConfig, open_remote_source
-from journal import OffsetOutOfRange, PartitionId, RetentionPolicy
+from journal import JournalCorrupt, OffsetOutOfRange, PartitionId, RetentionPolicy
 from scribe_compat import (
     AsyncFetchClient,
     AsyncScribeClient,
@@ -266,4 +267,32 @@ async def test_a_read_wait_cancelled_at_its_checkpoint_loses_nothing(tmp_path: P
             assert scope.cancelled_caught and reader.position == 0
             got = await reader.read_wait(100, 1 << 20)
             assert [m.message for m in got] == [b"m%d" % i for i in range(10)]
+            reader.close()
+
+
+async def test_damage_in_fetched_records_is_raised_after_what_came_before_it(
+    tmp_path: Path,
+) -> None:
+    journal_dir = tmp_path / "j"
+    async with running_daemon(fetch_config(journal_dir)) as daemon:
+        for i in range(3):
+            await log(daemon, [b"batch %d message %d" % (i, k) for k in range(4)])
+        (segment,) = (journal_dir / "fetched" / "0").glob("*.log")
+        size = segment.stat().st_size
+        with segment.open("r+b") as f:  # the last byte of the middle batch's payload
+            f.seek(2 * size // 3 - 1)
+            byte = f.read(1)
+            f.seek(-1, os.SEEK_CUR)
+            f.write(bytes([byte[0] ^ 0xFF]))
+        host, port = daemon.fetch_server.address
+        async with open_remote_source(host, port) as source:
+            reader = await source.open_reader(PID, 0)
+            got = reader.read(100, 1 << 20)
+            assert [m.offset for m in got] == [0, 1, 2, 3]
+            with pytest.raises(JournalCorrupt) as caught:
+                reader.read(100, 1 << 20)
+            assert "crc" in caught.value.reason and f"{port}" in str(caught.value.file)
+            with pytest.raises(JournalCorrupt):  # it stays where the damage is
+                await reader.read_wait(100, 1 << 20)
+            assert reader.position == 4
             reader.close()
