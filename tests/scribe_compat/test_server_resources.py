@@ -231,3 +231,36 @@ async def test_a_large_call_does_not_hold_up_a_small_one(nursery: trio.Nursery, 
     await eventually(lambda: bool(gaps))
     assert max(gaps) < 0.25, f"a one-message Log waited up to {max(gaps):.3f} s"
     assert server.thread_decoded_calls == 2
+
+
+async def test_large_calls_take_turns_while_small_ones_pass(
+    nursery: trio.Nursery, handler: FakeHandler
+) -> None:
+    # One large call at a time (codec_threads = 1) from decoding to the handler's answer: the
+    # second waits its turn, received; a small call on a third connection is answered meanwhile.
+    held = handler.release_log = trio.Event()
+    server = await start(nursery, handler, config(thread_decode_bytes=1024, codec_threads=1))
+    first = await AsyncScribeClient.connect(*server.address, timeout=5)
+    second = await AsyncScribeClient.connect(*server.address, timeout=5)
+    answered: list[tuple[str, ResultCode]] = []
+
+    async def send_large(name: str, client: AsyncScribeClient) -> None:
+        entries = [LogEntry(category=name.encode(), message=b"x" * 200) for _ in range(10)]
+        answered.append((name, await client.log(entries)))
+
+    nursery.start_soon(send_large, "first", first)
+    await handler.log_started.wait()
+    handler.release_log = None  # calls after the first are answered at once
+    nursery.start_soon(send_large, "second", second)
+    await eventually(lambda: server.counters()["server:large calls waiting"] == 1)
+    async with await AsyncScribeClient.connect(*server.address, timeout=5) as small:
+        assert await small.log([LogEntry(category=b"small", message=b"m")]) == ResultCode.OK
+    assert [batch[0][0] for batch in handler.batches] == [b"small"]
+    assert server.counters()["server:large calls waiting"] == 1
+    held.set()
+    await eventually(lambda: len(answered) == 2)
+    assert answered == [("first", ResultCode.OK), ("second", ResultCode.OK)]
+    assert [batch[0][0] for batch in handler.batches] == [b"small", b"first", b"second"]
+    assert server.counters()["server:large calls waiting"] == 0
+    await first.aclose()
+    await second.aclose()
