@@ -139,11 +139,11 @@ class TimeParam(click.ParamType[int, Any]):
 TIME = TimeParam()
 
 
-def parse_host_port(value: str, default_port: int = SCRIBE_PORT) -> tuple[str, int]:
+def parse_host_port(value: str, default_port: int | None = SCRIBE_PORT) -> tuple[str, int]:
     """``host``, ``host:port`` or ``[v6]:port`` into a pair; ValueError says what is wrong.
 
-    A port left out is ``default_port``; a port left empty (``host:``) is a mistake, not a
-    request for the default.
+    A port left out is ``default_port`` (a mistake when there is none); a port left empty
+    (``host:``) is a mistake, not a request for the default.
     """
     if value.startswith("["):
         host, bracket, rest = value[1:].partition("]")
@@ -158,9 +158,12 @@ def parse_host_port(value: str, default_port: int = SCRIBE_PORT) -> tuple[str, i
     if not host:
         raise ValueError(f"no host in {value!r}")
     if not has_port:
+        if default_port is None:
+            raise ValueError(f"no port in {value!r} (expected host:port)")
         return host, default_port
     if not port:
-        raise ValueError(f"empty port in {value!r} (leave out the colon for {default_port})")
+        omit = "" if default_port is None else f" (leave out the colon for {default_port})"
+        raise ValueError(f"empty port in {value!r}{omit}")
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"invalid port in {value!r} (expected 1 to 65535)")
     return host, int(port)
@@ -169,10 +172,9 @@ def parse_host_port(value: str, default_port: int = SCRIBE_PORT) -> tuple[str, i
 class AddressParam(click.ParamType[tuple[str, int], Any]):
     """An address as `parse_host_port` reads it, as a ``(host, port)`` pair."""
 
-    name = "host[:port]"
-
-    def __init__(self, default_port: int) -> None:
+    def __init__(self, default_port: int | None) -> None:
         self.default_port = default_port
+        self.name = "host:port" if default_port is None else "host[:port]"
 
     def convert(
         self, value: Any, param: click.Parameter | None, ctx: click.Context | None
@@ -187,6 +189,7 @@ class AddressParam(click.ParamType[tuple[str, int], Any]):
 
 ADDRESS = AddressParam(SCRIBE_PORT)
 CASSANDRA_ADDRESS = AddressParam(CASSANDRA_PORT)
+FETCH_ADDRESS = AddressParam(None)  # the fetch service has no conventional port
 
 
 def target_option(

@@ -23,12 +23,12 @@ from consumers import (
     Sink,
     SinkError,
     open_remote_source,
-    parse_address,
 )
 from consumers import errors as zkerr
 from consumers.coordination import journal_of
 from journal import JournalError, PartitionId, PartitionInfo, list_partitions, open_reader
 from pipeline.cli.common import (
+    FETCH_ADDRESS,
     TIME,
     category_option,
     config_option,
@@ -442,14 +442,14 @@ async def resolve_remote(
 
 
 def _replay_source(
-    config: PipelineConfig, journal_id: str | None, server: str | None, timeout_s: float
+    config: PipelineConfig,
+    journal_id: str | None,
+    server: tuple[str, int] | None,
+    timeout_s: float,
 ) -> tuple[str, int] | None:
     """The fetch service a replay reads (None: this host's journal files)."""
     if server is not None:
-        try:
-            return parse_address(server, "--server")
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="'--server'") from None
+        return server
     if journal_id is None:
         return None
     local = local_journal_id(config)
@@ -566,6 +566,7 @@ async def _delete(config: PipelineConfig, group: str, force: bool) -> int:
 @click.option(
     "--server",
     "server",
+    type=FETCH_ADDRESS,
     help="Replay from the journal of the log server whose fetch service is at host:port.",
 )
 @timeout_option
@@ -583,7 +584,7 @@ def replay_command(
     add_newlines: bool,
     max_retry_s: float,
     journal_id: str | None,
-    server: str | None,
+    server: tuple[str, int] | None,
     timeout: float,
 ) -> None:
     """Replay a range of a category into files or to a Scribe server, with progress.

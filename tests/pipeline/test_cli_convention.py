@@ -94,7 +94,7 @@ def test_values_are_typed_alike(line: str, command: click.Command) -> None:
     for param in command.params:
         where = f"{line} {param.opts[0]}"
         assert param.type not in (click.INT, click.FLOAT), f"{where} has no range"
-        if {"--target", "--cassandra"} & set(param.opts):
+        if {"--target", "--cassandra", "--server"} & set(param.opts):
             assert isinstance(param.type, AddressParam), where
         timed = param.name is not None and param.name.endswith(("_time", "since", "until"))
         if isinstance(param, click.Option) and timed:
