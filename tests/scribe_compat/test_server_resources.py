@@ -12,6 +12,7 @@ from scribe_compat import (
     CodecLimits,
     LogBatch,
     LogEntry,
+    PreparedLog,
     ResultCode,
     ScribeServer,
     TransportError,
@@ -264,3 +265,36 @@ async def test_large_calls_take_turns_while_small_ones_pass(
     assert server.counters()["server:large calls waiting"] == 0
     await first.aclose()
     await second.aclose()
+
+
+class KeepingHandler(FakeHandler):
+    """Keeps every batch it is given, to see what the server does with it afterwards."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kept: list[LogBatch] = []
+
+    async def log(self, batch: LogBatch) -> ResultCode:
+        self.kept.append(batch)
+        self.batches.append(
+            [(c, m, None) for c, m in zip(batch.categories, batch.messages, strict=True)]
+        )
+        return ResultCode.OK
+
+
+@pytest.mark.parametrize("shape", ["metadata", "plain"])
+async def test_a_large_call_s_entries_are_let_go_once_it_is_answered(
+    nursery: trio.Nursery, shape: str
+) -> None:
+    # Freeing them at once would hold the GIL for milliseconds: a worker thread frees them in
+    # slices, after the answer, so the batch the handler was given is empty by then.
+    handler = KeepingHandler()
+    server = await start(nursery, handler, config(limits=CodecLimits(), thread_decode_bytes=1024))
+    async with await AsyncScribeClient.connect(*server.address, timeout=5) as client:
+        prepared = PreparedLog(large_call(shape, 5000), 1, True, False, 5000)
+        assert await client.log_prepared(prepared) == ResultCode.OK
+        assert await client.log([LogEntry(category=b"small", message=b"m")]) == ResultCode.OK
+    large, small = handler.kept
+    assert len(handler.batches[0]) == 5000  # what the handler saw while it ran
+    assert (large.messages, large.categories, large.metadata or []) == ([], [], [])
+    assert small.messages == [b"m"]  # small calls are left alone
