@@ -413,17 +413,7 @@ class LocalCoordinator(MemberState):
             os.close(fd)
 
     async def _revoke(self, listener: OwnershipListener, lease: Lease) -> None:
-        with trio.move_on_after(self._config.revoke_timeout_s) as scope:
-            await listener.revoking(lease)
-        if scope.cancelled_caught:
-            log.warning(
-                "revocation timed out; releasing anyway",
-                extra={
-                    "group": self._group,
-                    "member": self._member_id,
-                    "partition": str(lease.pid),
-                },
-            )
+        await self._await_revocation(listener, lease, self._config.revoke_timeout_s)
         self._release(lease.pid)
         log.info(
             "partition released",

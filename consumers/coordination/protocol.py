@@ -273,3 +273,20 @@ class MemberState:
                 "reason": reason,
             },
         )
+
+    async def _await_revocation(
+        self, listener: OwnershipListener, lease: Lease, timeout_s: float
+    ) -> None:
+        """``listener.revoking(lease)``, bounded: past ``timeout_s`` the partition is released
+        anyway (a sink stuck on a dead server must not hold a rebalance)."""
+        with trio.move_on_after(timeout_s) as scope:
+            await listener.revoking(lease)
+        if scope.cancelled_caught:
+            log.warning(
+                "revocation timed out; releasing anyway",
+                extra={
+                    "group": self._group,
+                    "member": self._member_id,
+                    "partition": str(lease.pid),
+                },
+            )

@@ -752,17 +752,7 @@ class ZooKeeperCoordinator(MemberState):
     async def _revoke(
         self, client: ZooKeeperClient, listener: OwnershipListener, lease: Lease
     ) -> None:
-        with trio.move_on_after(self._revoke_timeout_s) as scope:
-            await listener.revoking(lease)
-        if scope.cancelled_caught:
-            log.warning(
-                "revocation timed out; releasing anyway",
-                extra={
-                    "group": self._group,
-                    "member": self._member_id,
-                    "partition": str(lease.pid),
-                },
-            )
+        await self._await_revocation(listener, lease, self._revoke_timeout_s)
         if self._leases.get(lease.pid) == lease:
             del self._leases[lease.pid]
         await self._release_node(client, lease.pid)
