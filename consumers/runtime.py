@@ -259,12 +259,18 @@ class ConsumerRuntime:
     async def _consume_retrying(self, worker: _Worker) -> None:
         config = self._config
         backoff = Backoff(config.backoff_initial_s, config.backoff_max_s, self._rng)
+        failed_at: int | None = None
         while True:
             try:
                 await self._consume_partition(worker)
             except (JournalError, CoordinationError, OSError) as exc:
                 # Damage, a vanished partition, or the committed offset unreadable for now (the
                 # coordinator unreachable): pause this partition, not the whole member.
+                if worker.position != failed_at:
+                    # It delivered since the last failure: a new incident starts from the
+                    # shortest delay, not from where an old one left off.
+                    backoff.reset()
+                failed_at = worker.position
                 delay = backoff.next_delay()
                 if not isinstance(exc, CoordinationError):
                     self._counters["read errors"] += 1

@@ -13,6 +13,7 @@ import trio.lowlevel
 from coordinator_contract import wait_until
 
 from consumers import ConsumerRuntime, GroupConfig, LocalCoordinator, LocalCoordinatorConfig
+from consumers.source import LocalJournalSource, PartitionReader
 from journal import JournalConfig, JournalMessage, PartitionId, open_journal, repair
 
 PID = PartitionId(b"web", 0)
@@ -103,3 +104,87 @@ async def test_damage_holds_the_partition_after_what_precedes_it_until_repair(
             "the commit after the salvaged messages",
         )
         runtime.stop()
+
+
+class FlakySource(LocalJournalSource):
+    """The journal's files, but the first ``opens_failing`` opens fail, and a reader fails
+    once when it reaches ``fail_at``."""
+
+    def __init__(self, directory: Path, opens_failing: int, fail_at: int) -> None:
+        super().__init__(directory, JournalConfig())
+        self.opens_failing = opens_failing
+        self.fail_at: int | None = fail_at
+
+    async def open_reader(self, pid: PartitionId, offset: int) -> PartitionReader:
+        if self.opens_failing > 0:
+            self.opens_failing -= 1
+            raise OSError("the disk hiccupped")
+        return FlakyReader(await super().open_reader(pid, offset), self)
+
+
+class FlakyReader:
+    def __init__(self, reader: PartitionReader, source: FlakySource) -> None:
+        self._reader = reader
+        self._source = source
+        self.skipped = reader.skipped
+        self.skip_reasons = reader.skip_reasons
+
+    @property
+    def position(self) -> int:
+        return self._reader.position
+
+    def high_water_mark(self) -> int:
+        return self._reader.high_water_mark()
+
+    def _check(self) -> None:
+        if self._source.fail_at is not None and self._reader.position >= self._source.fail_at:
+            self._source.fail_at = None
+            raise OSError("the disk hiccupped again")
+
+    def read(self, max_messages: int = 1000, max_bytes: int = 1 << 20) -> list[JournalMessage]:
+        self._check()
+        return self._reader.read(min(max_messages, 5), max_bytes)
+
+    async def read_wait(
+        self, max_messages: int = 1000, max_bytes: int = 1 << 20
+    ) -> list[JournalMessage]:
+        self._check()
+        return await self._reader.read_wait(min(max_messages, 5), max_bytes)
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+async def test_a_new_read_failure_after_progress_starts_from_the_shortest_delay(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    journal_dir = tmp_path / "journal"
+    async with open_journal(journal_dir, JournalConfig()) as journal:
+        await journal.append(b"web", 0, [b"m%02d" % n for n in range(20)])
+    group = GroupConfig(
+        name="g",
+        categories=("web",),
+        batch_wait_s=0.01,
+        commit_interval_s=0.05,
+        discover_interval_s=0.05,
+        backoff_initial_s=0.01,
+        backoff_max_s=10.0,
+    )
+    coordinator = LocalCoordinator(
+        LocalCoordinatorConfig(state_dir=tmp_path / "state", rescan_interval_s=0.05), "g", "m1"
+    )
+    sink = OffsetSink()
+    source = FlakySource(journal_dir, opens_failing=6, fail_at=10)
+    runtime = ConsumerRuntime(journal_dir, group, coordinator, sink, source=source)
+    with caplog.at_level("ERROR", logger="consumers.runtime"):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(runtime.serve)
+            await wait_until(lambda: len(sink.offsets) == 20, 20, "every message delivered")
+            nursery.cancel_scope.cancel()
+    delays = [r.delay_s for r in caplog.records if r.getMessage().startswith("cannot read")]
+    assert len(delays) == 7, delays
+    # Six failed opens in a row back off up to 0.32 s; the failure after ten messages were
+    # delivered is a new incident, retried after the first delay again (0.64 s otherwise).
+    assert 0.16 <= delays[5] <= 0.32
+    assert delays[6] <= 0.01
+    assert sink.offsets == list(range(20))
