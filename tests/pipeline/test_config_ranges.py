@@ -42,7 +42,7 @@ FLATTENED = {(JournalSection, "settings"), (ConsumerSection, "group")}
 # Dataclasses whose ranges their owners still check in __post_init__ rather than declare:
 # the loader reports those errors under the field's key too; here they get the probes that
 # every numeric key must refuse (non-finite, negative) and zero, refused or working.
-UNDECLARED = {"ServerConfig", "CodecLimits", "JournalConfig"}
+UNDECLARED = {"ServerConfig", "CodecLimits"}
 SINK_TABLES = {
     "files": {"file_path": "var/files"},
     "forward": {"host": "127.0.0.1"},
