@@ -16,6 +16,7 @@ import dataclasses
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 
 import trio
 
@@ -30,6 +31,7 @@ from journal import (
     open_journal,
 )
 from pipeline import config as config_module
+from pipeline.access import connection_policy, log_policy
 from pipeline.admission import Admission, free_disk_bytes
 from pipeline.config import PipelineConfig
 from pipeline.descriptors import DescriptorWatch, check_limit, raise_soft_limit
@@ -42,6 +44,7 @@ from pipeline.registration import start_registration
 from pipeline.reload import Reloader
 from pipeline.routing import Router, RoutingConfig, Unroutable
 from scribe_compat import FetchServer, ScribeServer, serve_fetch, serve_scribe
+from scribe_compat.gate import ConnectionPolicy
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +143,13 @@ async def _serve(
 ) -> None:
     current = config
     server: ScribeServer | None = None
+    fetch_server: FetchServer | None = None
 
     def apply(new: PipelineConfig) -> None:
         nonlocal current
+        # Certificates are read first: a file that does not load leaves everything as it was.
+        scribe_policy = _scribe_policy(new, current)
+        fetch_policy = _fetch_policy(new, current)
         service.router = _router(new.routing, journal)
         service.admission.reconfigure(new.admission)
         if server is not None:
@@ -150,6 +157,9 @@ async def _serve(
             server.config = dataclasses.replace(
                 new.server, host=current.server.host, port=current.server.port
             )
+            server.gate.policy = scribe_policy  # for connections accepted from now on
+        if fetch_server is not None:
+            fetch_server.gate.policy = fetch_policy
         current = new
 
     reloader = Reloader(config.source, config_module.load, apply, notifier)
@@ -175,8 +185,11 @@ async def _serve(
     # gets the GIL back from a thread decoding a large call.
     sys.setswitchinterval(config.server.switch_interval_s)
     async with trio.open_nursery() as nursery:
+        policy = _scribe_policy(config, config)
         try:
-            server = await nursery.start(serve_scribe, service, config.server)
+            server = await nursery.start(
+                partial(serve_scribe, service, config.server, policy=policy)
+            )
         except OSError as exc:
             raise StartupError(
                 f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}"
@@ -184,6 +197,7 @@ async def _serve(
         service.counter_sources.append(server.counters)  # connections and buffers in getCounters
         service.counter_sources.append(reloader.counters)
         service.problem_sources.append(reloader.problems)
+        log_policy("scribe", config.server.host, policy, config.server.tls)
         fetch_server = await _start_fetch(nursery, config, journal, service)
         if fetch_server is not None:
             await start_registration(nursery, config, journal, fetch_server)
@@ -226,15 +240,30 @@ async def _start_fetch(
     if not fetch.enabled:
         return None
     handler = FetchService(journal, fetch)
+    policy = _fetch_policy(config, config)
     try:
-        fetch_server: FetchServer = await nursery.start(serve_fetch, handler, fetch.server_config())
+        fetch_server: FetchServer = await nursery.start(
+            partial(serve_fetch, handler, fetch.server_config(), policy=policy)
+        )
     except OSError as exc:
         raise StartupError(f"cannot listen on {fetch.host}:{fetch.port}: {exc.strerror}") from exc
     service.counter_sources.append(handler.counters)
     service.counter_sources.append(fetch_server.counters)
     host, port = fetch_server.address
     log.info("fetch service listening", extra={"host": host, "port": port})
+    log_policy("fetch", fetch.host, policy, fetch.tls)
     return fetch_server
+
+
+def _scribe_policy(new: PipelineConfig, running: PipelineConfig) -> ConnectionPolicy:
+    """The Scribe port's policy from ``new``, for the address it runs on (a reload keeps it)."""
+    server = new.server
+    return connection_policy(server.allow, running.server.host, server.tls, "server")
+
+
+def _fetch_policy(new: PipelineConfig, running: PipelineConfig) -> ConnectionPolicy:
+    fetch = new.fetch
+    return connection_policy(fetch.allow, running.fetch.host, fetch.tls, "fetch")
 
 
 async def _every(interval_s: float, job: Callable[[], Awaitable[None]]) -> None:

@@ -16,7 +16,7 @@ Refusals carry a code (``scribe_compat.FetchErrorCode``): an offset below the ea
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 import trio
@@ -44,6 +44,8 @@ from scribe_compat import (
     PartitionState,
     TimeLookup,
 )
+from scribe_compat.access import parse_networks
+from scribe_compat.tls import TlsConfig
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,19 @@ class FetchConfig:
     read_timeout_s: Annotated[float, Interval(gt=0, le=3600)] = 30.0
     # A response the consumer does not take within this time is dropped with its connection.
     send_timeout_s: Annotated[float, Interval(gt=0, le=3600)] = 60.0
+    # CIDR networks consumers may connect from, as [server] allow (and with its default when
+    # unset: every peer on a loopback host, else loopback and private networks only).
+    allow: tuple[str, ...] | None = None
+    # TLS on the fetch port, independent of the Scribe port's: consumers can speak it where
+    # old Scribe clients cannot.  Off unless tls.cert is set.
+    tls: TlsConfig = field(default_factory=TlsConfig)
+
+    def __post_init__(self) -> None:
+        if self.allow is not None:
+            try:
+                parse_networks(self.allow)
+            except ValueError as exc:
+                raise ValueError(f"allow: {exc}") from None
 
     @property
     def enabled(self) -> bool:

@@ -6,6 +6,8 @@ reads slowly holds the server to exactly that (its send waits; nothing else is b
 but the few bytes of requests it may pipeline, bounded by the codec's limits).  The handler
 decides what a call costs (its own limits on bytes per response and on fetches at once).
 
+Before that, the connection passes the gate (``gate.ConnectionGate``): a peer outside the
+allowlist is closed at accept, and with TLS the handshake and the client allowlist come first.
 A connection whose bytes are not the fetch protocol gets a log line (at most one a second) and
 is closed; the server goes on.  A handler failure answers that call with a TApplicationException
 and the connection goes on.
@@ -34,7 +36,9 @@ from scribe_compat.fetch_codec import (
     ReplyValue,
     TimeLookup,
 )
+from scribe_compat.gate import ConnectionGate, ConnectionPolicy, peer_of
 from scribe_compat.idl import AppErrorType
+from scribe_compat.tls import TlsRefused
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +75,15 @@ class FetchServer:
     """Handle to a running fetch server: its bound address and counters."""
 
     def __init__(
-        self, handler: FetchHandler, config: FetchServerConfig, listener: trio.SocketListener
+        self,
+        handler: FetchHandler,
+        config: FetchServerConfig,
+        listener: trio.SocketListener,
+        policy: ConnectionPolicy | None = None,
     ) -> None:
         self.handler = handler
+        # Who may connect (peer allowlist, TLS); a reload may replace ``gate.policy``.
+        self.gate = ConnectionGate(policy or ConnectionPolicy(), "fetch")
         self.config = config
         sockname = listener.socket.getsockname()
         self.address: tuple[str, int] = (sockname[0], sockname[1])
@@ -88,6 +98,7 @@ class FetchServer:
             "fetch:connections open": self.connections,
             "fetch:connections refused": self.refused_connections,
             "fetch:protocol errors": self.protocol_errors,
+            **self.gate.counters(),
         }
 
     def _log_due(self) -> bool:
@@ -105,6 +116,9 @@ class FetchServer:
                 log.error("fetch accept failed: %s", exc)
                 await trio.sleep(0.1)
                 continue
+            if not self.gate.admits(stream):  # before a byte is read, or a slot taken
+                await trio.aclose_forcefully(stream)
+                continue
             if self.connections >= self.config.max_connections:
                 self.refused_connections += 1
                 if self._log_due():
@@ -119,7 +133,9 @@ class FetchServer:
 
     async def _serve_connection(self, stream: trio.SocketStream) -> None:
         try:
-            await self._serve_calls(stream)
+            await self._serve_calls(await self.gate.secure(stream, peer_of(stream)[1]))
+        except TlsRefused:
+            pass  # logged and counted by the gate
         except ProtocolError as exc:
             self.protocol_errors += 1
             if self._log_due():
@@ -130,7 +146,7 @@ class FetchServer:
             self.connections -= 1
             await trio.aclose_forcefully(stream)
 
-    async def _serve_calls(self, stream: trio.SocketStream) -> None:
+    async def _serve_calls(self, stream: trio.abc.Stream) -> None:
         codec = FetchServerConnection()
         config = self.config
         while True:
@@ -185,17 +201,19 @@ async def serve_fetch(
     handler: FetchHandler,
     config: FetchServerConfig | None = None,
     *,
+    policy: ConnectionPolicy | None = None,
     task_status: trio.TaskStatus[FetchServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the fetch interface on ``config.host:config.port`` until cancelled; reports a
-    ``FetchServer`` (with its bound address) through ``task_status`` once listening."""
+    ``FetchServer`` (with its bound address) through ``task_status`` once listening.
+    ``policy`` says who may connect (every peer, in plaintext, when None)."""
     config = config or FetchServerConfig()
     listeners = await trio.open_tcp_listeners(config.port, host=config.host)
     listener = listeners[0]
     for extra in listeners[1:]:
         await extra.aclose()  # one address is enough: a host names one interface
     listener.socket.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    server = FetchServer(handler, config, listener)
+    server = FetchServer(handler, config, listener, policy)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(server._accept, nursery)

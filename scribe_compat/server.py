@@ -5,6 +5,11 @@ writes the reply, one call at a time, so replies leave in the order the calls ca
 decides everything about bytes; this module only adds time (read, idle and drain timeouts),
 the resources shared by all connections, and logging.  Log lines are ``event key=value ...``.
 
+Who may connect is the gate's (``gate.ConnectionGate``, from the ``policy`` the application
+gives): a peer outside the allowlist is closed at accept, before it takes a slot or a byte is
+read; with TLS the handshake (bounded by its timeout; the connection counts as idle meanwhile)
+and the client allowlist come before the first read.
+
 Shared resources, and what keeps one client from taking them:
 
 * Connection slots (``max_connections``): when all are taken, the connection idle the longest
@@ -30,6 +35,7 @@ from typing import Protocol
 
 import trio
 
+from scribe_compat.access import parse_networks
 from scribe_compat.batch import LogBatch
 from scribe_compat.budget import ReceiveBudget, Reservation
 from scribe_compat.codec import (
@@ -44,7 +50,9 @@ from scribe_compat.codec import (
     ServerConnection,
 )
 from scribe_compat.errors import ProtocolError
+from scribe_compat.gate import ConnectionGate, ConnectionPolicy
 from scribe_compat.idl import AppErrorType, FbStatus, ResultCode
+from scribe_compat.tls import TlsConfig, TlsRefused
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +145,19 @@ class ServerConfig:
     # when bound to a loopback address, where every client is on this host; a server open to
     # the network refuses them (and counts the refusals) unless this says true.
     allow_remote_shutdown: bool | None = None
+    # CIDR networks peers may connect from; any other peer is closed at accept, before a byte
+    # is read.  Unset (``access.peer_filter``): every peer when host is loopback, else only
+    # loopback and private networks (RFC 1918, link-local, IPv6 unique local).
+    allow: tuple[str, ...] | None = None
+    # TLS on this port (off unless tls.cert is set).
+    tls: TlsConfig = field(default_factory=TlsConfig)
 
     def __post_init__(self) -> None:
+        if self.allow is not None:
+            try:
+                parse_networks(self.allow)
+            except ValueError as exc:
+                raise ValueError(f"allow: {exc}") from None
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port} is not in 0..65535")
         for name in (
@@ -217,9 +236,15 @@ class ScribeServer:
     """
 
     def __init__(
-        self, handler: ScribeHandler, config: ServerConfig, listeners: list[trio.SocketListener]
+        self,
+        handler: ScribeHandler,
+        config: ServerConfig,
+        listeners: list[trio.SocketListener],
+        policy: ConnectionPolicy | None = None,
     ) -> None:
         self.handler = handler
+        # Who may connect (peer allowlist, TLS); a reload may replace ``gate.policy``.
+        self.gate = ConnectionGate(policy or ConnectionPolicy(), "server")
         self._budget = ReceiveBudget(config.max_buffered_bytes)
         self._codec_threads = trio.CapacityLimiter(config.codec_threads)
         self._large_calls = trio.CapacityLimiter(config.codec_threads)
@@ -271,6 +296,7 @@ class ScribeServer:
             "server:buffer budget waits": self._budget.waits,
             "server:calls decoded in threads": self.thread_decoded_calls,
             "server:large calls waiting": self.large_calls_waiting,
+            **self.gate.counters(),
         }
 
     @property
@@ -321,6 +347,9 @@ class ScribeServer:
                 log.error("accept failed %s", _kv(error=exc))
                 await trio.sleep(0.1)
                 continue
+            if not self.gate.admits(stream):  # before it may take a slot or evict anyone
+                await trio.aclose_forcefully(stream)
+                continue
             if len(self._connections) >= self.config.max_connections and not self._evict_one():
                 self._reject(stream)
                 await stream.aclose()
@@ -370,9 +399,14 @@ class ScribeServer:
         reason = "closed by peer"
         try:
             with conn.scope:
-                reason = await self._connection_loop(stream, conn)
+                secured = await self._secure(stream, conn)
+                reason = (
+                    "evicted" if secured is None else await self._connection_loop(secured, conn)
+                )
             if conn.scope.cancelled_caught:
                 reason = "server draining"
+        except TlsRefused as exc:
+            reason = exc.reason  # logged and counted by the gate
         except ProtocolError as exc:
             reason = exc.reason
             log.warning(
@@ -393,7 +427,20 @@ class ScribeServer:
             log.debug("connection closed %s", _kv(peer=conn.peer, reason=reason))
             self._check_all_closed()
 
-    async def _connection_loop(self, stream: trio.SocketStream, conn: _Connection) -> str:
+    async def _secure(self, stream: trio.SocketStream, conn: _Connection) -> trio.abc.Stream | None:
+        """The connection's stream after the TLS handshake (itself without TLS); None when it
+        was evicted meanwhile.  A client in its handshake counts as idle: it has sent no call,
+        so under a flood of them it gives its slot to a new connection like any idle one."""
+        if self.gate.policy.tls is None:
+            return stream
+        self._mark_idle(conn)
+        with trio.CancelScope() as conn.wait_scope:
+            secured = await self.gate.secure(stream, conn.peer)
+        conn.wait_scope = None
+        self._mark_busy(conn)
+        return None if conn.evicted else secured
+
+    async def _connection_loop(self, stream: trio.abc.Stream, conn: _Connection) -> str:
         reservation = Reservation(self._budget)
         try:
             return await self._serve_calls(stream, conn, reservation)
@@ -402,7 +449,7 @@ class ScribeServer:
             self._idle.pop(conn, None)
 
     async def _serve_calls(
-        self, stream: trio.SocketStream, conn: _Connection, reservation: Reservation
+        self, stream: trio.abc.Stream, conn: _Connection, reservation: Reservation
     ) -> str:
         config = self.config
         codec = ServerConnection(config.limits)
@@ -511,7 +558,7 @@ class ScribeServer:
 
     async def _answer_large(
         self,
-        stream: trio.SocketStream,
+        stream: trio.abc.Stream,
         codec: ServerConnection,
         message: Message | LargeFrame,
         peer: str,
@@ -670,18 +717,21 @@ async def serve_scribe(
     handler: ScribeHandler,
     config: ServerConfig | None = None,
     *,
+    policy: ConnectionPolicy | None = None,
     task_status: trio.TaskStatus[ScribeServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve Scribe on ``config.host:config.port`` until cancelled or drained.
 
-    Reports a ``ScribeServer`` through ``task_status`` once listening; returns after
-    ``ScribeServer.drain`` has closed every connection.
+    ``policy`` says who may connect (every peer, in plaintext, when None); the application
+    builds it from ``config.allow`` and ``config.tls``.  Reports a ``ScribeServer`` through
+    ``task_status`` once listening; returns after ``ScribeServer.drain`` has closed every
+    connection.
     """
     config = config or ServerConfig()
     listeners = await trio.open_tcp_listeners(config.port, host=config.host)
     for listener in listeners:
         listener.socket.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    server = ScribeServer(handler, config, listeners)
+    server = ScribeServer(handler, config, listeners, policy)
     try:
         async with trio.open_nursery() as connections:
             with server._accept_scope:
