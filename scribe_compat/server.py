@@ -572,7 +572,6 @@ class ScribeServer:
             self.large_calls_waiting -= 1
         try:
             event = await self._decode(codec, message)
-            del message  # its bytes are freed now, not when this returns
             reply = await self._dispatch(codec, event, peer)
             if reply:
                 await stream.send_all(reply)
