@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
 from annotated_types import Ge, Interval
+
+from scribe_compat.tls import ClientTlsConfig
 
 MiB = 1 << 20
 
@@ -76,6 +78,9 @@ class GroupConfig:
     # Connect and per-call timeout of the fetch service (beyond a long poll's own wait): a
     # call that takes longer is a transport error, retried on a new connection.
     fetch_timeout_s: Annotated[float, Interval(gt=0, le=3600)] = 30.0
+    # TLS to fetch ports that have it ([fetch.tls] on the server): fetch_from's, or every
+    # registered server's with journals = "registry".  Off unless fetch_tls.enabled.
+    fetch_tls: ClientTlsConfig = field(default_factory=ClientTlsConfig)
     # "local": the files in journal.dir (or the fetch_from server).  "registry": every log
     # server registered in ZooKeeper, each through its fetch service; the group then owns
     # (journal id, category, partition) units.  Local is the default: it needs nothing else.

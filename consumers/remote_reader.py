@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import random
+import ssl
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -78,6 +79,10 @@ class RemoteReadConfig:
     # Transport failures: first retry after backoff_initial_s, doubling up to backoff_max_s.
     backoff_initial_s: float = 0.1
     backoff_max_s: float = 5.0
+    # TLS to a fetch port that has it (``scribe_compat.tls.client_context``); None: plaintext.
+    tls: ssl.SSLContext | None = None
+    # The name the server's certificate must carry; empty: the host connected to.
+    tls_server_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -124,7 +129,14 @@ class RemoteJournalSource:
     async def connect(self) -> AsyncFetchClient:
         """A new connection to the server; ``ConnectionError`` when it cannot be made."""
         try:
-            return await AsyncFetchClient.connect(self.host, self.port, self.config.timeout_s)
+            config = self.config
+            return await AsyncFetchClient.connect(
+                self.host,
+                self.port,
+                config.timeout_s,
+                tls=config.tls,
+                server_name=config.tls_server_name,
+            )
         except ClientError as exc:
             raise ConnectionError(str(exc)) from exc
 

@@ -8,6 +8,7 @@ group has not committed yet, so it never deletes them.
 from __future__ import annotations
 
 import logging
+import ssl
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -31,7 +32,7 @@ from consumers import (
     parse_address,
 )
 from consumers.cluster_source import ClusterJournalSource
-from consumers.config import CassandraSinkConfig
+from consumers.config import CassandraSinkConfig, GroupConfig
 from consumers.coordination import CoordinationError, Unit, journal_of
 from consumers.coordination.zookeeper import ZooKeeperCoordinator
 from consumers.coordination.zookeeper import list_groups as list_zookeeper_groups
@@ -46,6 +47,7 @@ from pipeline.errors import ConfigError, StartupError, find_error
 from pipeline.floors import ConsumerFloor
 from pipeline.journal_sinks import SinkPerJournal
 from pipeline.storage import Storage
+from scribe_compat.tls import TlsSetupError, client_context
 
 log = logging.getLogger(__name__)
 
@@ -203,11 +205,25 @@ def build_zookeeper_coordinator(
 
 
 def remote_read_config(section: ConsumerSection) -> RemoteReadConfig:
+    group = section.group
     return RemoteReadConfig(
-        timeout_s=section.group.fetch_timeout_s,
-        backoff_initial_s=section.group.backoff_initial_s,
-        backoff_max_s=section.group.backoff_max_s,
+        timeout_s=group.fetch_timeout_s,
+        backoff_initial_s=group.backoff_initial_s,
+        backoff_max_s=group.backoff_max_s,
+        tls=fetch_tls_context(group),
+        tls_server_name=group.fetch_tls.server_name,
     )
+
+
+def fetch_tls_context(group: GroupConfig) -> ssl.SSLContext | None:
+    """The group's TLS context for fetch ports, read once; a file that does not load is a
+    configuration error naming the group's key."""
+    if not group.fetch_tls.enabled:
+        return None
+    try:
+        return client_context(group.fetch_tls)
+    except TlsSetupError as exc:
+        raise ConfigError(f"consumers.{group.name}.fetch_tls.{exc.setting}", exc.problem) from exc
 
 
 @asynccontextmanager

@@ -5,10 +5,15 @@ A thin loop around ``fetch_codec.FetchClientConnection``; it raises only this pa
 is cut short (the connection is unusable afterwards: reconnect), ``BadReplyError`` for bytes
 that are not a reply, ``FetchRefused`` for a refused call and ``RemoteApplicationError`` for an
 exception reply (after both the connection goes on).
+
+With an ``ssl.SSLContext`` (``tls.client_context``) the connection speaks TLS: the handshake is
+part of connecting (within its timeout), and the server's certificate must carry
+``server_name`` (the host connected to, by default).
 """
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -34,6 +39,7 @@ from scribe_compat.fetch_codec import (
     Request,
     TimeLookup,
 )
+from scribe_compat.tls import TlsRefused, connect_tls
 
 # Replies are up to a few MiB of records: large reads mean fewer trips through the loop.
 _RECEIVE_SIZE = 1 << 20
@@ -43,7 +49,7 @@ class AsyncFetchClient:
     """Calls on one client must not overlap.  ``timeout`` bounds each call beyond the server's
     long-poll wait (which the call adds for ``fetch``)."""
 
-    def __init__(self, stream: trio.SocketStream, *, timeout: float = 30.0, peer: str = "") -> None:
+    def __init__(self, stream: trio.abc.Stream, *, timeout: float = 30.0, peer: str = "") -> None:
         self._stream = stream
         self._conn = FetchClientConnection()
         self._broken = False
@@ -56,13 +62,23 @@ class AsyncFetchClient:
         host: str,
         port: int,
         timeout: float = 30.0,  # noqa: ASYNC109 (kept by the client: it bounds every call)
+        *,
+        tls: ssl.SSLContext | None = None,
+        server_name: str = "",
     ) -> AsyncFetchClient:
         peer = f"{host}:{port}"
+        stream: trio.abc.Stream | None = None
         try:
             with trio.fail_after(timeout):
                 stream = await trio.open_tcp_stream(host, port)
+                if tls is not None:
+                    stream = await connect_tls(stream, tls, server_name or host)
         except trio.TooSlowError as exc:
+            await _close(stream)
             raise ClientTimeoutError(f"connect timed out after {timeout}s", peer) from exc
+        except TlsRefused as exc:
+            await _close(stream)
+            raise TransportError(f"tls {exc.reason}", peer) from exc
         except OSError as exc:
             raise TransportError(f"connect failed: {_os_reason(exc)}", peer) from exc
         return cls(stream, timeout=timeout, peer=peer)
@@ -125,13 +141,21 @@ class AsyncFetchClient:
             conn.receive_data(await self._stream.receive_some(_RECEIVE_SIZE))
 
 
+async def _close(stream: trio.abc.Stream | None) -> None:
+    if stream is not None:
+        await trio.aclose_forcefully(stream)
+
+
 @asynccontextmanager
 async def open_fetch_client(
     host: str,
     port: int,
     timeout: float = 30.0,  # noqa: ASYNC109 (kept by the client: it bounds every call)
+    *,
+    tls: ssl.SSLContext | None = None,
+    server_name: str = "",
 ) -> AsyncIterator[AsyncFetchClient]:
     """``AsyncFetchClient.connect`` as an async context manager that closes the connection."""
-    client = await AsyncFetchClient.connect(host, port, timeout)
+    client = await AsyncFetchClient.connect(host, port, timeout, tls=tls, server_name=server_name)
     async with client:
         yield client
