@@ -5,8 +5,9 @@ received and journaled matches, message for message and byte for byte, what was 
 the journal holds.  ``/readyz`` turns 503 with the reason when the journal's disk is full (a
 small tmpfs filled to the last byte, as in test_full_disk) and while the server drains after
 SIGTERM.  Categories beyond ``[metrics] max_category_labels`` share the label ``other``, and
-with ``[metrics] enabled = false`` only the health routes are served.  A ``pipeline run`` with an embedded files group shows its lag fall to 0, and every
-metric the Grafana dashboard queries exists in its scrape.
+with ``[metrics] enabled = false`` only the health routes are served.  A ``pipeline run``
+with an embedded files group shows its lag fall to 0, and every metric the Grafana dashboard
+queries exists in its scrape.
 """
 
 from __future__ import annotations
