@@ -6,7 +6,8 @@
 nursery, that fetches ahead: as soon as fewer messages are left to hand out than half the last
 response held, the next fetch is on its way (at the tail, a long poll the server answers as
 soon as data is durable), so the server's read and the transfer overlap the delivery of what
-is here.  A reader holds at most one and a half responses decoded and one in flight.
+is here.  So a reader holds at most two responses (the one it hands out and the next, on
+its way or arrived: a response's bytes are freed with its last batch) and one batch decoded.
 ``read_wait`` is a trio checkpoint even when messages are there, so a consumer that never
 waits for anything else still lets the fetch task run.
 
