@@ -406,6 +406,12 @@ class CassandraSession:
         self._token = trio.lowlevel.current_trio_token()
         self._in_flight = trio.Semaphore(config.max_in_flight)
 
+    @property
+    def hosts_up(self) -> int:
+        """The cluster's hosts the driver reaches now: it marks a host down as soon as its
+        connections fail, also while the session is idle, and up again once it reconnects."""
+        return sum(1 for host in self._cluster.metadata.all_hosts() if host.is_up)
+
     async def _request(self, query: str, start: Any) -> Any:
         """Start a driver request with ``start()`` and wait for its result in trio.
 

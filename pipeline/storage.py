@@ -42,8 +42,9 @@ class Storage:
 
     @property
     def connected(self) -> bool:
-        """Whether the session is open (once opened, it is kept until the process exits)."""
-        return self._session is not None
+        """Whether the session is open (once opened, it is kept until the process exits) and
+        reaches at least one host of the cluster now."""
+        return self._session is not None and self._session.hosts_up > 0
 
     async def session(self) -> CassandraSession:
         """The connected session; raises a ``StorageError`` when Cassandra cannot be reached

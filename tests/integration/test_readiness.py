@@ -288,6 +288,11 @@ materializer = "events"
             await wait_until(problems_are(daemon, {}), 90.0, "ready once the session opened")
             assert await daemon.gauge("cassandra_connected") == 1
             await _rows_written(daemon, 1)
+        # Cassandra unreachable while the group is idle: the driver sees its connections go.
+        await wait_until(problems_are(daemon, not_connected), 60.0, "not ready while idle")
+        assert await daemon.gauge("cassandra_connected") == 0
+        async with proxy.running():
+            await wait_until(problems_are(daemon, {}), 90.0, "ready once it reconnected")
         # Cassandra unreachable: the next write fails and pauses its partition.
         await journal.append(b"ready.events", 0, [b"second"])
         await wait_until(problems_are(daemon, not_connected), 60.0, "not ready while paused")
