@@ -197,7 +197,7 @@ async def _serve(
         service.counter_sources.append(server.counters)  # connections and buffers in getCounters
         service.counter_sources.append(reloader.counters)
         service.problem_sources.append(reloader.problems)
-        log_policy("scribe", config.server.host, policy, config.server.tls)
+        log_policy("server", config.server.host, policy, config.server.tls)
         fetch_server = await _start_fetch(nursery, config, journal, service)
         if fetch_server is not None:
             await start_registration(nursery, config, journal, fetch_server)

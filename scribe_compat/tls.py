@@ -84,7 +84,10 @@ class TlsConfig:
     handshake_timeout_s: Annotated[float, Interval(gt=0, le=300)] = 10.0
 
     def __post_init__(self) -> None:
-        ClientNames(self.allowed_clients)  # raises naming the bad entry
+        try:
+            ClientNames(self.allowed_clients)
+        except ValueError as exc:
+            raise ValueError(f"allowed_clients: {exc}") from None
         if self.cert is None:
             for name in ("key", "ca"):
                 if getattr(self, name) is not None:
@@ -191,8 +194,11 @@ def client_context(config: ClientTlsConfig) -> ssl.SSLContext:
 
 def _reason(exc: BaseException) -> str:
     cause = exc.__cause__ or exc.__context__
+    if isinstance(cause, ssl.SSLError) and cause.reason:
+        # OpenSSL's names (PEER_DID_NOT_RETURN_A_CERTIFICATE) as words for the log.
+        return str(cause.reason).lower().replace("_", " ")
     if isinstance(cause, ssl.SSLError):
-        return cause.reason or str(cause)
+        return str(cause)
     return str(cause or exc) or type(exc).__name__
 
 
