@@ -14,8 +14,9 @@ from collections.abc import Sequence
 
 from pipeline.errors import ConfigError
 from scribe_compat.access import peer_filter
+from scribe_compat.errors import TlsSetupError
 from scribe_compat.gate import ConnectionPolicy
-from scribe_compat.tls import TlsConfig, TlsSetupError, server_policy
+from scribe_compat.tls import TlsConfig, server_policy
 
 log = logging.getLogger(__name__)
 

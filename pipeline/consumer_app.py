@@ -47,7 +47,8 @@ from pipeline.errors import ConfigError, StartupError, find_error
 from pipeline.floors import ConsumerFloor
 from pipeline.journal_sinks import SinkPerJournal
 from pipeline.storage import Storage
-from scribe_compat.tls import TlsSetupError, client_context
+from scribe_compat.errors import TlsSetupError
+from scribe_compat.tls import client_context
 
 log = logging.getLogger(__name__)
 

@@ -17,16 +17,19 @@
     │   └── CallRejected              a well-formed message we answer with an exception reply
     │       ├── UnknownMethod           (TApplicationException UNKNOWN_METHOD)
     │       └── BadArguments            wrong-typed or missing arguments (PROTOCOL_ERROR)
-    └── ClientError                   what ScribeClient / AsyncScribeClient raise
-        ├── TransportError            connect/read/write failed, or the peer closed
-        │   └── ClientTimeoutError      no answer within the timeout
-        ├── BadReplyError             the server's reply is not valid Thrift or answers another call
-        ├── RequestTooLargeError      a call over the server's limit, refused before it is sent
-        └── RemoteApplicationError    the server answered with a TApplicationException
-    FetchRefused (also a ScribeCompatError)
-                                      a fetch call answered with a FetchError (code, earliest,
-                                      high_water_mark, file, position): the fetch handler
-                                      raises it to answer one, the fetch client on receiving one
+    ├── ClientError                   what ScribeClient / AsyncScribeClient raise
+    │   ├── TransportError            connect/read/write failed, or the peer closed
+    │   │   └── ClientTimeoutError      no answer within the timeout
+    │   ├── BadReplyError             the server's reply is not valid Thrift or answers another call
+    │   ├── RequestTooLargeError      a call over the server's limit, refused before it is sent
+    │   └── RemoteApplicationError    the server answered with a TApplicationException
+    ├── FetchRefused                  a fetch call answered with a FetchError (code, earliest,
+    │                                 high_water_mark, file, position): the fetch handler
+    │                                 raises it to answer one, the fetch client on receiving one
+    ├── TlsSetupError                 a certificate, key or CA file that cannot be loaded
+    │                                 (setting, problem)
+    └── TlsRefused                    a connection refused in or after its TLS handshake
+        └── TlsHandshakeTimeout         the handshake did not complete in time
 
 A ``ProtocolError`` raised by ``ServerConnection.next_event`` is fatal for the connection: close
 it.  ``CallRejected`` errors are never raised there; they arrive inside a ``RejectedCall`` event,
@@ -202,3 +205,25 @@ class FetchRefused(ScribeCompatError):  # noqa: N818 (a refusal, like CallReject
         self.high_water_mark = high_water_mark
         self.file = file
         self.position = position
+
+
+class TlsSetupError(ScribeCompatError):
+    """A certificate, key or CA file that cannot be loaded; ``setting`` names the field."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"{setting}: {problem}")
+        self.setting = setting
+        self.problem = problem
+
+
+class TlsRefused(ScribeCompatError):  # noqa: N818 (a refusal, not a failure of ours)
+    """A connection refused during or after the TLS handshake; ``reason`` says why."""
+
+    def __init__(self, reason: str, identities: tuple[str, ...] = ()) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.identities = identities
+
+
+class TlsHandshakeTimeout(TlsRefused):
+    """The client did not complete the handshake in time."""

@@ -27,6 +27,7 @@ from scribe_compat.errors import (
     FetchRefused,
     ProtocolError,
     RemoteApplicationError,
+    TlsRefused,
     TransportError,
 )
 from scribe_compat.fetch_codec import (
@@ -39,7 +40,7 @@ from scribe_compat.fetch_codec import (
     Request,
     TimeLookup,
 )
-from scribe_compat.tls import TlsRefused, connect_tls
+from scribe_compat.tls import connect_tls
 
 # Replies are up to a few MiB of records: large reads mean fewer trips through the loop.
 _RECEIVE_SIZE = 1 << 20

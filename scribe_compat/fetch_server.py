@@ -25,7 +25,7 @@ import trio
 from annotated_types import Interval
 
 from scribe_compat.codec import CLOSED, NEED_DATA
-from scribe_compat.errors import FetchRefused, ProtocolError
+from scribe_compat.errors import FetchRefused, ProtocolError, TlsRefused
 from scribe_compat.fetch_codec import (
     FetchCall,
     FetchRequest,
@@ -38,7 +38,6 @@ from scribe_compat.fetch_codec import (
 )
 from scribe_compat.gate import ConnectionGate, ConnectionPolicy, peer_of
 from scribe_compat.idl import AppErrorType
-from scribe_compat.tls import TlsRefused
 
 log = logging.getLogger(__name__)
 

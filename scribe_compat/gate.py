@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import trio
 
 from scribe_compat.access import PeerFilter
-from scribe_compat.tls import TlsHandshakeTimeout, TlsPolicy, TlsRefused, accept_tls
+from scribe_compat.errors import TlsHandshakeTimeout, TlsRefused
+from scribe_compat.tls import TlsPolicy, accept_tls
 
 log = logging.getLogger(__name__)
 

@@ -49,10 +49,10 @@ from scribe_compat.codec import (
     RejectedCall,
     ServerConnection,
 )
-from scribe_compat.errors import ProtocolError
+from scribe_compat.errors import ProtocolError, TlsRefused
 from scribe_compat.gate import ConnectionGate, ConnectionPolicy
 from scribe_compat.idl import AppErrorType, FbStatus, ResultCode
-from scribe_compat.tls import TlsConfig, TlsRefused
+from scribe_compat.tls import TlsConfig
 
 log = logging.getLogger(__name__)
 

@@ -30,29 +30,7 @@ import trio
 from annotated_types import Interval
 
 from scribe_compat.access import ClientNames, certificate_identities
-from scribe_compat.errors import ScribeCompatError
-
-
-class TlsSetupError(ScribeCompatError):
-    """A certificate, key or CA file that cannot be loaded; ``setting`` names the field."""
-
-    def __init__(self, setting: str, problem: str) -> None:
-        super().__init__(f"{setting}: {problem}")
-        self.setting = setting
-        self.problem = problem
-
-
-class TlsRefused(ScribeCompatError):  # noqa: N818 (a refusal, not a failure of ours)
-    """A connection refused during or after the TLS handshake; ``reason`` says why."""
-
-    def __init__(self, reason: str, identities: tuple[str, ...] = ()) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.identities = identities
-
-
-class TlsHandshakeTimeout(TlsRefused):
-    """The client did not complete the handshake in time."""
+from scribe_compat.errors import TlsHandshakeTimeout, TlsRefused, TlsSetupError
 
 
 class ClientCertificates(enum.Enum):
