@@ -76,8 +76,8 @@ class ShapeResult:
     mb_per_s: float
     p99_ms: list[float]
     try_later: int
-    # Cores busy over the generators' whole run (warm-up included): the servers' and the load
-    # generators' together cannot pass the machine's core count.
+    # Cores busy while load was sent (warm-up included): the servers' and the load generators'
+    # together cannot pass the machine's core count.
     server_cores: float
     generator_cores: float
     loadavg_before: str
@@ -125,7 +125,10 @@ def run_shape(work: Path, options: IngestOptions, run: int, servers: int) -> Sha
             if generator.returncode != 0:
                 raise SystemExit(f"bench ingest exited {generator.returncode}; see {work}")
             outputs.append(json.loads(out))
-        wall = time.monotonic() - began
+        # The servers work only while load arrives, so over the generators' warm-up plus
+        # duration; the generators' own figure includes their start-up (imports, a fraction of
+        # a second of CPU each).
+        busy = options.warmup_s + options.duration_s
         server_cpu = [
             cpu_seconds(pid) - before for pid, before in zip(pids, server_cpu_before, strict=True)
         ]
@@ -142,8 +145,8 @@ def run_shape(work: Path, options: IngestOptions, run: int, servers: int) -> Sha
         mb_per_s=round(sum(float(o["mb_per_s"]) for o in outputs), 1),
         p99_ms=[float(o["p99_ms"]) for o in outputs],
         try_later=sum(int(o["try_later"]) for o in outputs),
-        server_cores=round(sum(server_cpu) / wall, 2),
-        generator_cores=round(generators_cpu / wall, 2),
+        server_cores=round(sum(server_cpu) / busy, 2),
+        generator_cores=round(generators_cpu / busy, 2),
         loadavg_before=load_before,
         loadavg_after=load_after,
     )
