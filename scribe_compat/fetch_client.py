@@ -139,7 +139,13 @@ class AsyncFetchClient:
                 raise TransportError("server closed the connection", self.peer)
             if event is not NEED_DATA:
                 return event
-            conn.receive_data(await self._stream.receive_some(_RECEIVE_SIZE))
+            buffer = conn.receive_buffer()
+            stream = self._stream
+            if buffer is not None and isinstance(stream, trio.SocketStream):
+                # A large reply goes straight into its own buffer (TLS decrypts into its own).
+                conn.received(await stream.socket.recv_into(buffer))
+            else:
+                conn.receive_data(await stream.receive_some(_RECEIVE_SIZE))
 
 
 async def _close(stream: trio.abc.Stream | None) -> None:

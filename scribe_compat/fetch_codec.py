@@ -23,6 +23,11 @@ scanner has proved the whole reply well formed it takes ``records`` as a memoryv
 payload: thriftpy2 decodes the same reply with the field emptied.  Both rely on one layout, the
 one thriftpy2 writes (fields in id order, so ``success`` opens the result and ``records`` opens
 ``success``: ``_RECORDS_AT``); a reply laid out otherwise is decoded the general way, whole.
+
+A large frame whose header arrives first is received into a buffer of its own, so its reads
+are not joined: ``receive_data`` copies into it, and a transport that can receive into a
+buffer writes there directly (``receive_buffer``, then ``received``).  That halves the fresh
+memory per reply, whose page faults cost more than the copies.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from typing import Any, Literal
 from thriftpy2.thrift import TApplicationException
 
 from scribe_compat.codec import (
+    ASSEMBLE_LATER_BYTES,
     CLOSED,
     NEED_DATA,
     CodecLimits,
@@ -405,8 +411,16 @@ class FetchClientConnection:
         # Large replies are kept as their reads and joined once (no growing buffer to copy
         # out of): the join is the only copy of the records on this side.
         self._reader = _Reader(limits, Framing.FRAMED, assemble_later=True)
+        self._limits = limits
         self._pending: deque[tuple[str, int]] = deque()
         self._seqid = 0
+        # A large frame received into its own buffer (``receive_buffer``): the payload, how
+        # much of it has arrived, and bytes that came after it (fed to the reader once it is
+        # complete).
+        self._frame: bytearray | None = None
+        self._filled = 0
+        self._after = b""
+        self._eof = False
 
     @property
     def pending(self) -> int:
@@ -442,9 +456,54 @@ class FetchClientConnection:
         return data
 
     def receive_data(self, data: bytes | bytearray) -> None:
-        self._reader.feed(data)
+        """Add bytes from the peer; ``b""`` means it closed its side."""
+        if self._frame is not None:
+            self._fill(data)
+        elif data and self._reader.buffered == 0 and self._begins_large_frame(data):
+            self._fill(memoryview(data)[4:])
+        else:
+            self._reader.feed(data)
+
+    def _begins_large_frame(self, data: bytes | bytearray) -> bool:
+        # Only a whole header of a valid large frame takes this path; anything else (a short
+        # read, a bad length) is the reader's, which says what is wrong with it.
+        if len(data) < 4:
+            return False
+        (size,) = _I32.unpack_from(data, 0)
+        if not ASSEMBLE_LATER_BYTES <= size <= self._limits.max_frame_bytes:
+            return False
+        self._frame = bytearray(size)
+        self._filled = 0
+        return True
+
+    def _fill(self, data: bytes | bytearray | memoryview) -> None:
+        frame = self._frame
+        assert frame is not None
+        if not data:
+            self._eof = True
+            return
+        take = min(len(data), len(frame) - self._filled)
+        frame[self._filled : self._filled + take] = memoryview(data)[:take]
+        self._filled += take
+        self._after += data[take:]
+
+    def receive_buffer(self) -> memoryview | None:
+        """Where the next bytes may be received directly (then ``received`` says how many),
+        while a large frame is arriving; None otherwise (use ``receive_data``)."""
+        if self._frame is None or self._filled == len(self._frame):
+            return None
+        return memoryview(self._frame)[self._filled :]
+
+    def received(self, nbytes: int) -> None:
+        """``nbytes`` were written into the last ``receive_buffer``; 0 means the peer closed."""
+        if nbytes == 0:
+            self._eof = True
+        self._filled += nbytes
 
     def next_event(self) -> ReplyValue | Literal[Sentinel.NEED_DATA, Sentinel.CLOSED]:
+        frame = self._frame
+        if frame is not None:
+            return self._frame_event(frame)
         message = self._reader.next_message()
         if message is NEED_DATA or message is CLOSED:
             return message
@@ -456,6 +515,36 @@ class FetchClientConnection:
             return self._decode(message)
         except ProtocolError as exc:
             raise self._reader.fail(exc) from None
+
+    def _frame_event(
+        self, frame: bytearray
+    ) -> ReplyValue | Literal[Sentinel.NEED_DATA, Sentinel.CLOSED]:
+        if self._reader.error is not None:
+            raise self._reader.error.with_traceback(None)
+        if self._filled < len(frame):
+            if self._eof:
+                raise self._reader.fail(
+                    MalformedMessage(
+                        f"peer closed the connection inside a message ({self._filled + 4}"
+                        " bytes buffered)"
+                    )
+                )
+            return NEED_DATA
+        self._frame = None
+        after, self._after = self._after, b""
+        try:
+            # The codec reads a payload through the buffer protocol: a bytearray is one.
+            message = message_of_frame(frame, self._reader.scan_limits)  # type: ignore[arg-type]
+            _walk_body(message, self._reader.scan_limits)
+            return self._decode(message)
+        except ProtocolError as exc:
+            raise self._reader.fail(exc) from None
+        finally:
+            # What came after the frame is the reader's again (never, from our server).
+            if after:
+                self._reader.feed(after)
+            if self._eof:
+                self._reader.feed(b"")
 
     def _decode(self, message: Message) -> ReplyValue:
         header = message.header
@@ -503,4 +592,5 @@ def _take_records(payload: bytes, body: int) -> tuple[bytes, memoryview | None]:
     if not 0 < size <= len(payload) - start:
         return payload, None
     stripped = b"".join((payload[: start - 4], _EMPTY_LENGTH, payload[start + size :]))
-    return stripped, memoryview(payload)[start : start + size]
+    # Read-only, also when the payload is the client's own receive buffer.
+    return stripped, memoryview(payload)[start : start + size].toreadonly()

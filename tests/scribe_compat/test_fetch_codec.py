@@ -10,8 +10,9 @@ Invariants:
   hang; both feedings agree;
 * negative values and wrong-typed arguments are refused calls, and the connection goes on;
 * a fetch reply goes out exactly as thriftpy2 encodes it, its records being the very buffer the
-  handler gave (not a copy); the client takes them as a view of the reply, and decodes a reply
-  laid out otherwise as thriftpy2 reads it.
+  handler gave (not a copy); the client takes them as a read-only view of the reply (a large
+  one received into its own buffer, however it is cut), and decodes a reply laid out otherwise
+  as thriftpy2 reads it.
 """
 
 from __future__ import annotations
@@ -339,3 +340,73 @@ def test_mutated_fetch_replies_parse_or_raise(value: FetchResult, data: st.DataO
         reply[i] = data.draw(st.integers(0, 255))
     raw = bytes(reply)
     assert fetch_answers([raw]) == fetch_answers([raw[i : i + 1] for i in range(len(raw))])
+
+
+def large_reply(seqid: int = 1) -> tuple[FetchResult, bytes]:
+    value = FetchResult(bytes(range(256)) * (5 * 4096 + 1), 7, 0, 9)  # 5 MiB and a bit
+    call = fetch_call(True, seqid)
+    return value, b"".join(FetchServerConnection().reply_parts(call, value))
+
+
+def fetching_client(calls: int = 1) -> FetchClientConnection:
+    client = FetchClientConnection()
+    for _ in range(calls):
+        client.call(FetchRequest(b"c", 0, 0, 10, 10, 0))
+    return client
+
+
+@pytest.mark.parametrize("step", [1000, 65536, 1 << 20])
+def test_a_large_reply_is_received_into_its_own_buffer(step: int) -> None:
+    value, data = large_reply()
+    client = fetching_client()
+    client.receive_data(data[:step])  # the frame header first, then straight into the buffer
+    at = step
+    while (buffer := client.receive_buffer()) is not None:
+        assert client.next_event() is NEED_DATA
+        n = min(len(buffer), step, len(data) - at)
+        buffer[:n] = data[at : at + n]
+        client.received(n)
+        at += n
+    got = client.next_event()
+    assert got == value and at == len(data)
+    assert isinstance(got, FetchResult) and isinstance(got.records, memoryview)
+    assert got.records.readonly
+
+
+def test_bytes_after_a_large_reply_are_the_next_reply() -> None:
+    value, first = large_reply(1)
+    client = fetching_client(2)
+    second = FetchServerConnection().reply(fetch_call(True, 2), FetchResult(b"x", 1, 0, 1))
+    client.receive_data(first + second)
+    assert client.next_event() == value
+    assert client.next_event() == FetchResult(b"x", 1, 0, 1)
+    assert client.next_event() is NEED_DATA
+
+
+@pytest.mark.parametrize("closing", ["receive_data", "received"])
+def test_a_peer_closing_inside_a_large_reply_is_a_protocol_error(closing: str) -> None:
+    _, data = large_reply()
+    client = fetching_client()
+    client.receive_data(data[: 1 << 20])
+    if closing == "receive_data":
+        client.receive_data(b"")
+    else:
+        client.received(0)
+    with pytest.raises(ProtocolError):
+        client.next_event()
+    with pytest.raises(ProtocolError):  # and it stays broken
+        client.next_event()
+
+
+@given(st.lists(st.integers(1, 3 << 20), min_size=1, max_size=6))
+def test_any_cut_of_a_large_reply_decodes_the_same(cuts: list[int]) -> None:
+    value, data = large_reply()
+    client = fetching_client()
+    at = 0
+    for cut in [*cuts, len(data)]:
+        client.receive_data(data[at : at + cut])
+        at += cut
+        if at >= len(data):
+            break
+        assert client.next_event() is NEED_DATA
+    assert client.next_event() == value
