@@ -180,19 +180,13 @@ class JournalRegistrar:
                 async with self._open(self._zk) as client:
                     await self._serve(client)
             except zkerr.CoordinationError as exc:
-                self.counters["failures"] += 1
-                self.registered = None
-                log.warning(
-                    "journal registration failed; retrying",
-                    extra={"journal_id": self._journal_id, "error": str(exc)},
-                )
+                self._failed(exc)
             await trio.sleep(self._retry_interval_s)
 
     async def _serve(self, client: ZooKeeperClient) -> None:
         wake = trio.Event()
 
         async def watch_connection() -> None:
-            nonlocal wake
             async for event in client.connection_events:
                 if event.state is not ConnectionState.SUSPENDED:
                     self.registered = None  # a new session has no node: look again
@@ -206,14 +200,18 @@ class JournalRegistrar:
                     try:
                         await self._publish(client)
                     except zkerr.CoordinationError as exc:
-                        self.counters["failures"] += 1
-                        self.registered = None
-                        log.warning(
-                            "journal registration failed; retrying",
-                            extra={"journal_id": self._journal_id, "error": str(exc)},
-                        )
+                        self._failed(exc)
                 with trio.move_on_after(self._interval_s):
                     await wake.wait()
+
+    def _failed(self, exc: zkerr.CoordinationError) -> None:
+        """Counted and logged; what the node holds is unknown until the next publish."""
+        self.counters["failures"] += 1
+        self.registered = None
+        log.warning(
+            "journal registration failed; retrying",
+            extra={"journal_id": self._journal_id, "error": str(exc)},
+        )
 
     async def _publish(self, client: ZooKeeperClient) -> None:
         wanted = self.current()
