@@ -18,14 +18,15 @@ of the wrong type, and answered with a TApplicationException; the connection goe
 The records of a fetch reply (up to 16 MiB) are never re-encoded or copied by the codec.  The
 server encodes the reply around an empty ``records`` and hands out three buffers (``reply_parts``:
 the frame up to the field's length, the records themselves, the rest), which the server sends
-one after the other.  The client joins a large frame's reads once (``LargeFrame``), and after the
-scanner has proved the whole reply well formed it takes ``records`` as a memoryview of that
+one after the other.  The client has the whole reply in one buffer (below), and after the
+scanner has proved it well formed it takes ``records`` as a read-only memoryview of that
 payload: thriftpy2 decodes the same reply with the field emptied.  Both rely on one layout, the
 one thriftpy2 writes (fields in id order, so ``success`` opens the result and ``records`` opens
 ``success``: ``_RECORDS_AT``); a reply laid out otherwise is decoded the general way, whole.
 
 A large frame whose header arrives first is received into a buffer of its own, so its reads
-are not joined: ``receive_data`` copies into it, and a transport that can receive into a
+are not joined (one whose header arrives split is kept as its reads and joined once,
+``LargeFrame``): ``receive_data`` copies into it, and a transport that can receive into a
 buffer writes there directly (``receive_buffer``, then ``received``).  That halves the fresh
 memory per reply, whose page faults cost more than the copies.
 """
