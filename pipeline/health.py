@@ -5,16 +5,17 @@ journal takes writes (no failed or unavailable partition writer, the disk is not
 ``admission.min_free_disk_bytes``); every member's ZooKeeper session is connected (with
 ``coordination.kind = "zookeeper"``); and the Cassandra session is up when a group writes to
 Cassandra.  Each check that fails says why, so the body of a 503 tells the operator where to
-look.
+look.  The gauges ``zookeeper_connected`` and ``cassandra_connected`` (``pipeline.metrics``)
+read the same predicates, so ``/metrics`` and ``/readyz`` never disagree.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 from consumers.coordination.zk_client import ConnectionState
-from pipeline.metrics.collector import cassandra_connected, cassandra_needed, zookeeper_state
-from pipeline.process_view import ProcessView
+from pipeline.process_view import Member, ProcessView
 
 
 @dataclass(frozen=True)
@@ -65,3 +66,35 @@ def _journal_problem(view: ProcessView) -> str | None:
     if disk := service.admission.disk_problem():
         problems.insert(0, disk)
     return "; ".join(problems) or None
+
+
+@runtime_checkable
+class SessionCoordinated(Protocol):
+    """A coordinator that holds a ZooKeeper session (``ZooKeeperCoordinator``)."""
+
+    @property
+    def connection_state(self) -> ConnectionState: ...
+
+
+def zookeeper_state(member: Member) -> ConnectionState | None:
+    """The member's ZooKeeper session state; None when it is not coordinated by ZooKeeper."""
+    coordinator = member.runtime.coordinator
+    if not isinstance(coordinator, SessionCoordinated):
+        return None
+    return coordinator.connection_state
+
+
+def cassandra_needed(view: ProcessView) -> bool:
+    return any(section.group.sink == "cassandra" for section in view.groups)
+
+
+def cassandra_connected(view: ProcessView) -> bool:
+    """Whether the shared session is open and no Cassandra group is paused on sink failures."""
+    if view.storage is None or not view.storage.connected:
+        return False
+    for member in view.members:
+        if member.section.group.sink == "cassandra" and any(
+            p.paused for p in member.runtime.progress()
+        ):
+            return False
+    return True

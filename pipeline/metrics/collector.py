@@ -18,7 +18,6 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -27,8 +26,9 @@ from consumers.coordination.zk_client import ConnectionState
 from consumers.runtime import PartitionProgress
 from journal import PartitionInfo
 from pipeline.admission import Refusal
+from pipeline.health import cassandra_connected, cassandra_needed, zookeeper_state
 from pipeline.log_service import OVER_CATEGORY_LIMIT, RECEIVED_BAD, RECEIVED_GOOD
-from pipeline.metrics.labels import CategoryLabels
+from pipeline.metrics.labels import OTHER, CategoryLabels
 from pipeline.metrics.traffic import BLANK_CATEGORY, NO_ROUTE, RECEIVED, TrafficTally
 from pipeline.process_view import Member, ProcessView
 from scribe_compat.counters import OVERALL
@@ -147,9 +147,9 @@ class PipelineCollector(Collector):
     # -- the journal -------------------------------------------------------------------------
 
     def _journal_families(self) -> Iterator[Metric]:
-        size = _gauge("journal_bytes", "Bytes of segment files, per partition.")
-        segments = _gauge("journal_segments", "Segment files, per partition.")
-        hwm = _gauge(
+        size = _partition_gauge("journal_bytes", "Bytes of segment files, per partition.")
+        segments = _partition_gauge("journal_segments", "Segment files, per partition.")
+        hwm = _partition_gauge(
             "journal_high_water_mark",
             "The next offset after the durable messages readers may see, per partition.",
         )
@@ -179,7 +179,7 @@ class PipelineCollector(Collector):
     def _partition_labels(self, category: bytes, partition: int) -> tuple[str, str]:
         """Folded categories share one series: their partitions' values are summed."""
         label = self._label(category)
-        return label, "" if label == "other" else str(partition)
+        return label, "" if label == OTHER else str(partition)
 
     # -- consumer members --------------------------------------------------------------------
 
@@ -198,7 +198,7 @@ class PipelineCollector(Collector):
         )
         consumed = _counter("consumer_messages", "Messages delivered to the sink.", "group")
         consumed_bytes = _counter("consumer_bytes", "Bytes delivered to the sink.", "group")
-        owned = _gauge_of("consumer_partitions_owned", "Partitions the member owns.", "group")
+        owned = _gauge("consumer_partitions_owned", "Partitions the member owns.", "group")
         rows = _counter("sink_rows", "Rows (Cassandra), messages (files) or sent events.", "group")
         batches = _counter("sink_batches", "Batches the sink made durable.", "group")
         retries = _counter("sink_retries", "Sink failures a partition paused and retried.", "group")
@@ -249,7 +249,7 @@ class PipelineCollector(Collector):
     # -- ZooKeeper and Cassandra ---------------------------------------------------------------
 
     def _service_families(self) -> Iterator[Metric]:
-        zookeeper = _gauge_of(
+        zookeeper = _gauge(
             "zookeeper_connected",
             "1 while the member's ZooKeeper session is connected (coordination = zookeeper).",
             "group",
@@ -269,38 +269,6 @@ class PipelineCollector(Collector):
         yield from (zookeeper, cassandra)
 
 
-@runtime_checkable
-class SessionCoordinated(Protocol):
-    """A coordinator that holds a ZooKeeper session (``ZooKeeperCoordinator``)."""
-
-    @property
-    def connection_state(self) -> ConnectionState: ...
-
-
-def zookeeper_state(member: Member) -> ConnectionState | None:
-    """The member's ZooKeeper session state; None when it is not coordinated by ZooKeeper."""
-    coordinator = member.runtime.coordinator
-    if not isinstance(coordinator, SessionCoordinated):
-        return None
-    return coordinator.connection_state
-
-
-def cassandra_needed(view: ProcessView) -> bool:
-    return any(section.group.sink == "cassandra" for section in view.groups)
-
-
-def cassandra_connected(view: ProcessView) -> bool:
-    """Whether the shared session is open and no Cassandra group is paused on sink failures."""
-    if view.storage is None or not view.storage.connected:
-        return False
-    for member in view.members:
-        if member.section.group.sink == "cassandra" and any(
-            p.paused for p in member.runtime.progress()
-        ):
-            return False
-    return True
-
-
 def _seconds_behind(progress: PartitionProgress, now: float) -> float | None:
     if progress.lag == 0:
         return 0.0
@@ -313,9 +281,9 @@ def _counter(name: str, documentation: str, *labels: str) -> CounterMetricFamily
     return CounterMetricFamily(PREFIX + name, documentation, labels=labels)
 
 
-def _gauge(name: str, documentation: str) -> GaugeMetricFamily:
+def _partition_gauge(name: str, documentation: str) -> GaugeMetricFamily:
     return GaugeMetricFamily(PREFIX + name, documentation, labels=("category", "partition"))
 
 
-def _gauge_of(name: str, documentation: str, *labels: str) -> GaugeMetricFamily:
+def _gauge(name: str, documentation: str, *labels: str) -> GaugeMetricFamily:
     return GaugeMetricFamily(PREFIX + name, documentation, labels=labels)
