@@ -1,37 +1,10 @@
 """Settings of the local ZooKeeper and Cassandra that `pipeline services` runs.
 
-TOML (the ``[services]`` table of the pipeline's file)::
-
-    [services]
-    var_dir = "var"          # data, logs, pid files (git-ignored)
-    cache_dir = ".cache"     # fetched jars (git-ignored); a second start fetches nothing
-
-    [services.zookeeper]
-    enabled = true
-    host = "127.0.0.1"
-    port = 2181
-    version = "3.9.5"
-    heap_mb = 256
-    start_timeout_s = 60.0
-    servers = 1              # 3: an ensemble on this machine (conf/services/cluster.toml)
-    quorum_port = 2888       # server n: quorum_port + n - 1 (only an ensemble uses these)
-    election_port = 3888     # server n: election_port + n - 1
-
-    [services.cassandra]
-    enabled = true
-    host = "127.0.0.1"
-    port = 9042              # CQL
-    storage_port = 7000      # gossip, bound on the same host
-    version = "5.0.5"
-    heap_mb = 1024
-    cluster_name = "pipeline-dev"
-    authenticator = "AllowAllAuthenticator"   # or "PasswordAuthenticator"
-    ring_delay_ms = 1000
-    superuser_setup_delay_ms = 200
-    start_timeout_s = 180.0
-    nodes = 1                # 2 or 3: a cluster, node n on host + n - 1 (127.0.0.2, ...)
-
-Environment overrides use ``PIPELINE_SERVICES__CASSANDRA__PORT=9043`` and the like.
+The ``[services]`` table of the pipeline's file, with ``[services.zookeeper]`` and
+``[services.cassandra]``: conf/pipeline.toml lists every key with its default and reason (a
+test keeps the two equal), and conf/services/cluster.toml is an ensemble of three and a
+cluster of two.  Environment overrides use ``PIPELINE_SERVICES__CASSANDRA__PORT=9043`` and
+the like.
 """
 
 from __future__ import annotations

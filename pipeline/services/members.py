@@ -7,7 +7,11 @@ import time
 from collections.abc import Sequence
 
 from pipeline.services.cassandra import ManagedCassandra
-from pipeline.services.config import ServicesConfig
+from pipeline.services.config import (
+    CassandraServiceConfig,
+    ServicesConfig,
+    ZooKeeperServiceConfig,
+)
 from pipeline.services.process import Launch, ManagedService, Progress, StartResult
 from pipeline.services.zookeeper import ManagedZooKeeper
 
@@ -21,13 +25,8 @@ def members(
 ) -> list[ManagedService]:
     """The service's servers in start order, or only server ``member`` (from 1); raises
     `ValueError` naming the members there are."""
-    chosen: list[ManagedService]
-    if service == "zookeeper":
-        chosen = [ManagedZooKeeper(config, n) for n in config.zookeeper.members]
-    elif service == "cassandra":
-        chosen = [ManagedCassandra(config, n) for n in config.cassandra.members]
-    else:
-        raise ValueError(f"unknown service {service!r}: expected one of {', '.join(SERVICE_NAMES)}")
+    server = ManagedZooKeeper if service == "zookeeper" else ManagedCassandra
+    chosen: list[ManagedService] = [server(config, n) for n in _settings(config, service).members]
     if member is None:
         return chosen
     if not 1 <= member <= len(chosen):
@@ -35,16 +34,22 @@ def members(
     return [chosen[member - 1]]
 
 
+def _settings(
+    config: ServicesConfig, service: str
+) -> ZooKeeperServiceConfig | CassandraServiceConfig:
+    if service == "zookeeper":
+        return config.zookeeper
+    if service == "cassandra":
+        return config.cassandra
+    raise ValueError(f"unknown service {service!r}: expected one of {', '.join(SERVICE_NAMES)}")
+
+
 def is_enabled(config: ServicesConfig, service: str) -> bool:
-    return config.zookeeper.enabled if service == "zookeeper" else config.cassandra.enabled
+    return _settings(config, service).enabled
 
 
 def start_timeout_s(config: ServicesConfig, service: str) -> float:
-    return (
-        config.zookeeper.start_timeout_s
-        if service == "zookeeper"
-        else config.cassandra.start_timeout_s
-    )
+    return _settings(config, service).start_timeout_s
 
 
 def start_members(

@@ -9,9 +9,6 @@ from pipeline.consumer_config import CoordinationKind
 from pipeline.services.members import members, start_members, start_timeout_s
 from pipeline.services.process import StartResult
 
-# Sinks that write to Cassandra (the materializers) name themselves with this prefix.
-CASSANDRA_SINK_PREFIX = "cassandra"
-
 
 def required_services(config: PipelineConfig) -> list[str]:
     """The enabled local services the configuration needs: ZooKeeper for ZooKeeper
@@ -19,7 +16,7 @@ def required_services(config: PipelineConfig) -> list[str]:
     services: list[str] = []
     if config.coordination.kind is CoordinationKind.ZOOKEEPER and config.services.zookeeper.enabled:
         services.append("zookeeper")
-    uses_cassandra = any(s.group.sink.startswith(CASSANDRA_SINK_PREFIX) for s in config.consumers)
+    uses_cassandra = any(s.group.sink == "cassandra" for s in config.consumers)
     if uses_cassandra and config.services.cassandra.enabled:
         services.append("cassandra")
     return services
