@@ -16,6 +16,7 @@ from pipeline.cli.common import (
     config_option,
     json_option,
     load_config,
+    require_known,
     run_async,
     text,
     timeout_option,
@@ -75,10 +76,7 @@ async def _state(config: PipelineConfig, groups: list[str], timeout_s: float) ->
     if groups:
         known = await group_names(config)
         for name in groups:
-            if name not in known:
-                raise click.ClickException(
-                    f"unknown consumer group {name!r} (known: {', '.join(known) or 'none'})"
-                )
+            require_known("consumer group", name, known)
     return await cluster_state(config, groups or None, timeout_s)
 
 

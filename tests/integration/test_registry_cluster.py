@@ -145,6 +145,23 @@ async def test_two_servers_three_remote_consumers_lose_nothing_across_kills(
     await trio.to_thread.run_sync(run_cluster, tmp_path, zk_config, registry)
 
 
+def test_cluster_status_names_the_groups_there_are_for_an_unknown_one(
+    tmp_path: Path, zk_config: ZooKeeperConfig
+) -> None:
+    config = consumer_config(tmp_path, "c1", zk_config, files_sink(tmp_path, "c1"))
+    done = subprocess.run(
+        [*PIPELINE, "cluster", "status", "--config", str(config), "-g", "nosuch"],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr.decode()
+    # The convention's wording (require_known), as offsets show/reset/delete say it.
+    assert done.stderr.decode().splitlines() == [
+        "Error: no consumer group 'nosuch' (consumer groups: archive)"
+    ]
+
+
 def start_servers(tmp_path: Path, zk_config: ZooKeeperConfig) -> list[tuple[Proc, int, int]]:
     servers = []
     for name in ("s1", "s2"):
