@@ -331,10 +331,7 @@ def fast_log_columns(data: bytes, body: int, max_entries: int, max_pairs: int) -
             return None
         start = pos + 7
         pos = start + n
-        # Entries nearly always repeat the category before them: the same bytes object is
-        # listed again (no object made, and none to free, per entry).
-        category = data[start:pos]
-        add_category(category)
+        add_category(data[start:pos])
         for i in range(count):
             if i:
                 hdr, n = unpack4(data, pos)
@@ -349,9 +346,7 @@ def fast_log_columns(data: bytes, body: int, max_entries: int, max_pairs: int) -
                         return None
                 start = pos + 8
                 pos = start + n
-                if n != len(category) or not data.startswith(category, start):
-                    category = data[start:pos]
-                add_category(category)
+                add_category(data[start:pos])
             hdr, n = unpack3(data, pos)
             if hdr != _MESSAGE_HDR:
                 return None
