@@ -16,6 +16,7 @@ import click
 from pipeline import machine
 from pipeline.bench import IngestResult, IngestSettings, decode_rate, run_ingest
 from pipeline.bench_fairness import FairnessResult, FairnessSettings, LargeKind, run_fairness
+from pipeline.bench_fetch import FetchBenchSettings, run_fetch_bench
 from pipeline.bench_materialize import (
     BARE_BATCHES,
     BenchError,
@@ -420,17 +421,24 @@ def materialize_lines(summary: dict[str, Any]) -> list[str]:
 @click.option(
     "--messages", type=click.IntRange(1000, 10_000_000), default=200_000, show_default=True
 )
-@click.option("--message-bytes", type=click.IntRange(1, 1 << 20), default=200, show_default=True)
+@click.option(
+    "--message-bytes", "-s", type=click.IntRange(1, 1 << 20), default=200, show_default=True
+)
+@click.option(
+    "--rounds",
+    type=click.IntRange(1, 20),
+    default=FetchBenchSettings.rounds,
+    show_default=True,
+    help="Reads each way, taking turns; the best of each is reported, and the medians.",
+)
 @json_option("Print one JSON object.")
-def fetch_command(messages: int, message_bytes: int, as_json: bool) -> None:
+def fetch_command(messages: int, message_bytes: int, rounds: int, as_json: bool) -> None:
     """Read one partition through the fetch service and from its files, in one run."""
-    from pipeline.bench_fetch import FetchBenchSettings, run_fetch_bench
-
     base = Path("var")
     base.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=base, prefix="bench-fetch-") as tmp:
         click.echo(f"writing {messages:,} messages, reading them locally and remotely...", err=True)
-        settings = FetchBenchSettings(messages=messages, message_bytes=message_bytes)
+        settings = FetchBenchSettings(messages=messages, message_bytes=message_bytes, rounds=rounds)
         report = run_fetch_bench(Path(tmp) / "journal", settings).as_dict()
     if as_json:
         click.echo(json.dumps(report))
