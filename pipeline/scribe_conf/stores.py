@@ -22,22 +22,34 @@ by default are the ones mapped when a key is absent (``max_size`` 1 GB, ``timeou
 from __future__ import annotations
 
 import posixpath
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from consumers import ForwardSinkConfig, GroupConfig
 from pipeline.scribe_conf.parse import Block, Setting
 from pipeline.scribe_conf.report import Report, scope_of
 from pipeline.scribe_conf.values import lookup, unsigned, yes
+from pipeline.settings import bounds_of
 
 # Scribe's defaults where ours differ or a note needs them.
 SCRIBE_FILE_PATH = "/tmp"
 SCRIBE_NETWORK_TIMEOUT_MS = 5000
 SCRIBE_DELIMITER = ord(":")
-# The pipeline's own bounds (consumers.config): a retry waits at most an hour, a socket
-# timeout is at most an hour, a batch waits at most a minute.
-MAX_BACKOFF_S = 3600.0
-MAX_TIMEOUT_S = 3600.0
-MAX_BATCH_WAIT_S = 60.0
+
+
+def _upper_bound(cls: type, name: str) -> float:
+    """The largest value field ``name`` of ``cls`` takes, as its annotation declares it."""
+    metadata = typing.get_type_hints(cls, include_extras=True)[name].__metadata__
+    return float(bounds_of(metadata)["le"])
+
+
+# The pipeline's own bounds, read from the declarations so that a value Scribe allows is
+# clamped to what the configuration then accepts: a group's retry delay and batch wait, and
+# the forward sink's socket timeout.
+MAX_BACKOFF_S = _upper_bound(GroupConfig, "backoff_max_s")
+MAX_TIMEOUT_S = _upper_bound(ForwardSinkConfig, "timeout_s")
+MAX_BATCH_WAIT_S = _upper_bound(GroupConfig, "batch_wait_s")
 # Scribe's max_size=0 means no limit; ours must be a positive number.
 UNLIMITED_SIZE = (1 << 63) - 1
 
