@@ -34,6 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from consumers import GroupConfig
 from pipeline.scribe_conf.parse import Block, Setting
 from pipeline.scribe_conf.report import Report, scope_of
 from pipeline.scribe_conf.stores import (
@@ -433,8 +434,7 @@ class _Assembler:
             group["sink"] = sink.kind
             group.update(self.queue_keys.get(rule.store, {}))
             group.update(rule.plan.group)
-            if group.get("backoff_initial_s", 0.1) > group.get("backoff_max_s", 30.0):
-                group["backoff_initial_s"] = group["backoff_max_s"]
+            _backoff_in_order(group)
             group[sink.kind] = dict(sink.table)
             self.groups.append(group)
             self.report.note(
@@ -471,6 +471,19 @@ class _Assembler:
         first = next(p for p, rs in self.rules.items() if any(r.store == rule.store for r in rs))
         label = _NAME_CHARS.sub("_", first.removesuffix("*")) or "all"
         return f"store{rule.store}-{label}-{kind}" + (f"-{index}" if index else "")
+
+
+def _backoff_in_order(group: dict[str, Any]) -> None:
+    """A first retry delay over the longest one (a buffer's min_retry_interval above its max, or
+    above the default longest): the longest the scribe.conf gave wins, else the first delay it
+    gave raises the default longest to itself."""
+    initial = group.get("backoff_initial_s", GroupConfig.backoff_initial_s)
+    if initial <= group.get("backoff_max_s", GroupConfig.backoff_max_s):
+        return
+    if "backoff_max_s" in group:
+        group["backoff_initial_s"] = group["backoff_max_s"]
+    else:
+        group["backoff_max_s"] = initial
 
 
 def scope_of_rule(rule: Rule) -> str:

@@ -67,6 +67,40 @@ def test_the_leaf_forwards_every_category_through_the_journal() -> None:
     assert config.server.port == 1464
 
 
+BUFFER_RETRIES = """
+<store>
+category=default
+type=buffer
+adaptive_backoff=yes
+{retries}
+<primary>
+type=network
+remote_host=up.example
+remote_port=1463
+</primary>
+</store>
+"""
+
+
+@pytest.mark.parametrize(
+    ("retries", "backoff"),
+    [
+        # A first delay over the default longest (30 s) raises the longest to it.
+        ("min_retry_interval=60", (60.0, 60.0)),
+        # A first delay over the longest given: the longest given wins.
+        ("min_retry_interval=60\nmax_retry_interval=20", (20.0, 20.0)),
+        ("min_retry_interval=5\nmax_retry_interval=20", (5.0, 20.0)),
+    ],
+)
+def test_buffer_retry_intervals_become_a_backoff_that_loads(
+    retries: str, backoff: tuple[float, float]
+) -> None:
+    tree, _, fatal = imported(BUFFER_RETRIES.format(retries=retries))
+    [section] = from_mapping(tree).consumers
+    assert (section.group.backoff_initial_s, section.group.backoff_max_s) == backoff
+    assert not fatal
+
+
 def test_a_bucket_store_becomes_key_hash_partitions_and_says_what_is_lost() -> None:
     tree, lines, fatal = imported((GOLDEN / "bucket_files.conf").read_text())
     config = from_mapping(tree)
