@@ -11,13 +11,12 @@ import shlex
 import signal
 import socket
 import subprocess
-import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from notify_socket import bound_notify_socket
 
 from scribe_compat import LogEntry, ResultCode, ScribeClient
 
@@ -50,19 +49,8 @@ class ServiceManager:
 
 
 def bind(form: str) -> Iterator[ServiceManager]:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    if form == "abstract":
-        name = f"scribe-pipeline-e2e-{uuid.uuid4().hex}"
-        sock.bind("\0" + name)
-        yield ServiceManager(sock, "@" + name)
-        sock.close()
-        return
-    # A short directory: a socket path must fit sun_path's 108 bytes.
-    with tempfile.TemporaryDirectory(prefix="notify", dir="/tmp") as directory:
-        path = os.path.join(directory, "notify.sock")
-        sock.bind(path)
-        yield ServiceManager(sock, path)
-        sock.close()
+    with bound_notify_socket(form) as (sock, address):
+        yield ServiceManager(sock, address)
 
 
 @pytest.fixture(params=["path", "abstract"])

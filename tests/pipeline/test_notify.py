@@ -4,17 +4,15 @@ filesystem and abstract forms, and the reload's notifications (``pipeline.reload
 from __future__ import annotations
 
 import logging
-import os
 import socket
-import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
 
 import pytest
 import trio
+from notify_socket import bound_notify_socket
 
 from pipeline.config import PipelineConfig
 from pipeline.errors import ConfigError
@@ -60,19 +58,8 @@ class Receiver:
 
 
 def bind_receiver(form: str) -> Iterator[Receiver]:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    if form == "abstract":
-        name = f"scribe-pipeline-test-{uuid.uuid4().hex}"
-        sock.bind("\0" + name)
-        yield Receiver(sock, "@" + name)
-        sock.close()
-        return
-    # A short directory: a socket path must fit sun_path's 108 bytes.
-    with tempfile.TemporaryDirectory(prefix="notify", dir="/tmp") as directory:
-        path = os.path.join(directory, "notify.sock")
-        sock.bind(path)
-        yield Receiver(sock, path)
-        sock.close()
+    with bound_notify_socket(form) as (sock, address):
+        yield Receiver(sock, address)
 
 
 @pytest.fixture(params=["path", "abstract"])
