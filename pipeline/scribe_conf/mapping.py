@@ -284,19 +284,8 @@ class _Assembler:
         self.groups: list[dict[str, Any]] = []
 
     def fill(self, tree: dict[str, Any]) -> None:
-        defaults = self.rules.get(DEFAULT, [])
         others = [p for p in self.rules if p != DEFAULT]
-        default_sinks = [s for r in defaults for s in r.plan.sinks]
-        mode = "none"
-        if default_sinks:
-            if not others:
-                mode = "direct"
-            elif all(s.kind == "forward" for s in default_sinks):
-                mode = "catch-all"
-            else:
-                mode = "everything"
-        elif defaults and not all(r.plan.null for r in defaults):
-            mode = "direct"  # journaled, though its store could not be imported
+        mode = self._default_mode(others)
         self._precedence_notes()
         group_patterns = [p for p in others if self._live(p)]
         catch_all = _free_name(CATCH_ALL, group_patterns)
@@ -347,6 +336,22 @@ class _Assembler:
                 self._groups_for(rule, pattern, mode, catch_all)
         if self.groups:
             tree["consumers"] = self.groups
+
+    def _default_mode(self, others: list[str]) -> str:
+        """What the default stores read (the module docstring): "none" (there are none, or
+        they are null), "direct" (every category, the only kind of store), "catch-all"
+        (only what no other route takes: they forward) or "everything" (files)."""
+        defaults = self.rules.get(DEFAULT, [])
+        default_sinks = [s for r in defaults for s in r.plan.sinks]
+        if default_sinks:
+            if not others:
+                return "direct"
+            if all(s.kind == "forward" for s in default_sinks):
+                return "catch-all"
+            return "everything"
+        if defaults and not all(r.plan.null for r in defaults):
+            return "direct"  # journaled, though its store could not be imported
+        return "none"
 
     def _mapped_to_route(self, pattern: str, target: str) -> None:
         for rule in self.rules.get(pattern, []):
