@@ -112,8 +112,8 @@ class TlsPolicy:
     a handshake may take."""
 
     context: ssl.SSLContext
-    allowed_clients: ClientNames | None = None
-    handshake_timeout_s: float = 10.0
+    allowed_clients: ClientNames | None  # None: any certificate the CA signed
+    handshake_timeout_s: float
 
 
 def _load(setting: str, path: Path | None, load: Callable[[], object]) -> None:
