@@ -41,7 +41,10 @@ SIGNALS = {"kill": signal.SIGKILL, "term": signal.SIGTERM}
 def _settings(text: str) -> list[Setting]:
     try:
         pairs = [item.split(":") for item in text.split(",")]
-        return [Setting(float(session), float(settle)) for session, settle in pairs]
+        settings = [Setting(float(session), float(settle)) for session, settle in pairs]
+        if any(s.session_timeout_s <= 0 or s.settle_s < 0 for s in settings):
+            raise ValueError(text)
+        return settings
     except ValueError as exc:
         raise argparse.ArgumentTypeError(
             f"expected session_timeout_s:settle_s[,...], got {text!r}"
@@ -75,8 +78,15 @@ def parser() -> argparse.ArgumentParser:
         description=(__doc__ or "").splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    top.add_argument("--work-dir", type=Path, help="where journals, outputs and logs go")
-    top.add_argument("--keep", action="store_true", help="keep the work directory")
+    top.add_argument(
+        "--work-dir",
+        type=Path,
+        help="a new directory is made in this one for journals, outputs and logs "
+        "(default: the system's temporary directory)",
+    )
+    top.add_argument(
+        "--keep", action="store_true", help="keep that directory (kept anyway when a run fails)"
+    )
     commands = top.add_subparsers(dest="command", required=True)
 
     ingest = commands.add_parser(
@@ -100,12 +110,19 @@ def parser() -> argparse.ArgumentParser:
     failover.add_argument(
         "--settings",
         type=_settings,
-        default=_settings("10:1,2:0.2"),
-        help="session_timeout_s:settle_s pairs (10:1 are the defaults)",
+        default="10:1,2:0.2",
+        help="session_timeout_s:settle_s pairs (10:1 are the configuration's defaults)",
     )
-    failover.add_argument("--signals", type=_signals, default=["kill", "term"])
+    failover.add_argument(
+        "--signals",
+        type=_signals,
+        default="kill,term",
+        help="kill: SIGKILL (the session expires); term: SIGTERM (a graceful stop)",
+    )
     failover.add_argument("--rounds", type=_positive_int, default=5, help="per setting, signal")
-    failover.add_argument("--members", type=_positive_int, default=3)
+    failover.add_argument(
+        "--members", type=_positive_int, default=3, help="pipeline consume processes"
+    )
     failover.add_argument(
         "--partitions", type=_positive_int, default=6, help="categories of one partition each"
     )
@@ -118,8 +135,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main() -> None:
     args = parser().parse_args()
-    work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench-cluster-"))
-    work.mkdir(parents=True, exist_ok=True)
+    if args.work_dir is not None:
+        args.work_dir.mkdir(parents=True, exist_ok=True)
+    # Always a directory of our own, so removing it never removes anything of the user's.
+    work = Path(tempfile.mkdtemp(prefix="bench-cluster-", dir=args.work_dir))
     progress(f"work directory {work}; load average {load_average()}")
     failed = True
     summary: object

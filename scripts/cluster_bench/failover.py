@@ -17,6 +17,9 @@ and measures, for each partition that member owned:
   the pause a reader of the sink's files sees (after SIGTERM the member may still write while
   it drains, so this can be shorter than ``resumed_s``).
 
+ZooKeeper expires sessions once a tick (conf/services/zoo.cfg: tickTime 500 ms, sessions of 1 to
+60 s), so after SIGKILL ``left_s`` is the session timeout plus up to a tick.
+
 A round's figure is the worst of its partitions (the time until *every* one is delivering
 again).  The member is then started again, and the group rebalances before the next round.  At
 the end of a setting the sender stops and every acknowledged message must reach the files
