@@ -2,17 +2,23 @@
 
     ConsumersError
      ├── InvalidConnectionConfig  a connection setting is out of range (field, problem)
-     ├── CoordinationError        ZooKeeper (hosts)
-     │    ├── ZooKeeperUnavailable    no session within the timeout (hosts, timeout_s)
-     │    ├── ConnectionInterrupted   the connection dropped during a call; the session may live on
-     │    ├── SessionLost             the session expired or was closed: ephemerals are gone
-     │    ├── AuthFailed              the server refused the digest credentials
-     │    └── NodeError               an operation on one node failed (path)
-     │         ├── NoNode                 it does not exist (or its parent does not)
-     │         ├── NodeExists             it exists already
-     │         ├── BadVersion             the compare-and-set version did not match
-     │         ├── NotEmpty               it has children
-     │         └── NotAuthorized          its ACL forbids the operation
+     ├── CoordinationError        a group's coordination failed or refused (coordination.protocol)
+     │    ├── Fenced                  a commit with an epoch that is no longer current (pid, epoch)
+     │    ├── RefusedWhileActive      an operator's change while members are active (group)
+     │    │    ├── ResetRefused
+     │    │    └── DeleteRefused
+     │    ├── CoordinatorUnavailable  the coordination service cannot be reached now
+     │    └── ZooKeeperError          ZooKeeper failed or refused (hosts)
+     │         ├── ZooKeeperUnavailable   no session within the timeout (hosts, timeout_s)
+     │         ├── ConnectionInterrupted  a call's connection dropped (the session may live on)
+     │         ├── SessionLost            the session expired or was closed: ephemerals are gone
+     │         ├── AuthFailed             the server refused the digest credentials
+     │         └── NodeError              an operation on one node failed (path)
+     │              ├── NoNode                it does not exist (or its parent does not)
+     │              ├── NodeExists            it exists already
+     │              ├── BadVersion            the compare-and-set version did not match
+     │              ├── NotEmpty              it has children
+     │              └── NotAuthorized         its ACL forbids the operation
      └── StorageError             Cassandra (contact points)
           ├── CassandraUnavailable    nothing answers within the timeout (contact points, port)
           ├── CassandraAuthFailed     the server refused the credentials
@@ -35,6 +41,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from journal import PartitionId
+
 
 class ConsumersError(Exception):
     """Base of the consumers package's errors."""
@@ -50,6 +58,50 @@ class InvalidConnectionConfig(ConsumersError, ValueError):  # noqa: N818
 
 
 class CoordinationError(ConsumersError):
+    """A group's coordination failed or refused (the contract of ``coordination.protocol``)."""
+
+
+class Fenced(CoordinationError):  # noqa: N818 (the contract's name)
+    """A commit (or write) with an epoch that is no longer the partition's current one."""
+
+    def __init__(self, pid: PartitionId, epoch: int, current_epoch: int | None) -> None:
+        super().__init__(f"{pid}: epoch {epoch} is fenced (current epoch {current_epoch})")
+        self.pid = pid
+        self.epoch = epoch
+        self.current_epoch = current_epoch
+
+
+class RefusedWhileActive(CoordinationError):  # noqa: N818 (reads as an outcome)
+    """An operator's change (``action``) while the group has active members, without force."""
+
+    def __init__(self, group: str, members: list[str], action: str) -> None:
+        super().__init__(
+            f"group {group!r} has active members {members}: stop them or force the {action}"
+        )
+        self.group = group
+        self.members = members
+        self.action = action
+
+
+class ResetRefused(RefusedWhileActive):
+    """An offset reset while the group has active members, without ``force``."""
+
+    def __init__(self, group: str, members: list[str]) -> None:
+        super().__init__(group, members, "reset")
+
+
+class DeleteRefused(RefusedWhileActive):
+    """Deleting a group's offsets while it has active members, without ``force``."""
+
+    def __init__(self, group: str, members: list[str]) -> None:
+        super().__init__(group, members, "delete")
+
+
+class CoordinatorUnavailable(CoordinationError):  # noqa: N818 (reads as a state)
+    """The coordination service cannot be reached now (retry later)."""
+
+
+class ZooKeeperError(CoordinationError):
     """ZooKeeper failed or refused; ``hosts`` is the connection string it was talking to."""
 
     def __init__(self, message: str, *, hosts: str = "") -> None:
@@ -57,7 +109,7 @@ class CoordinationError(ConsumersError):
         self.hosts = hosts
 
 
-class ZooKeeperUnavailable(CoordinationError):  # noqa: N818
+class ZooKeeperUnavailable(ZooKeeperError):  # noqa: N818
     """No ZooKeeper session could be opened within ``timeout_s``."""
 
     def __init__(self, hosts: str, timeout_s: float, reason: str = "") -> None:
@@ -69,19 +121,19 @@ class ZooKeeperUnavailable(CoordinationError):  # noqa: N818
         self.reason = reason
 
 
-class ConnectionInterrupted(CoordinationError):  # noqa: N818
+class ConnectionInterrupted(ZooKeeperError):  # noqa: N818
     """The connection dropped while a call was in flight; its outcome is unknown."""
 
 
-class SessionLost(CoordinationError):  # noqa: N818
+class SessionLost(ZooKeeperError):  # noqa: N818
     """The session expired or was closed: its ephemeral nodes and watches are gone."""
 
 
-class AuthFailed(CoordinationError):  # noqa: N818
+class AuthFailed(ZooKeeperError):  # noqa: N818
     """The server refused the digest credentials."""
 
 
-class NodeError(CoordinationError):
+class NodeError(ZooKeeperError):
     """An operation on the node ``path`` failed."""
 
     def __init__(self, message: str, *, path: str, hosts: str = "") -> None:

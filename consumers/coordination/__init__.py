@@ -13,20 +13,22 @@ ZooKeeper never loads kazoo.
 
 from consumers.coordination.local import LocalCoordinator, list_groups
 from consumers.coordination.protocol import (
-    CoordinationError,
     Coordinator,
-    CoordinatorUnavailable,
-    DeleteRefused,
-    Fenced,
     Lease,
     MemberState,
     OwnershipListener,
-    RefusedWhileActive,
-    ResetRefused,
     Unit,
     journal_of,
     normal_journal_id,
     unit_key,
+)
+from consumers.errors import (
+    CoordinationError,
+    CoordinatorUnavailable,
+    DeleteRefused,
+    Fenced,
+    RefusedWhileActive,
+    ResetRefused,
 )
 
 __all__ = [

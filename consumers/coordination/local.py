@@ -54,12 +54,14 @@ import trio
 
 from consumers.config import LocalCoordinatorConfig
 from consumers.coordination.protocol import (
-    CoordinationError,
-    DeleteRefused,
-    Fenced,
     Lease,
     MemberState,
     OwnershipListener,
+)
+from consumers.errors import (
+    CoordinationError,
+    DeleteRefused,
+    Fenced,
     ResetRefused,
 )
 from journal import PartitionId, category_dir_name

@@ -66,50 +66,6 @@ from journal import PartitionId
 log = logging.getLogger(__name__)
 
 
-class CoordinationError(Exception):
-    """Base of the coordinators' errors."""
-
-
-class Fenced(CoordinationError):  # noqa: N818 (the contract's name)
-    """A commit (or write) with an epoch that is no longer the partition's current one."""
-
-    def __init__(self, pid: PartitionId, epoch: int, current_epoch: int | None) -> None:
-        super().__init__(f"{pid}: epoch {epoch} is fenced (current epoch {current_epoch})")
-        self.pid = pid
-        self.epoch = epoch
-        self.current_epoch = current_epoch
-
-
-class RefusedWhileActive(CoordinationError):  # noqa: N818 (reads as an outcome)
-    """An operator's change (``action``) while the group has active members, without force."""
-
-    def __init__(self, group: str, members: list[str], action: str) -> None:
-        super().__init__(
-            f"group {group!r} has active members {members}: stop them or force the {action}"
-        )
-        self.group = group
-        self.members = members
-        self.action = action
-
-
-class ResetRefused(RefusedWhileActive):
-    """An offset reset while the group has active members, without ``force``."""
-
-    def __init__(self, group: str, members: list[str]) -> None:
-        super().__init__(group, members, "reset")
-
-
-class DeleteRefused(RefusedWhileActive):
-    """Deleting a group's offsets while it has active members, without ``force``."""
-
-    def __init__(self, group: str, members: list[str]) -> None:
-        super().__init__(group, members, "delete")
-
-
-class CoordinatorUnavailable(CoordinationError):  # noqa: N818 (reads as a state)
-    """The coordination service cannot be reached now (retry later)."""
-
-
 @dataclass(frozen=True)
 class Unit(PartitionId):
     """A partition of the journal ``journal_id`` (32 lowercase hex digits: the UUID of its

@@ -55,13 +55,13 @@ from consumers.errors import (
     AuthFailed,
     BadVersion,
     ConnectionInterrupted,
-    CoordinationError,
     InvalidConnectionConfig,
     NodeExists,
     NoNode,
     NotAuthorized,
     NotEmpty,
     SessionLost,
+    ZooKeeperError,
     ZooKeeperUnavailable,
 )
 
@@ -366,7 +366,7 @@ def probe_zookeeper(config: ZooKeeperConfig) -> None:
     _close_quietly(client)
 
 
-def _translate(exc: BaseException, path: str, hosts: str, state: Any) -> CoordinationError:
+def _translate(exc: BaseException, path: str, hosts: str, state: Any) -> ZooKeeperError:
     if isinstance(exc, NoNodeError):
         return NoNode("no such node", path=path, hosts=hosts)
     if isinstance(exc, NodeExistsError):
@@ -391,7 +391,7 @@ def _translate(exc: BaseException, path: str, hosts: str, state: Any) -> Coordin
         return ConnectionInterrupted(
             f"ZooKeeper connection interrupted during a call on {path} ({hosts})", hosts=hosts
         )
-    return CoordinationError(f"ZooKeeper error on {path}: {exc!r}", hosts=hosts)
+    return ZooKeeperError(f"ZooKeeper error on {path}: {exc!r}", hosts=hosts)
 
 
 class ZooKeeperClient:

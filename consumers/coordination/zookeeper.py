@@ -93,14 +93,9 @@ import trio
 
 from consumers import errors as zkerr
 from consumers.coordination.protocol import (
-    CoordinationError,
-    CoordinatorUnavailable,
-    DeleteRefused,
-    Fenced,
     Lease,
     MemberState,
     OwnershipListener,
-    ResetRefused,
     Unit,
     journal_of,
     unit_key,
@@ -115,6 +110,13 @@ from consumers.coordination.zk_client import (
     ZooKeeperClient,
     ZooKeeperConfig,
     open_zookeeper,
+)
+from consumers.errors import (
+    CoordinationError,
+    CoordinatorUnavailable,
+    DeleteRefused,
+    Fenced,
+    ResetRefused,
 )
 from journal import PartitionId, category_dir_name, category_from_dir_name
 
@@ -214,7 +216,7 @@ def _translated() -> Iterator[None]:
         yield
     except (zkerr.ConnectionInterrupted, zkerr.SessionLost, zkerr.ZooKeeperUnavailable) as exc:
         raise CoordinatorUnavailable(str(exc)) from exc
-    except zkerr.CoordinationError as exc:
+    except zkerr.ZooKeeperError as exc:
         raise CoordinationError(str(exc)) from exc
 
 
@@ -730,7 +732,7 @@ class ZooKeeperCoordinator(MemberState):
                 await client.delete(path, version=stat.version)
         except (zkerr.NoNode, zkerr.BadVersion):
             pass
-        except zkerr.CoordinationError as exc:
+        except zkerr.ZooKeeperError as exc:
             # The node stays ours until the session ends; the next round releases it.
             log.warning(
                 "could not release partition node",
@@ -841,7 +843,7 @@ class ZooKeeperCoordinator(MemberState):
             if _connected(client):
                 try:
                     delay = await self._round(client, listener)
-                except (zkerr.CoordinationError, CoordinationError) as exc:
+                except (zkerr.ZooKeeperError, CoordinationError) as exc:
                     log.warning(
                         "coordination round failed; retrying",
                         extra={"group": self._group, "member": self._member_id, "error": str(exc)},
@@ -876,7 +878,7 @@ class ZooKeeperCoordinator(MemberState):
         while True:
             try:
                 _, watch = await client.get_children_watched(self._members_dir())
-            except zkerr.CoordinationError:
+            except zkerr.ZooKeeperError:
                 await trio.sleep(self._retry_interval_s)
                 continue
             await watch.wait()  # also fires when the session expires
@@ -934,7 +936,7 @@ class ZooKeeperCoordinator(MemberState):
         for lease in sorted(self._leases.values(), key=lambda lease: _pid_key(lease.pid)):
             await self._revoke(client, listener, lease)
         path = self._member_path(self._member_id)
-        with suppress(zkerr.CoordinationError):
+        with suppress(zkerr.ZooKeeperError):
             stat = await client.exists(path)
             if stat is not None and stat.ephemeral_owner == client.session_id:
                 await client.delete(path, version=stat.version)

@@ -10,7 +10,6 @@ from typing import Any
 import click
 
 from consumers import CoordinationError
-from consumers import errors as zkerr
 from pipeline.cli.common import (
     InvalidConfigError,
     config_option,
@@ -62,9 +61,7 @@ def status_command(
     """
     config = load_config(config_path)
     require_registry(config)
-    state = run_async(
-        _state, config, list(groups), timeout, errors=(CoordinationError, zkerr.CoordinationError)
-    )
+    state = run_async(_state, config, list(groups), timeout, errors=(CoordinationError,))
     rows = status_rows(state)
     if as_json:
         write_json_lines(sys.stdout, rows)

@@ -24,7 +24,6 @@ from consumers import (
     SinkError,
     open_remote_source,
 )
-from consumers import errors as zkerr
 from consumers.coordination import journal_of
 from journal import JournalError, PartitionId, PartitionInfo, list_partitions, open_reader
 from pipeline.cli.common import (
@@ -118,9 +117,7 @@ def show_command(
     offsets delete --group NAME`` forgets it).
     """
     config = load_config(config_path, journal__dir=journal_dir)
-    rows = run_async(
-        _offset_rows, config, list(groups), errors=(CoordinationError, zkerr.CoordinationError)
-    )
+    rows = run_async(_offset_rows, config, list(groups), errors=(CoordinationError,))
     if as_json:
         write_json_lines(sys.stdout, rows)
         return
@@ -287,7 +284,7 @@ def reset_command(
         target,
         journal_id,
         force,
-        errors=(CoordinationError, JournalError, zkerr.CoordinationError),
+        errors=(CoordinationError, JournalError),
     )
     write_json_lines(
         sys.stdout,
@@ -460,9 +457,7 @@ def _replay_source(
             f"journal {journal_id!r} is not this host's, and the registry needs "
             '[coordination] kind = "zookeeper"'
         )
-    servers = run_async(
-        registered_servers, config, timeout_s, errors=(CoordinationError, zkerr.CoordinationError)
-    )
+    servers = run_async(registered_servers, config, timeout_s, errors=(CoordinationError,))
     by_id = {view.registration.journal_id: view.registration for view in servers}
     registration = by_id[pick_journal(journal_id, set(by_id))]
     return registration.fetch_host, registration.fetch_port

@@ -263,7 +263,7 @@ class OffsetMonitor:
         while True:
             try:
                 current = await offsets(self.zk)
-            except zkerr.CoordinationError:
+            except zkerr.ZooKeeperError:
                 await trio.sleep(0.2)  # ZooKeeper down (the restart test): try again
                 continue
             self.reads += 1
