@@ -46,9 +46,9 @@ from pipeline.cli.common import (
     tool_logs,
     write_json_lines,
 )
-from pipeline.cluster_view import cluster_state, registered_servers
+from pipeline.cluster_view import cluster_state, group_names, registered_servers
 from pipeline.config import PipelineConfig
-from pipeline.consumer_app import build_coordinator, known_groups, local_journal_id
+from pipeline.consumer_app import build_coordinator, local_journal_id
 from pipeline.consumer_config import CoordinationKind
 from pipeline.remote_replay import plan_remote, replay_remote
 from pipeline.replay import ReplayPlan, ReplayRange, plan_replay, replay
@@ -141,16 +141,10 @@ def show_command(
         click.echo("* not in the configuration: its offsets still hold retention back", err=True)
 
 
-async def _group_names(config: PipelineConfig) -> list[str]:
-    """Every configured group, then every other group with stored offsets."""
-    configured = [s.name for s in config.consumers]
-    return configured + [g for g in await known_groups(config) if g not in configured]
-
-
 async def require_groups(config: PipelineConfig, names: list[str]) -> list[str]:
     """``names``, or every group when empty; exit 1 naming the groups when one is unknown
     (a group is known when it is configured or has stored offsets)."""
-    known = await _group_names(config)
+    known = await group_names(config)
     for name in names:
         require_known("consumer group", name, known)
     return names or known
