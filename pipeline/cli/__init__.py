@@ -54,3 +54,15 @@ main.add_command(schema_group)
 main.add_command(deadletters_group)
 main.add_command(events_command)
 main.add_command(config_group)
+
+
+def _help_names_everywhere(command: click.Command) -> None:
+    """``-h``/``--help`` on every command itself, not only through the root's context, so a
+    command invoked on its own (as tests do) answers ``-h`` too; ``cat`` keeps its own."""
+    command.context_settings.setdefault("help_option_names", HELP_OPTION_NAMES)
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _help_names_everywhere(sub)
+
+
+_help_names_everywhere(main)

@@ -15,7 +15,6 @@ import click
 
 from pipeline.cli.common import (
     EXIT_STARTUP,
-    HELP_OPTION_NAMES,
     CommandError,
     InvalidConfigError,
     config_option,
@@ -87,8 +86,7 @@ member_option = click.option(
 )
 
 
-# Its own help names too: tests invoke the group without the root command.
-@click.group(context_settings={"help_option_names": HELP_OPTION_NAMES})
+@click.group()
 def services() -> None:
     """Run the local ZooKeeper and Cassandra (data and logs under var/)."""
 
