@@ -151,3 +151,18 @@ def test_invalid_routes_are_refused(kwargs: dict[str, object]) -> None:
 def test_duplicate_route_is_refused() -> None:
     with pytest.raises(ValueError, match="twice"):
         RoutingConfig(routes=(RouteConfig("a"), RouteConfig("a")))
+
+
+def test_a_one_category_call_is_placed_without_copying_its_columns() -> None:
+    call = batch(*(Entry(b"app", b"m%d" % i, {b"k": b"v"}) for i in range(5)))
+    (group,) = router(RouteConfig("app")).plan(call).appends.values()
+    assert group.messages is call.messages and group.metadata is call.metadata
+
+
+def test_a_borrowed_group_is_copied_before_more_is_added_to_it() -> None:
+    # Two routes writing to the same journal category: both land in one group.
+    call = batch(Entry(b"app", b"one"), Entry(b"app", b"two"))
+    plan = router(RouteConfig("app"), RouteConfig("app", target="app")).plan(call)
+    (group,) = plan.appends.values()
+    assert group.messages == [b"one", b"two", b"one", b"two"]
+    assert call.messages == [b"one", b"two"]  # the call's own column is left as it was
