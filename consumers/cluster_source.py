@@ -12,6 +12,13 @@ at a registered address that serves another journal (a stale registration) is a 
 error, retried with the runtime's backoff, never read as if it were the registered one.  A unit
 whose journal is no longer registered cannot be opened (``UnknownPartition``): the runtime
 pauses it, and the coordinator gives it up when the member's next scan no longer lists it.
+
+A journal registered at a new fetch address (its server restarted on another port or host)
+retires the old address at the scan that sees it: the readers still open there, retrying it
+for ever, are closed (``RemoteJournalSource.close_readers``; a pending read raises
+``JournalClosed``), so the runtime reopens each unit from its position, here, at the address
+registered now.  A journal gone from the registry keeps its readers: its server may come back
+at the same address, and the coordinator gives its units up meanwhile.
 """
 
 from __future__ import annotations
@@ -65,6 +72,7 @@ class ClusterJournalSource:
         """Every registered journal's partitions, as units; raises ``CoordinationError`` when
         the registry cannot be read (the caller keeps what it had)."""
         self._registrations = dict(await self._registry())
+        self._retire_moved()
         return [
             Unit(pid.category, pid.partition, journal_id)
             for journal_id, registration in sorted(self._registrations.items())
@@ -100,6 +108,31 @@ class ClusterJournalSource:
                 )
             self._verified.add(key)
         return server
+
+    def _retire_moved(self) -> None:
+        """Close the readers of every journal now registered at another fetch address."""
+        for key in list(self._servers):
+            journal_id, address = key
+            registration = self._registrations.get(journal_id)
+            if registration is None or registration.fetch_address == address:
+                continue
+            server = self._servers.pop(key)
+            self._verified.discard(key)
+            closed = server.close_readers(
+                f"journal {journal_id} moved to {registration.fetch_address}"
+            )
+            # Its control connection may be stuck connecting to the old address: closed aside,
+            # so that the scan does not wait for it.
+            self._nursery.start_soon(server.aclose)
+            log.warning(
+                "journal registered at a new fetch address; its units reopen there",
+                extra={
+                    "journal_id": journal_id,
+                    "old": address,
+                    "new": registration.fetch_address,
+                    "readers": closed,
+                },
+            )
 
     async def aclose(self) -> None:
         for server in self._servers.values():

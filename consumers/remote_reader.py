@@ -27,6 +27,12 @@ partition ``UnknownPartition``; damage on the server ``JournalCorrupt`` naming t
 file and byte.  A transport failure (the server restarting, a network cut) is retried with
 capped, jittered backoff on a new connection, for as long as it takes: the reader's position
 never moves on a failure, so nothing is lost or repeated.
+
+``close`` ends a reader wherever it is: its fetch task, a first fetch still retrying (the
+open raises ``JournalClosed``) and a pending ``read_wait`` (woken, it raises ``JournalClosed``).
+So whoever decides that an address is stale (``RemoteJournalSource.close_readers``: the
+server's journal is registered at another one now) ends the readers still retrying it, and
+their users reopen from the position they had, through a source that knows the new address.
 """
 
 from __future__ import annotations
@@ -126,6 +132,8 @@ class RemoteJournalSource:
         self._control_lock = trio.Lock()
         self.journal_id: str | None = None
         self.reconnects = 0
+        # Readers not closed yet, for ``close_readers``; each leaves the set when it closes.
+        self._readers: set[RemoteReader] = set()
 
     async def connect(self) -> AsyncFetchClient:
         """A new connection to the server; ``ConnectionError`` when it cannot be made."""
@@ -169,6 +177,7 @@ class RemoteJournalSource:
 
     async def open_reader(self, pid: PartitionId, offset: int) -> RemoteReader:
         reader = RemoteReader(self, pid, offset)
+        self._readers.add(reader)
         try:
             # The first fetch here, without waiting: an offset out of range raises now, as a
             # local reader's does when it opens.
@@ -180,6 +189,17 @@ class RemoteJournalSource:
             raise
         self._nursery.start_soon(reader.fetch_ahead)
         return reader
+
+    def close_readers(self, reason: str) -> int:
+        """End every open reader of this server, also those opening or waiting in
+        ``read_wait`` (which raise ``JournalClosed`` with ``reason``); returns how many."""
+        readers = list(self._readers)
+        for reader in readers:
+            reader.close(reason)
+        return len(readers)
+
+    def forget(self, reader: RemoteReader) -> None:
+        self._readers.discard(reader)
 
     def backoff(self) -> Backoff:
         return Backoff(self.config.backoff_initial_s, self.config.backoff_max_s, self._rng)
@@ -213,8 +233,11 @@ class RemoteReader:
         self._arrived = trio.Event()
         self._room = trio.Event()
         self._client: AsyncFetchClient | None = None
+        # The first fetch (in ``open_reader``) and the fetch task each run in their own scope,
+        # so that ``close`` ends either while it retries an address that is gone.
+        self._opening = trio.CancelScope()
         self._scope = trio.CancelScope()
-        self._closed = False
+        self._closed: str | None = None  # why, once closed
 
     # -- PartitionReader ------------------------------------------------------------------------
 
@@ -226,9 +249,13 @@ class RemoteReader:
         """As of the last response."""
         return self._hwm
 
+    @property
+    def closed(self) -> bool:
+        return self._closed is not None
+
     def read(self, max_messages: int = 1000, max_bytes: int = 1 << 20) -> list[JournalMessage]:
-        if self._closed:
-            raise JournalClosed("the reader is closed")
+        if self._closed is not None:
+            raise JournalClosed(self._closed)
         out: list[JournalMessage] = []
         size = 0
         queue = self._queue
@@ -294,9 +321,16 @@ class RemoteReader:
                 return messages
             await arrived.wait()
 
-    def close(self) -> None:
-        self._closed = True
+    def close(self, reason: str = "the reader is closed") -> None:
+        """End the reader: its fetches stop, and a pending ``read_wait`` (or a first fetch
+        still retrying) raises ``JournalClosed`` with ``reason``; the position stays."""
+        if self._closed is not None:
+            return
+        self._closed = f"{self._source.peer}: {reason}"
+        self._opening.cancel()
         self._scope.cancel()
+        self._source.forget(self)
+        self._arrive()  # a read_wait asleep on it wakes, reads, and raises JournalClosed
 
     # -- fetching ---------------------------------------------------------------------------------
 
@@ -305,7 +339,10 @@ class RemoteReader:
         self._arrived = trio.Event()
 
     async def first_fetch(self) -> None:
-        result = await self._fetch(wait_ms=0)
+        with self._opening:
+            result = await self._fetch(wait_ms=0)
+        if self._closed is not None:
+            raise JournalClosed(self._closed)
         if isinstance(result, FetchRefused):
             if result.code == FetchErrorCode.OFFSET_BELOW_EARLIEST:
                 raise OffsetOutOfRange(
