@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pipeline_cli import PIPELINE
 
+from consumers.coordination.zk_client import ZooKeeperConfig
 from scribe_compat import LogEntry, ResultCode, ScribeClient, TransportError
 
 
@@ -81,3 +82,86 @@ class Proc:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+# -- servers registered in ZooKeeper and groups reading the registry ---------------------------
+
+
+def zk_table(zk: ZooKeeperConfig) -> str:
+    """ZooKeeper coordination in ``zk``'s chroot, with short rescans and settles for tests."""
+    return f"""
+[coordination]
+kind = "zookeeper"
+rescan_interval_s = 0.2
+settle_s = 0.5
+registry_interval_s = 0.2
+[coordination.zookeeper]
+hosts = "{zk.hosts}"
+chroot = "{zk.chroot}"
+session_timeout_s = {zk.session_timeout_s}
+"""
+
+
+def registered_server_config(
+    path: Path, journal_dir: Path, zk: ZooKeeperConfig, port: int, fetch_port: int, partitions: int
+) -> Path:
+    """A ``pipeline serve`` configuration: one route of ``partitions``, a fetch port, registered
+    in ZooKeeper."""
+    path.write_text(
+        f"""
+[server]
+port = {port}
+[journal]
+dir = "{journal_dir}"
+segment_bytes = 65536
+[fetch]
+port = {fetch_port}
+[[routing.routes]]
+category = "default"
+partitions = {partitions}
+{zk_table(zk)}
+"""
+    )
+    return path
+
+
+def registry_member_config(
+    path: Path, journal_dir: Path, files: Path, zk: ZooKeeperConfig, *, read_local: bool = True
+) -> Path:
+    """A ``pipeline consume -g archive`` configuration: the group reads every registered journal
+    (``journals = "registry"``) of category ``app`` into its own files sink at ``files``;
+    ``journal_dir`` is this member's journal.dir (a server's, or an empty one)."""
+    path.write_text(
+        f"""
+[journal]
+dir = "{journal_dir}"
+{zk_table(zk)}
+[[consumers]]
+name = "archive"
+categories = ["app"]
+journals = "registry"
+read_local = {"true" if read_local else "false"}
+commit_interval_s = 0.1
+discover_interval_s = 0.2
+backoff_max_s = 0.5
+sink = "files"
+[consumers.files]
+file_path = "{files}"
+add_newlines = true
+"""
+    )
+    return path
+
+
+def file_lines(files: Path, category: str = "app") -> list[bytes]:
+    """The lines a files sink wrote for ``category``, file by file."""
+    out: list[bytes] = []
+    for path in sorted((files / category).glob(f"{category}_[0-9]*")):
+        out += path.read_bytes().splitlines()
+    return out
+
+
+def print_logs(directory: Path) -> None:
+    """The tails of the processes' logs, for a failing test's output."""
+    for log in sorted(directory.glob("*.log")):
+        print(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
