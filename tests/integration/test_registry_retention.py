@@ -74,7 +74,7 @@ async def test_retention_counts_only_this_journals_units(
     journal_dir = tmp_path / "journal"
     async with open_journal(journal_dir, JournalConfig(segment_bytes=1)) as journal:
         for partition in range(4):
-            for batch in range(BATCHES):
+            for _ in range(BATCHES):
                 await journal.append(b"app", partition, [b"m%d" % i for i in range(BATCH)])
         local = journal.journal_id.hex
         committed, uncommitted = Unit(b"app", 0, local), Unit(b"app", 1, local)
