@@ -13,6 +13,7 @@ OSError opening the journal: one line and exit 70, never a traceback.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Mapping
@@ -47,6 +48,10 @@ from scribe_compat import FetchServer, ScribeServer, serve_fetch, serve_scribe
 from scribe_compat.gate import ConnectionPolicy
 
 log = logging.getLogger(__name__)
+
+# Python's own thresholds for the older generations (``gc.get_threshold()``'s second and third):
+# with the young one raised, they already make full collections that much rarer.
+GC_OLDER_THRESHOLDS = (20, 100)
 
 # Per partition, the offsets registered consumer groups have not committed yet.
 RetentionFloors = Callable[[], Awaitable[Mapping[PartitionId, ConsumerFloor]]]
@@ -181,9 +186,12 @@ async def _serve(
         descriptors=DescriptorWatch(config.journal.min_free_descriptors),
     )
 
-    # Process-wide, and only the server's to set: it decides how soon the event loop's thread
-    # gets the GIL back from a thread decoding a large call.
+    # Process-wide, and only the server's to set: how soon the event loop's thread gets the GIL
+    # back from a thread decoding a large call, and how rarely a collection holds it.  What
+    # start-up allocated lives as long as the process: frozen, no collection walks it again.
     sys.setswitchinterval(config.server.switch_interval_s)
+    gc.freeze()
+    gc.set_threshold(config.server.gc_young_threshold, *GC_OLDER_THRESHOLDS)
     async with trio.open_nursery() as nursery:
         policy = _scribe_policy(config, config)
         try:
