@@ -242,7 +242,7 @@ def encode_message(
     return _U32.pack(len(data)) + data if framed else data
 
 
-def _decode_struct(payload: bytes, offset: int, obj: Any, *, decode_response: bool) -> Any:
+def decode_struct(payload: bytes, offset: int, obj: Any, *, decode_response: bool) -> Any:
     # Only ever called on bytes the scanner (or fast_log_columns) has proved well formed.
     trans = TCyMemoryBuffer(payload)
     if offset:
@@ -257,7 +257,7 @@ def _copy(buf: bytearray, start: int, end: int) -> bytes:
         return bytes(view[start:end])
 
 
-class _Reader:
+class MessageReader:
     """Turns buffered bytes into complete, validated messages (the part both sides share)."""
 
     def __init__(
@@ -417,7 +417,7 @@ def message_of_frame(payload: bytes, limits: ScanLimits) -> Message:
     return Message(payload, header, True, None)
 
 
-def _walk_body(message: Message, limits: ScanLimits) -> dict[int, tuple[int, int, int]]:
+def walk_body(message: Message, limits: ScanLimits) -> dict[int, tuple[int, int, int]]:
     """The top-level fields' wire types of a message, walking its body if nobody has yet."""
     if message.top_fields is not None:
         return message.top_fields
@@ -438,7 +438,7 @@ class ServerConnection:
 
     def __init__(self, limits: CodecLimits | None = None) -> None:
         self.limits = limits or CodecLimits()
-        self._reader = _Reader(self.limits, None, assemble_later=True)
+        self._reader = MessageReader(self.limits, None, assemble_later=True)
 
     @property
     def framing(self) -> Framing | None:
@@ -537,7 +537,7 @@ class ServerConnection:
                 name_bytes, header.seqid, header.strict, oneway, framed, UnknownMethod(name)
             )
         try:
-            top_fields = _walk_body(message, self._reader.scan_limits)
+            top_fields = walk_body(message, self._reader.scan_limits)
             batch = self._walked_log(message, method, top_fields)
             args = None
             if batch is None:
@@ -559,7 +559,7 @@ class ServerConnection:
         not know set it apart (``scanner.walked_log_columns``); None otherwise."""
         if method.name != "Log":
             return None
-        _check_arg_types(method, top_fields)
+        check_arg_types(method, top_fields)
         columns = walked_log_columns(
             message.payload, message.header.body, self.limits.max_entries_per_call
         )
@@ -571,11 +571,11 @@ class ServerConnection:
         self, message: Message, method: Method, top_fields: dict[int, tuple[int, int, int]]
     ) -> Any:
         limits = self.limits
-        args = _decode_struct(
+        args = decode_struct(
             message.payload, message.header.body, method.args(), decode_response=False
         )
-        _check_arg_types(method, top_fields)
-        _fill_defaults(args)
+        check_arg_types(method, top_fields)
+        fill_defaults(args)
         if method.name == "Log":
             entries = args.messages
             if len(entries) > limits.max_entries_per_call:
@@ -638,7 +638,7 @@ def _spec_type(spec: Any) -> int:
     return int(spec if isinstance(spec, int) else spec[0])
 
 
-def _check_arg_types(method: Method, top_fields: dict[int, tuple[int, int, int]]) -> None:
+def check_arg_types(method: Method, top_fields: dict[int, tuple[int, int, int]]) -> None:
     """Arguments present on the wire with another type than declared are refused, not skipped."""
     specs = method.args.thrift_spec
     for fid, (wire, t1, t2) in top_fields.items():
@@ -669,7 +669,7 @@ _DEFAULTS: dict[int, Any] = {
 }
 
 
-def _fill_defaults(args: Any) -> None:
+def fill_defaults(args: Any) -> None:
     """Missing arguments take their type's empty value (as Scribe's C++ server does)."""
     for spec in args.thrift_spec.values():
         if getattr(args, spec[1]) is None:
@@ -723,7 +723,7 @@ class ClientConnection:
         self.strict = strict
         self.limits = limits or CodecLimits()
         self.max_request_bytes = max_request_bytes
-        self._reader = _Reader(self.limits, Framing.FRAMED if framed else Framing.UNFRAMED)
+        self._reader = MessageReader(self.limits, Framing.FRAMED if framed else Framing.UNFRAMED)
         self._pending: deque[tuple[str, int]] = deque()
         self._seqid = 0
         self._replies = 0
@@ -799,7 +799,7 @@ class ClientConnection:
             return message
         assert isinstance(message, Message)
         try:
-            _walk_body(message, self._reader.scan_limits)
+            walk_body(message, self._reader.scan_limits)
         except ProtocolError as exc:
             raise self._reader.fail(exc) from None
         payload, header = message.payload, message.header
@@ -812,7 +812,7 @@ class ClientConnection:
                 f"reply {got_name!r} seqid {header.seqid} does not answer {name!r} seqid {seqid}"
             )
         if header.mtype == MessageType.EXCEPTION:
-            app_error = _decode_struct(
+            app_error = decode_struct(
                 payload, header.body, TApplicationException(), decode_response=True
             )
             text = app_error.message
@@ -821,7 +821,7 @@ class ClientConnection:
             raise RemoteApplicationError(name, int(app_error.type or 0), str(text or ""))
         if header.mtype != MessageType.REPLY:
             raise MalformedMessage(f"message type {header.mtype} in a reply to {name!r}")
-        result = _decode_struct(payload, header.body, METHODS[name].result(), decode_response=True)
+        result = decode_struct(payload, header.body, METHODS[name].result(), decode_response=True)
         if 0 in result.thrift_spec:
             if result.success is None:
                 raise MalformedMessage(f"the reply to {name!r} carries no result")

@@ -1,7 +1,7 @@
 """The fetch interface's codec (``idl/fetch.thrift``), without I/O: bytes in, typed calls and
 replies out.
 
-It is built from the Scribe codec's parts (``codec._Reader`` finds and proves complete
+It is built from the Scribe codec's parts (``codec.MessageReader`` finds and proves complete
 messages, the scanner walks them before thriftpy2 decodes a byte, ``encode_message`` writes
 them), with the fetch method table instead of Scribe's.  The interface is ours, so it is framed
 and strict-header only on the wire; a server still reads both header forms, as the reader
@@ -47,15 +47,15 @@ from scribe_compat.codec import (
     CodecLimits,
     LargeFrame,
     Message,
+    MessageReader,
     MiB,
     Sentinel,
-    _check_arg_types,
-    _decode_struct,
-    _fill_defaults,
-    _Reader,
-    _walk_body,
+    check_arg_types,
+    decode_struct,
     encode_message,
+    fill_defaults,
     message_of_frame,
+    walk_body,
 )
 from scribe_compat.errors import (
     BadArguments,
@@ -207,7 +207,7 @@ class FetchServerConnection:
 
     def __init__(self, limits: CodecLimits = SERVER_LIMITS) -> None:
         self.limits = limits
-        self._reader = _Reader(limits, Framing.FRAMED)
+        self._reader = MessageReader(limits, Framing.FRAMED)
 
     @property
     def buffered(self) -> int:
@@ -231,17 +231,15 @@ class FetchServerConnection:
             )
         method = FETCH_METHODS.get(name)
         try:
-            top_fields = _walk_body(message, self._reader.scan_limits)
+            top_fields = walk_body(message, self._reader.scan_limits)
         except ProtocolError as exc:
             raise self._reader.fail(exc) from None
         if method is None:
             return RejectedFetchCall(header.name, header.seqid, header.strict, UnknownMethod(name))
         try:
-            args = _decode_struct(
-                message.payload, header.body, method.args(), decode_response=False
-            )
-            _check_arg_types(method, top_fields)
-            _fill_defaults(args)
+            args = decode_struct(message.payload, header.body, method.args(), decode_response=False)
+            check_arg_types(method, top_fields)
+            fill_defaults(args)
             request = _request(method, args)
         except CallRejected as exc:
             return RejectedFetchCall(header.name, header.seqid, header.strict, exc)
@@ -411,7 +409,7 @@ class FetchClientConnection:
     def __init__(self, limits: CodecLimits = CLIENT_LIMITS) -> None:
         # Large replies are kept as their reads and joined once (no growing buffer to copy
         # out of): the join is the only copy of the records on this side.
-        self._reader = _Reader(limits, Framing.FRAMED, assemble_later=True)
+        self._reader = MessageReader(limits, Framing.FRAMED, assemble_later=True)
         self._limits = limits
         self._pending: deque[tuple[str, int]] = deque()
         self._seqid = 0
@@ -512,7 +510,7 @@ class FetchClientConnection:
             if isinstance(message, LargeFrame):
                 message = message_of_frame(b"".join(message.parts), self._reader.scan_limits)
             assert isinstance(message, Message)
-            _walk_body(message, self._reader.scan_limits)
+            walk_body(message, self._reader.scan_limits)
             return self._decode(message)
         except ProtocolError as exc:
             raise self._reader.fail(exc) from None
@@ -536,7 +534,7 @@ class FetchClientConnection:
         try:
             # The codec reads a payload through the buffer protocol: a bytearray is one.
             message = message_of_frame(frame, self._reader.scan_limits)  # type: ignore[arg-type]
-            _walk_body(message, self._reader.scan_limits)
+            walk_body(message, self._reader.scan_limits)
             return self._decode(message)
         except ProtocolError as exc:
             raise self._reader.fail(exc) from None
@@ -558,7 +556,7 @@ class FetchClientConnection:
                 f"reply {got!r} seqid {header.seqid} does not answer {name!r} seqid {seqid}"
             )
         if header.mtype == MessageType.EXCEPTION:
-            app = _decode_struct(
+            app = decode_struct(
                 message.payload, header.body, TApplicationException(), decode_response=True
             )
             text = app.message.decode() if isinstance(app.message, bytes) else app.message
@@ -569,7 +567,7 @@ class FetchClientConnection:
         records = None
         if name == "fetch":
             payload, records = _take_records(payload, header.body)
-        result = _decode_struct(
+        result = decode_struct(
             payload, header.body, FETCH_METHODS[name].result(), decode_response=True
         )
         if result.error is not None:
