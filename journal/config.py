@@ -118,7 +118,8 @@ _COMPARISONS = {"gt": operator.gt, "ge": operator.ge, "lt": operator.lt, "le": o
 
 def _check_range(name: str, value: object, base: type, markers: list[object]) -> None:
     """``value`` is a ``base`` (an int is a float too, a bool is neither) within every declared
-    bound; NaN is within none."""
+    bound; NaN is within none.  (``scribe_compat.ranges`` has its twin: neither package may
+    import the other.)"""
     wanted = "a number" if base is float else "an integer"
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{name} must be {wanted}, not {value!r}")

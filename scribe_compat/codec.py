@@ -43,8 +43,9 @@ import enum
 import struct
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from annotated_types import Interval
 from thriftpy2.protocol.cybin.cybin import TCyBinaryProtocol
 from thriftpy2.thrift import TApplicationException
 from thriftpy2.transport.memory.cymemory import TCyMemoryBuffer
@@ -64,6 +65,7 @@ from scribe_compat.errors import (
 )
 from scribe_compat.framing import Framing, detect_framing, frame_length
 from scribe_compat.idl import METHODS, AppErrorType, LogEntry, MessageType, Method
+from scribe_compat.ranges import check_declared_ranges
 from scribe_compat.scanner import (
     T_LIST,
     T_MAP,
@@ -78,6 +80,7 @@ from scribe_compat.scanner import (
 )
 
 MiB = 1024 * 1024
+I32_MAX = 2**31 - 1
 _U32 = struct.Struct(">I")
 _I32 = struct.Struct(">i")
 # A consumed buffer up to this size is kept for the next read: a few ordinary reads' worth,
@@ -98,36 +101,36 @@ class CodecLimits:
 
     # Apache Thrift's default TConfiguration max frame size is 16,384,000 bytes; 16 MiB keeps
     # that precedent and fits ~80,000 200-byte messages, far above any Scribe client's batch.
-    max_frame_bytes: int = 16 * MiB
+    # At most 2 GiB: Thrift's frame length is a signed 32-bit integer.
+    max_frame_bytes: Annotated[int, Interval(gt=0, le=I32_MAX)] = 16 * MiB
     # An unframed message may be as large as a frame: the same call must not be refused
     # depending on the transport the client picked.
-    max_message_bytes: int = 16 * MiB
+    max_message_bytes: Annotated[int, Interval(gt=0, le=I32_MAX)] = 16 * MiB
     # Each decoded entry costs ~300 bytes of Python objects before the journal sees it: 100,000
     # bounds a call at ~30 MB of memory.  Scribe's forwarders send a few thousand per call.
-    max_entries_per_call: int = 100_000
+    # At most Thrift's list size, a signed 32-bit integer.
+    max_entries_per_call: Annotated[int, Interval(gt=0, le=I32_MAX)] = 100_000
     # One message being assembled plus one receive of pipelined data behind it.
-    max_unparsed_bytes: int = 16 * MiB + 256 * 1024
+    max_unparsed_bytes: Annotated[int, Interval(gt=0, le=2 * I32_MAX)] = 16 * MiB + 256 * 1024
     # No container in the interface needs more than max_entries_per_call elements; metadata
     # maps are tiny.  Refusing a larger declared size early is cheaper than walking it.
-    max_container_size: int = 100_000
+    max_container_size: Annotated[int, Interval(gt=0, le=I32_MAX)] = 100_000
     # The deepest value in the interface is 4 levels (args > list > LogEntry > map); 16 leaves
     # room for unknown fields from newer clients, far below thriftpy2's own guard of 64.
-    max_depth: int = 16
+    # At least the interface's 4 levels, at most thriftpy2's own guard.
+    max_depth: Annotated[int, Interval(ge=4, le=64)] = 16
     # The longest method name is 19 bytes (getSelectedCounters); Apache's clients never send
     # more than a few dozen.
-    max_name_bytes: int = 256
+    # At most 64 KiB, thousands of times the longest name.
+    max_name_bytes: Annotated[int, Interval(gt=0, le=65536)] = 256
 
     def __post_init__(self) -> None:
-        for name, value in self.__dict__.items():
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_declared_ranges(self)
         # A frame is buffered whole (with its 4-byte length) before it is parsed.
         if self.max_unparsed_bytes < max(self.max_message_bytes, self.max_frame_bytes + 4):
             raise ValueError(
                 "max_unparsed_bytes must be at least max_message_bytes and max_frame_bytes + 4"
             )
-        if self.max_depth < 4:
-            raise ValueError("max_depth must be at least 4 (the Log call needs 4 levels)")
 
     def scan_limits(self) -> ScanLimits:
         return ScanLimits(

@@ -31,9 +31,10 @@ import logging
 import math
 import socket
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Annotated, Protocol
 
 import trio
+from annotated_types import Interval
 
 from scribe_compat.access import parse_networks
 from scribe_compat.batch import LogBatch
@@ -52,9 +53,12 @@ from scribe_compat.codec import (
 from scribe_compat.errors import ProtocolError, TlsRefused
 from scribe_compat.gate import ConnectionGate, ConnectionPolicy
 from scribe_compat.idl import AppErrorType, FbStatus, ResultCode
+from scribe_compat.ranges import check_declared_ranges
 from scribe_compat.tls import TlsConfig
 
 log = logging.getLogger(__name__)
+
+HOUR_S = 3600.0
 
 # Under a flood (refused, evicted or waiting connections) at most one line a second per kind;
 # each line carries the running total, so the count is never lost.
@@ -90,43 +94,46 @@ class ServerConfig:
     # Loopback unless told otherwise: the server has no authentication of its own.
     host: str = "127.0.0.1"
     # Scribe's conventional port.
-    port: int = 1463
+    port: Annotated[int, Interval(ge=0, le=65535)] = 1463
     # Each connection costs a task, a descriptor and one read of buffer (receive_size; all
     # else it buffers comes from max_buffered_bytes): 1024 holds a few hundred persistent
     # forwarder connections, as real fleets keep, with room to spare.  When all are taken the
     # longest-idle connection gives its slot to the new one.
-    max_connections: int = 1024
+    # At most a million, Linux's ceiling of descriptors for one process (nr_open).
+    max_connections: Annotated[int, Interval(gt=0, le=1 << 20)] = 1024
     limits: CodecLimits = field(default_factory=CodecLimits)
     # A started message must be complete within this time, however slowly it drips in: a
     # 16 MiB call needs under a second on any LAN, 30 s leaves room for slow WAN links.
-    read_timeout_s: float = 30.0
+    read_timeout_s: Annotated[float, Interval(gt=0, le=HOUR_S)] = 30.0
     # Forwarders keep connections open between batches; an hour of silence means the peer is
     # gone (or stuck) and its slot is better given to someone else.
-    idle_timeout_s: float = 3600.0
+    idle_timeout_s: Annotated[float, Interval(gt=0, le=7 * 24 * HOUR_S)] = HOUR_S
     # On stop, calls in progress get this long to finish before their connections are cut.
-    drain_timeout_s: float = 10.0
+    drain_timeout_s: Annotated[float, Interval(gt=0, le=HOUR_S)] = 10.0
     # Bytes asked of the socket per read: a 1000-entry batch of 200-byte messages (~210 KB)
     # arrives in one read; measured 6% more ingest than 64 KiB.  The buffer is transient.
-    receive_size: int = 262144
+    # At most 64 MiB: each read allocates this much, on every connection that reads.
+    receive_size: Annotated[int, Interval(gt=0, le=64 * MiB)] = 262144
     # Bytes buffered for calls still arriving, over all connections together: a call larger
     # than one read reserves its whole size here before its connection reads on (one read of
     # each connection comes on top).  256 MiB lets sixteen calls of the largest size, or a
     # thousand ordinary batches, arrive at once, as much as admission lets wait for the disk
     # (max_pending_bytes).  Past it a connection waits its turn instead of growing memory.
-    max_buffered_bytes: int = 256 * MiB
+    # At most 1 TiB: past any machine's memory, so plainly a mistake.
+    max_buffered_bytes: Annotated[int, Interval(gt=0, le=1 << 40)] = 256 * MiB
     # Log calls in the common shape (category, message, perhaps metadata) this large or
     # larger are decoded in a worker thread: the codec slices them at ~250 MB/s (~50 MB/s
     # with four metadata pairs per entry), so 512 KiB holds the event loop 2-10 ms, while
     # the 1000-message batches of forwarders (~210 KB) stay on the loop, where they cost no
     # thread hop.
-    thread_decode_bytes: int = 512 * 1024
+    thread_decode_bytes: Annotated[int, Interval(gt=0, le=1 << 32)] = 512 * 1024
     # Every other call this large or larger (unknown fields, other methods) is decoded in a
     # worker thread: the general decoder walks and decodes 20-50 MB/s, so 64 KiB holds the
     # loop 1-3 ms.
-    thread_decode_other_bytes: int = 64 * 1024
+    thread_decode_other_bytes: Annotated[int, Interval(gt=0, le=1 << 32)] = 64 * 1024
     # Results with this many elements or more (getCounters, getOptions) are encoded in a
     # worker thread: 10,000 counters take ~2-4 ms to encode.
-    thread_encode_items: int = 10_000
+    thread_encode_items: Annotated[int, Interval(gt=0, le=1 << 31)] = 10_000
     # Worker threads decoding or encoding at once, and large Log calls (thread_decode_bytes
     # and up) handled at once, from decoding to their journal append.  Decoding and packing
     # hold the GIL, so a second thread adds no speed, only more competition for the event
@@ -134,19 +141,19 @@ class ServerConfig:
     # of decoding one while the journal packs another) cut a one-message call's median wait
     # from ~20 to ~6 ms and its maximum from ~230-350 to ~60-120 ms, with more large calls
     # through.  The others wait their turn with their bytes received (max_buffered_bytes).
-    codec_threads: int = 1
+    codec_threads: Annotated[int, Interval(gt=0, le=64)] = 1
     # How long a thread may hold the GIL while another waits for it (`sys.setswitchinterval`,
     # which the daemon sets for its process).  Python's 5 ms makes the event loop's thread wait
     # that long at every turn while a worker thread decodes or packs a large call; at 1 ms a
     # one-message call's median wait under four 16 MiB calls fell from 104 to 9 ms, for about
     # a fifth less of those large calls' throughput.
-    switch_interval_s: float = 0.001
+    switch_interval_s: Annotated[float, Interval(gt=0, le=0.1)] = 0.001
     # Allocations between young-generation garbage collections (``gc.set_threshold``, which the
     # daemon sets for its process, after freezing what start-up allocated).  Python's 700 makes
     # a 100,000-entry call with metadata run ~140 collections while it is decoded and as many
     # while it is packed, and the full ones among them hold the GIL 30-90 ms; the log path's
     # objects are not cyclic, so collecting them that often frees nothing.
-    gc_young_threshold: int = 100_000
+    gc_young_threshold: Annotated[int, Interval(ge=100, le=10_000_000)] = 100_000
     # Whether any client may call fb303 shutdown and reinitialize, as in Scribe.  Unset: only
     # when bound to a loopback address, where every client is on this host; a server open to
     # the network refuses them (and counts the refusals) unless this says true.
@@ -164,30 +171,10 @@ class ServerConfig:
                 parse_networks(self.allow)
             except ValueError as exc:
                 raise ValueError(f"allow: {exc}") from None
-        if not 0 <= self.port <= 65535:
-            raise ValueError(f"port {self.port} is not in 0..65535")
-        for name in (
-            "max_connections",
-            "receive_size",
-            "max_buffered_bytes",
-            "thread_decode_bytes",
-            "thread_decode_other_bytes",
-            "thread_encode_items",
-            "codec_threads",
-        ):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive")
+        check_declared_ranges(self)
         if self.max_buffered_bytes < self.limits.max_unparsed_bytes:
             # Otherwise a call of the largest allowed size could never be received.
             raise ValueError("max_buffered_bytes must be at least limits.max_unparsed_bytes")
-        for name in ("read_timeout_s", "idle_timeout_s", "drain_timeout_s"):
-            value = getattr(self, name)
-            if not value > 0 or math.isnan(value):
-                raise ValueError(f"{name} must be positive")
-        if not 0 < self.switch_interval_s <= 0.1:
-            raise ValueError("switch_interval_s must be in (0, 0.1] seconds")
-        if not 100 <= self.gc_young_threshold <= 10_000_000:
-            raise ValueError("gc_young_threshold must be in 100..10,000,000 allocations")
 
 
 def _kv(**fields: object) -> str:
