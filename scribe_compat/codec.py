@@ -806,30 +806,39 @@ class ClientConnection:
         except ProtocolError as exc:
             raise self._reader.fail(exc) from None
         payload, header = message.payload, message.header
-        if not self._pending:
-            raise MalformedMessage("a reply arrived with no call outstanding")
-        name, seqid = self._pending.popleft()
-        got_name = header.name.decode("utf-8", "backslashreplace")
-        if got_name != name or header.seqid != seqid:
-            raise MalformedMessage(
-                f"reply {got_name!r} seqid {header.seqid} does not answer {name!r} seqid {seqid}"
-            )
-        if header.mtype == MessageType.EXCEPTION:
-            app_error = decode_struct(
-                payload, header.body, TApplicationException(), decode_response=True
-            )
-            text = app_error.message
-            if isinstance(text, bytes):
-                text = text.decode("utf-8", "backslashreplace")
-            raise RemoteApplicationError(name, int(app_error.type or 0), str(text or ""))
-        if header.mtype != MessageType.REPLY:
-            raise MalformedMessage(f"message type {header.mtype} in a reply to {name!r}")
+        name, seqid = answered_call(self._pending, message)
         result = decode_struct(payload, header.body, METHODS[name].result(), decode_response=True)
         if 0 in result.thrift_spec:
             if result.success is None:
                 raise MalformedMessage(f"the reply to {name!r} carries no result")
             return Reply(name, seqid, result.success)
         return Reply(name, seqid, None)
+
+
+def answered_call(pending: deque[tuple[str, int]], message: Message) -> tuple[str, int]:
+    """The outstanding call (name, seqid) a client's reply answers, taken from ``pending``;
+    ``MalformedMessage`` for a reply to no call or another one, ``RemoteApplicationError``
+    for an exception reply."""
+    header = message.header
+    if not pending:
+        raise MalformedMessage("a reply arrived with no call outstanding")
+    name, seqid = pending.popleft()
+    got_name = header.name.decode("utf-8", "backslashreplace")
+    if got_name != name or header.seqid != seqid:
+        raise MalformedMessage(
+            f"reply {got_name!r} seqid {header.seqid} does not answer {name!r} seqid {seqid}"
+        )
+    if header.mtype == MessageType.EXCEPTION:
+        app_error = decode_struct(
+            message.payload, header.body, TApplicationException(), decode_response=True
+        )
+        text = app_error.message
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", "backslashreplace")
+        raise RemoteApplicationError(name, int(app_error.type or 0), str(text or ""))
+    if header.mtype != MessageType.REPLY:
+        raise MalformedMessage(f"message type {header.mtype} in a reply to {name!r}")
+    return name, seqid
 
 
 def encode_call(name: str, args: Any, *, seqid: int, framed: bool, strict: bool) -> bytes:

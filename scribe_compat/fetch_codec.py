@@ -50,6 +50,7 @@ from scribe_compat.codec import (
     MessageReader,
     MiB,
     Sentinel,
+    answered_call,
     check_arg_types,
     decode_struct,
     encode_message,
@@ -63,7 +64,6 @@ from scribe_compat.errors import (
     FetchRefused,
     MalformedMessage,
     ProtocolError,
-    RemoteApplicationError,
     UnknownMethod,
 )
 from scribe_compat.framing import Framing
@@ -547,22 +547,7 @@ class FetchClientConnection:
 
     def _decode(self, message: Message) -> ReplyValue:
         header = message.header
-        if not self._pending:
-            raise MalformedMessage("a reply arrived with no call outstanding")
-        name, seqid = self._pending.popleft()
-        got = header.name.decode("utf-8", "backslashreplace")
-        if got != name or header.seqid != seqid:
-            raise MalformedMessage(
-                f"reply {got!r} seqid {header.seqid} does not answer {name!r} seqid {seqid}"
-            )
-        if header.mtype == MessageType.EXCEPTION:
-            app = decode_struct(
-                message.payload, header.body, TApplicationException(), decode_response=True
-            )
-            text = app.message.decode() if isinstance(app.message, bytes) else app.message
-            raise RemoteApplicationError(name, int(app.type or 0), str(text or ""))
-        if header.mtype != MessageType.REPLY:
-            raise MalformedMessage(f"message type {header.mtype} in a reply to {name!r}")
+        name, _seqid = answered_call(self._pending, message)
         payload: bytes = message.payload
         records = None
         if name == "fetch":
