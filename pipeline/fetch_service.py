@@ -44,7 +44,7 @@ from scribe_compat import (
     PartitionState,
     TimeLookup,
 )
-from scribe_compat.access import parse_networks
+from scribe_compat.access import check_allow
 from scribe_compat.tls import TlsConfig
 
 log = logging.getLogger(__name__)
@@ -86,11 +86,7 @@ class FetchConfig:
     tls: TlsConfig = field(default_factory=TlsConfig)
 
     def __post_init__(self) -> None:
-        if self.allow is not None:
-            try:
-                parse_networks(self.allow)
-            except ValueError as exc:
-                raise ValueError(f"allow: {exc}") from None
+        check_allow(self.allow)
 
     @property
     def enabled(self) -> bool:

@@ -62,6 +62,15 @@ def parse_networks(entries: Iterable[str]) -> tuple[IPNetwork, ...]:
     return tuple(networks)
 
 
+def check_allow(allow: Iterable[str] | None) -> None:
+    """A port's ``allow`` setting (None: the default) parses; ``ValueError`` naming it."""
+    if allow is not None:
+        try:
+            parse_networks(allow)
+        except ValueError as exc:
+            raise ValueError(f"allow: {exc}") from None
+
+
 def peer_address(text: str) -> IPAddress | None:
     """A peer's address as ``getpeername`` gives it (with a scope, or IPv4-mapped) as the
     address an allowlist speaks of; None when it is not an IP address (a Unix socket)."""

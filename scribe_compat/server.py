@@ -36,7 +36,7 @@ from typing import Annotated, Protocol
 import trio
 from annotated_types import Interval
 
-from scribe_compat.access import parse_networks
+from scribe_compat.access import check_allow
 from scribe_compat.batch import LogBatch
 from scribe_compat.budget import ReceiveBudget, Reservation
 from scribe_compat.codec import (
@@ -166,11 +166,7 @@ class ServerConfig:
     tls: TlsConfig = field(default_factory=TlsConfig)
 
     def __post_init__(self) -> None:
-        if self.allow is not None:
-            try:
-                parse_networks(self.allow)
-            except ValueError as exc:
-                raise ValueError(f"allow: {exc}") from None
+        check_allow(self.allow)
         check_declared_ranges(self)
         if self.max_buffered_bytes < self.limits.max_unparsed_bytes:
             # Otherwise a call of the largest allowed size could never be received.
