@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 import trio
 
 from pipeline import logs
 from pipeline.cli.common import (
+    FC,
     CannotStartError,
     CommandError,
     InvalidConfigError,
@@ -27,7 +27,6 @@ from pipeline.errors import ConfigError, PipelineError, StartupError, find_error
 from pipeline.services.required import start_required_services
 from pipeline.supervisor import run_until_signalled
 
-FC = TypeVar("FC", bound=Callable[..., Any] | click.Command)
 Flag = str | int | Path | None  # a value of `server_options`, None when not given
 
 
