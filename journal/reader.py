@@ -31,7 +31,6 @@ from journal.format import (
     HEADER_SIZE,
     HWM_FILE,
     US_PER_MS,
-    BatchHeader,
     FormatError,
     IndexEntry,
     check_batch,
@@ -40,6 +39,7 @@ from journal.format import (
 )
 from journal.gaps import documented, read_gaps
 from journal.layout import partition_dir
+from journal.records import DecodedBatch
 from journal.segments import (
     build_index,
     entry_matches,
@@ -100,23 +100,6 @@ class FileHighWaterMark:
             self._fd = -1
 
 
-class _Batch:
-    __slots__ = ("base", "end", "messages", "metadata", "timestamp_ms", "timestamp_us")
-
-    def __init__(
-        self,
-        header: BatchHeader,
-        messages: list[bytes],
-        metadata: list[dict[bytes, bytes] | None] | None,
-    ) -> None:
-        self.base = header.base_offset
-        self.end = header.end_offset
-        self.timestamp_ms = header.first_timestamp_ms
-        self.timestamp_us = header.first_timestamp_us  # of the first message; message i: + i
-        self.messages = messages
-        self.metadata = metadata
-
-
 class JournalReader:
     """Reads one partition from an offset.  Not thread-safe; one task uses it at a time."""
 
@@ -145,7 +128,7 @@ class JournalReader:
         self._segment = -1
         self._pos = 0  # file position of the next unread batch of the segment
         self._pos_offset = 0  # offset of the batch at ``_pos``
-        self._batch: _Batch | None = None
+        self._batch: DecodedBatch | None = None
         self._closed = False
         try:
             self.seek(self.earliest_offset() if offset is None else offset)
@@ -353,7 +336,7 @@ class JournalReader:
         if not self._open_segment(base):
             self._drop_segment()
 
-    def _batch_at_next(self) -> _Batch:
+    def _batch_at_next(self) -> DecodedBatch:
         """The decoded batch holding offset ``_next`` (which is below the high-water mark)."""
         max_record = self._config.max_record_bytes
         while True:
@@ -388,7 +371,7 @@ class JournalReader:
                 messages, metadata = decode_payload(header, payload)
             except FormatError as exc:
                 raise self._corrupt(self._pos, exc.reason) from None
-            self._batch = _Batch(header, messages, metadata)
+            self._batch = DecodedBatch(header, messages, metadata)
             self._pos += header.size
             self._pos_offset = header.end_offset
 
