@@ -178,8 +178,8 @@ class RejectedFetchCall:
 ServerEvent = FetchCall | RejectedFetchCall | Literal[Sentinel.NEED_DATA, Sentinel.CLOSED]
 
 
-def _non_negative(method: str, name: str, value: int, maximum: int = 1 << 63) -> int:
-    if not 0 <= value < maximum:
+def _non_negative(method: str, name: str, value: int) -> int:
+    if value < 0:
         raise BadArguments(f"{method}: {name} must not be negative, got {value}", method)
     return value
 
@@ -294,14 +294,7 @@ class FetchServerConnection:
             file=refused.file,
             position=refused.position,
         )
-        return encode_message(
-            call.name.encode(),
-            MessageType.REPLY,
-            call.seqid,
-            result,
-            strict=call.strict,
-            framed=True,
-        )
+        return self._encode(call, result)
 
     def reply_exception(
         self, call: FetchCall | RejectedFetchCall, type: AppErrorType, message: str
@@ -407,8 +400,8 @@ class FetchClientConnection:
     ``RemoteApplicationError`` for an exception reply, ``ProtocolError`` for bad bytes)."""
 
     def __init__(self, limits: CodecLimits = CLIENT_LIMITS) -> None:
-        # Large replies are kept as their reads and joined once (no growing buffer to copy
-        # out of): the join is the only copy of the records on this side.
+        # A large reply whose header arrives split is kept as its reads and joined once (no
+        # growing buffer to copy out of); one whose header arrives first goes to ``_frame``.
         self._reader = MessageReader(limits, Framing.FRAMED, assemble_later=True)
         self._limits = limits
         self._pending: deque[tuple[str, int]] = deque()
