@@ -153,6 +153,18 @@ class FetchService:
             position=position,
         )
 
+    def _damaged(
+        self, pid: PartitionId, exc: JournalCorrupt, *, high_water_mark: int = 0
+    ) -> FetchRefused:
+        """The refusal of a read that met damage, naming the file and the byte."""
+        return self._refuse(
+            FetchErrorCode.PARTITION_DAMAGED,
+            f"partition {pid} is damaged: {exc.reason}",
+            file=str(exc.file),
+            position=exc.position,
+            high_water_mark=high_water_mark,
+        )
+
     async def describe(self) -> JournalDescription:
         self._counters["fetch:describes"] += 1
         journal = self._journal
@@ -218,14 +230,7 @@ class FetchService:
                 high_water_mark=exc.high_water_mark,
             ) from None
         except JournalCorrupt as exc:
-            raise self._refuse(
-                FetchErrorCode.PARTITION_DAMAGED,
-                f"partition {pid} is damaged: {exc.reason}",
-                file=str(exc.file),
-                position=exc.position,
-                earliest=0,
-                high_water_mark=hwm,
-            ) from None
+            raise self._damaged(pid, exc, high_water_mark=hwm) from None
         self._counters["fetch:bytes sent"] += len(records.data)
         return FetchResult(
             records.data,
@@ -260,10 +265,5 @@ class FetchService:
                 async with self._limiter:
                     await trio.to_thread.run_sync(reader.seek_time, lookup.timestamp_ms)
             except JournalCorrupt as exc:
-                raise self._refuse(
-                    FetchErrorCode.PARTITION_DAMAGED,
-                    f"partition {pid} is damaged: {exc.reason}",
-                    file=str(exc.file),
-                    position=exc.position,
-                ) from None
+                raise self._damaged(pid, exc) from None
             return reader.position

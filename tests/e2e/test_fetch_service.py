@@ -296,3 +296,25 @@ async def test_damage_in_fetched_records_is_raised_after_what_came_before_it(
                 await reader.read_wait(100, 1 << 20)
             assert reader.position == 4
             reader.close()
+
+
+async def test_a_damaged_batch_header_is_refused_naming_the_segment_and_byte(
+    tmp_path: Path,
+) -> None:
+    journal_dir = tmp_path / "j"
+    async with running_daemon(fetch_config(journal_dir)) as daemon:
+        await log(daemon, [b"a", b"b", b"c"])
+        (segment,) = (journal_dir / "fetched" / "0").glob("*.log")
+        with segment.open("r+b") as f:  # the first batch's length: implausible
+            f.write(b"\xff\xff\xff\xff")
+        async with await fetch_client(daemon) as client:
+            with pytest.raises(FetchRefused) as fetched:
+                await client.fetch(FetchRequest(b"fetched", 0, 0, 0, 10, 0))
+            assert fetched.value.code == FetchErrorCode.PARTITION_DAMAGED
+            assert (fetched.value.file, fetched.value.position) == (str(segment), 0)
+            assert fetched.value.high_water_mark == 3
+            assert "implausible batch length" in fetched.value.reason
+            with pytest.raises(FetchRefused) as looked_up:
+                await client.offset_for_time(b"fetched", 0, 1 << 50)
+            assert looked_up.value.code == FetchErrorCode.PARTITION_DAMAGED
+            assert (looked_up.value.file, looked_up.value.position) == (str(segment), 0)
