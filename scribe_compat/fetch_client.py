@@ -122,7 +122,7 @@ class AsyncFetchClient:
             self._broken = False
             raise
         except trio.TooSlowError as exc:
-            raise ClientTimeoutError(f"no reply within {self.timeout}s", self.peer) from exc
+            raise ClientTimeoutError(_no_reply(self.timeout, wait_s), self.peer) from exc
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise TransportError(f"connection failed: {exc}", self.peer) from exc
         self._broken = False
@@ -146,6 +146,13 @@ class AsyncFetchClient:
                 conn.received(await stream.socket.recv_into(buffer))
             else:
                 conn.receive_data(await stream.receive_some(_RECEIVE_SIZE))
+
+
+def _no_reply(timeout: float, wait_s: float) -> str:
+    # The whole bound, not the timeout alone: a fetch's includes the long poll it asked for.
+    if not wait_s:
+        return f"no reply within {timeout:g}s"
+    return f"no reply within {timeout + wait_s:g}s (timeout {timeout:g}s + wait {wait_s:g}s)"
 
 
 async def _close(stream: trio.abc.Stream | None) -> None:
