@@ -154,7 +154,7 @@ class ScribeClient:
         except TimeoutError as exc:
             raise ClientTimeoutError(f"connect timed out after {timeout}s", peer) from exc
         except OSError as exc:
-            raise TransportError(f"connect failed: {_os_reason(exc)}", peer) from exc
+            raise TransportError(f"connect failed: {os_reason(exc)}", peer) from exc
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return cls(
             sock, framed=framed, strict=strict, peer=peer, max_request_bytes=max_request_bytes
@@ -279,13 +279,13 @@ def _check_prepared(prepared: PreparedLog, conn: ClientConnection) -> None:
     conn.check_request("Log", prepared.request)
 
 
-def _os_reason(exc: OSError) -> str:
+def os_reason(exc: OSError) -> str:
     """Why a connect failed, without the address the caller names anyway: the system's words
     (``Connection refused``); trio's "all attempts to connect to H:P failed" gives way to
     those of the attempts it made (each one's errno: trio's text names the address too)."""
     cause = exc.__cause__
     if isinstance(cause, BaseExceptionGroup):
-        reasons = dict.fromkeys(_os_reason(e) for e in cause.exceptions if isinstance(e, OSError))
+        reasons = dict.fromkeys(os_reason(e) for e in cause.exceptions if isinstance(e, OSError))
         if reasons:
             return "; ".join(reasons)
     if exc.errno is not None and exc.errno > 0:  # a resolver's errors are negative
@@ -335,7 +335,7 @@ class AsyncScribeClient:
         except trio.TooSlowError as exc:
             raise ClientTimeoutError(f"connect timed out after {timeout}s", peer) from exc
         except OSError as exc:
-            raise TransportError(f"connect failed: {_os_reason(exc)}", peer) from exc
+            raise TransportError(f"connect failed: {os_reason(exc)}", peer) from exc
         return cls(stream, framed=framed, strict=strict, timeout=timeout, peer=peer)
 
     async def aclose(self) -> None:

@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from scribe_compat.client import _os_reason
+from scribe_compat.client import os_reason
 from scribe_compat.codec import CLOSED, NEED_DATA
 from scribe_compat.errors import (
     BadReplyError,
@@ -81,7 +81,7 @@ class AsyncFetchClient:
             await _close(stream)
             raise TransportError(f"tls {exc.reason}", peer) from exc
         except OSError as exc:
-            raise TransportError(f"connect failed: {_os_reason(exc)}", peer) from exc
+            raise TransportError(f"connect failed: {os_reason(exc)}", peer) from exc
         return cls(stream, timeout=timeout, peer=peer)
 
     async def aclose(self) -> None:
