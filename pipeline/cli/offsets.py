@@ -12,6 +12,7 @@ import click
 from consumers import (
     CategoryMatcher,
     CoordinationError,
+    Coordinator,
     DeleteRefused,
     FileSink,
     FileSinkConfig,
@@ -337,12 +338,16 @@ async def _reset(
     done = []
     for pid in pids:
         offset = _resolve(config, pid, target)
-        try:
-            await coordinator.reset(pid, offset, force=force)
-        except ResetRefused as exc:
-            raise click.ClickException(f"{exc} (stop the members, or pass --force)") from exc
+        await _reset_one(coordinator, pid, offset, force)
         done.append((pid, offset))
     return done
+
+
+async def _reset_one(coordinator: Coordinator, pid: PartitionId, offset: int, force: bool) -> None:
+    try:
+        await coordinator.reset(pid, offset, force=force)
+    except ResetRefused as exc:
+        raise click.ClickException(f"{exc} (stop the members, or pass --force)") from exc
 
 
 async def _reset_units(
@@ -385,10 +390,7 @@ async def _reset_units(
             view.high_water_mark,
             target,
         )
-        try:
-            await coordinator.reset(view.unit, offset, force=force)
-        except ResetRefused as exc:
-            raise click.ClickException(f"{exc} (stop the members, or pass --force)") from exc
+        await _reset_one(coordinator, view.unit, offset, force)
         done.append((view.unit, offset))
     return done
 

@@ -38,6 +38,25 @@ class OffsetSink:
         pass
 
 
+def quick_group(backoff_max_s: float) -> GroupConfig:
+    """Group "g" on category web, with short waits and retries starting at 10 ms."""
+    return GroupConfig(
+        name="g",
+        categories=("web",),
+        batch_wait_s=0.01,
+        commit_interval_s=0.05,
+        discover_interval_s=0.05,
+        backoff_initial_s=0.01,
+        backoff_max_s=backoff_max_s,
+    )
+
+
+def local_coordinator(tmp_path: Path) -> LocalCoordinator:
+    return LocalCoordinator(
+        LocalCoordinatorConfig(state_dir=tmp_path / "state", rescan_interval_s=0.05), "g", "m1"
+    )
+
+
 async def damaged_journal(directory: Path) -> tuple[int, int]:
     """110 messages in batches of 10, a byte flipped at 500; returns the high-water mark and
     the first offset of the damaged batch."""
@@ -58,18 +77,8 @@ async def test_damage_holds_the_partition_after_what_precedes_it_until_repair(
 ) -> None:
     journal_dir = tmp_path / "journal"
     hwm, damaged = await damaged_journal(journal_dir)
-    group = GroupConfig(
-        name="g",
-        categories=("web",),
-        batch_wait_s=0.01,
-        commit_interval_s=0.05,
-        discover_interval_s=0.05,
-        backoff_initial_s=0.01,
-        backoff_max_s=0.05,
-    )
-    coordinator = LocalCoordinator(
-        LocalCoordinatorConfig(state_dir=tmp_path / "state", rescan_interval_s=0.05), "g", "m1"
-    )
+    group = quick_group(backoff_max_s=0.05)
+    coordinator = local_coordinator(tmp_path)
     sink = OffsetSink()
     runtime = ConsumerRuntime(journal_dir, group, coordinator, sink, journal_config=JournalConfig())
     async with trio.open_nursery() as nursery:
@@ -161,18 +170,8 @@ async def test_a_new_read_failure_after_progress_starts_from_the_shortest_delay(
     journal_dir = tmp_path / "journal"
     async with open_journal(journal_dir, JournalConfig()) as journal:
         await journal.append(b"web", 0, [b"m%02d" % n for n in range(20)])
-    group = GroupConfig(
-        name="g",
-        categories=("web",),
-        batch_wait_s=0.01,
-        commit_interval_s=0.05,
-        discover_interval_s=0.05,
-        backoff_initial_s=0.01,
-        backoff_max_s=10.0,
-    )
-    coordinator = LocalCoordinator(
-        LocalCoordinatorConfig(state_dir=tmp_path / "state", rescan_interval_s=0.05), "g", "m1"
-    )
+    group = quick_group(backoff_max_s=10.0)
+    coordinator = local_coordinator(tmp_path)
     sink = OffsetSink()
     source = FlakySource(journal_dir, opens_failing=6, fail_at=10)
     runtime = ConsumerRuntime(journal_dir, group, coordinator, sink, source=source)

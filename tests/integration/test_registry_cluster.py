@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import trio
-from fetch_procs import Proc, connectable, free_port, send, wait_for
+from fetch_procs import Proc, connectable, free_port, send, wait_for, zk_table
 from pipeline_cli import PIPELINE
 
 from consumers.cassandra import CassandraConfig, CassandraSession
@@ -33,20 +33,6 @@ from consumers.errors import StorageError
 pytestmark = pytest.mark.timeout(240)
 
 CATEGORY = b"app"
-
-
-def zk_table(zk: ZooKeeperConfig) -> str:
-    return f"""
-[coordination]
-kind = "zookeeper"
-rescan_interval_s = 0.2
-settle_s = 0.5
-registry_interval_s = 0.2
-[coordination.zookeeper]
-hosts = "{zk.hosts}"
-chroot = "{zk.chroot}"
-session_timeout_s = {zk.session_timeout_s}
-"""
 
 
 def server_config(tmp: Path, name: str, zk: ZooKeeperConfig) -> tuple[Path, int, int]:
